@@ -1,0 +1,21 @@
+//! Device wire protocol v1: identifiers, topics and payloads. No I/O.
+//!
+//! Everything a device sends or receives is described here, so the edge agent, ingest and the
+//! tests agree by construction. The human-readable contract is `docs/protocol.md`.
+
+mod credentials;
+mod ids;
+mod payload;
+mod topic;
+
+pub use credentials::DeviceCredentials;
+pub use ids::{DeviceId, IdError, MetricKey};
+pub use payload::{
+    decode_batch, encode_batch, Ack, Batch, Limits, RejectedSeq, Rejection, RejectReason, Sample, Status,
+    Timestamp,
+    MAX_SAMPLES_PER_BATCH,
+};
+pub use topic::{tenant_prefix, Channel, Topic, TopicError};
+
+/// Protocol version segment used in every topic.
+pub const VERSION: &str = "v1";
