@@ -1,1 +1,80 @@
-fn main(){}
+//! `offsite`: the non-site supervision platform in one binary.
+
+mod bench;
+mod configuration;
+mod demo;
+mod device_cmd;
+mod startup;
+mod telemetry;
+mod tiers;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use configuration::Config;
+
+#[derive(Parser)]
+#[command(name = "offsite", version, about = "非现场监管平台 offsite — non-site supervision platform", long_about = None)]
+struct Cli {
+    /// TOML configuration file; `OFFSITE_<SECTION>__<KEY>` environment variables override it.
+    #[arg(long, global = true, env = "OFFSITE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (embedded PostgreSQL, device CA, secrets). Default `./offsite-data`.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Use this PostgreSQL server instead of the embedded cluster.
+    #[arg(long, global = true, env = "OFFSITE_DATABASE_URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every tier in one process (broker, ingest, portal) until Ctrl-C or SIGTERM.
+    Up,
+    /// `up` plus a simulated fleet of sensor devices connecting over MQTT/TLS.
+    Demo(demo::DemoArgs),
+    /// Provision and manage devices.
+    #[command(subcommand)]
+    Device(device_cmd::DeviceCommand),
+    /// Run only the MQTT broker (device authentication against the database).
+    Broker,
+    /// Run only ingest, reading the broker's internal listener with a shared subscription.
+    Ingest,
+    /// Run only the HTTP portal.
+    Portal,
+    /// Benchmarks; each starts what it needs and prints one JSON line last.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Print the effective configuration as TOML-compatible JSON.
+    Config,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut cfg = Config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
+    if let Some(url) = cli.database_url {
+        cfg.database.url = Some(url);
+    }
+    telemetry::init(&cfg.log);
+    offsite_broker::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Up => tiers::up(cfg).await,
+            Command::Demo(args) => demo::run(cfg, args).await,
+            Command::Device(c) => device_cmd::run(cfg, c).await,
+            Command::Broker => tiers::broker(cfg).await,
+            Command::Ingest => tiers::ingest(cfg).await,
+            Command::Portal => tiers::portal(cfg).await,
+            Command::Bench(b) => bench::run(cfg, b).await,
+            Command::Config => {
+                println!("{}", serde_json::to_string_pretty(&cfg)?);
+                Ok(())
+            }
+        }
+    })
+}

@@ -1,0 +1,83 @@
+//! Ingest: device messages in, validated samples durably stored, acknowledgements out.
+//!
+//! ```text
+//! source (in-process link | MQTT shared subscription)
+//!   -> processor: parse topic + payload, resolve device and metric ids, batch by rows / time
+//!   -> writers (N): dead letters + binary COPY in one commit each
+//!   -> acknowledgements to each device, only after the commit
+//! ```
+//! Invariant: a device's batch is acknowledged only once its rows (or its dead letter) are
+//! committed, so a device that resends until acknowledged loses nothing; the store keeps each
+//! (device, metric, timestamp) once, so resending never duplicates.
+
+mod config;
+pub mod metrics;
+mod pipeline;
+mod source;
+mod writer;
+
+pub use config::IngestConfig;
+pub use source::{AckSink, Incoming, LinkSource, MqttSource, MqttSourceConfig};
+
+use offsite_store::Store;
+use tokio::task::JoinHandle;
+pub(crate) use tokio_util_shim::CancellationToken;
+
+/// Minimal cancellation without another dependency: a watch channel.
+mod tokio_util_shim {
+    #[derive(Clone)]
+    pub struct CancellationToken(tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>);
+    impl Default for CancellationToken {
+        fn default() -> Self {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            Self(tx, rx)
+        }
+    }
+    impl CancellationToken {
+        pub fn cancel(&self) {
+            let _ = self.0.send(true);
+        }
+        pub async fn cancelled(&self) {
+            let mut rx = self.1.clone();
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    }
+}
+
+/// A running ingest tier.
+pub struct Ingest {
+    tasks: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl Ingest {
+    /// Starts processing messages from `rx` (fed by a source) and acknowledging through `acks`.
+    pub async fn start(
+        store: Store,
+        cfg: IngestConfig,
+        rx: flume::Receiver<Incoming>,
+        acks: AckSink,
+    ) -> anyhow::Result<Self> {
+        metrics::register();
+        let stop = CancellationToken::default();
+        let mut tasks = Vec::new();
+        let (flush_tx, flush_rx) = flume::bounded(cfg.writers.max(1) * 2);
+        let cache = pipeline::Registry::load(store.clone()).await?;
+        tasks.push(tokio::spawn(pipeline::run(cfg.clone(), cache, rx, flush_tx, stop.clone())));
+        for i in 0..cfg.writers.max(1) {
+            tasks.push(tokio::spawn(writer::run(i, store.clone(), flush_rx.clone(), acks.clone())));
+        }
+        if cfg.maintain_partitions {
+            tasks.push(tokio::spawn(writer::maintain(store.clone(), cfg.clone(), stop.clone())));
+        }
+        Ok(Self { tasks, stop })
+    }
+
+    /// Stops after the messages already received are written and acknowledged.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

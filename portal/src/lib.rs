@@ -1,0 +1,158 @@
+//! The portal: the read-only HTTP API the web UI and operators use, plus `/healthz` and
+//! `/metrics`. Every response outside `/metrics` is JSON, errors included.
+
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod time;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use offsite_store::Store;
+use serde::{Deserialize, Serialize};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::{ApiError, ApiResult};
+
+/// The API only reads; nothing legitimate sends a large body.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+/// Longer than any sane series query; bounds how long graceful shutdown can wait.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PortalConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)) }
+    }
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    /// False once shutdown has begun, so `/healthz` turns load balancers away while in-flight
+    /// requests finish.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(store: Store) -> Self {
+        Self { store, ready: Arc::new(AtomicBool::new(true)) }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    routes::metrics::init();
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/metrics", get(routes::metrics::metrics))
+        .route("/api/v1/devices", get(routes::devices::list))
+        .route("/api/v1/devices/{id}", get(routes::devices::get))
+        .route("/api/v1/metrics", get(routes::devices::metric_catalog))
+        .route("/api/v1/series", get(routes::series::series))
+        .fallback(not_found)
+        // `Router::layer` wraps each route after matching, so the metrics middleware sees
+        // `MatchedPath`. The last layer added is the outermost: tracing sees everything, the
+        // counter sees the final status, and JSON normalisation covers the statuses the inner
+        // layers produce (timeout, body limit, caught panic).
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(routes::metrics::track))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, marks the app not ready and lets
+/// in-flight requests finish (each bounded by [`REQUEST_TIMEOUT`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let addr = listener.local_addr().context("portal listener address")?;
+    tracing::info!(%addr, "portal listening");
+    let app = router(state.clone());
+    let signal = async move {
+        shutdown.await;
+        state.set_ready(false);
+        tracing::info!("portal shutting down");
+    };
+    axum::serve(listener, app).with_graceful_shutdown(signal).await.context("serving the portal")?;
+    tracing::info!("portal stopped");
+    Ok(())
+}
+
+/// Binds `config.listen` and serves; the convenience the CLI uses.
+pub async fn run(
+    config: &PortalConfig,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the portal to {}", config.listen))?;
+    serve(listener, AppState::new(store), shutdown).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint", "接口不存在")
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic message itself is already printed by the panic hook; don't send it out.
+    tracing::error!("handler panicked");
+    ApiError::internal().into_response()
+}
+
+/// Replaces any non-JSON error body (axum's 405, tower-http's 413/504) with our JSON error, so
+/// clients can rely on one error shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let mut fixed = ApiError::from_status(status).into_response();
+    // Keep headers that matter to the client, such as `Allow` on a 405.
+    if let Some(allow) = resp.headers().get(header::ALLOW) {
+        fixed.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    fixed
+}

@@ -7,7 +7,6 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sqlx::postgres::PgConnectOptions;

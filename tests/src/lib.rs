@@ -1,0 +1,176 @@
+//! Harness for end-to-end tests: runs the real `offsite` binary as child processes (so they can
+//! be killed for real) against a fresh database, with real MQTT clients.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use offsite_store::testing::TestDb;
+use offsite_wire::DeviceCredentials;
+
+/// The `offsite` binary built next to this test executable (`make test` builds it first).
+pub fn offsite_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("OFFSITE_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/offsite
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("offsite");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p offsite-cli` first (make test does)", bin.display());
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One installation: a data directory (CA, secrets), a fresh database and chosen ports.
+pub struct Site {
+    pub db: TestDb,
+    pub dir: tempfile::TempDir,
+    pub tls_port: u16,
+    pub plain_port: u16,
+    pub http_port: u16,
+}
+
+impl Site {
+    pub async fn new() -> Result<Self> {
+        let db = TestDb::new().await?;
+        let dir = tempfile::Builder::new().prefix("offsite-e2e-").tempdir_in("/tmp")?;
+        Ok(Self { db, dir, tls_port: free_port(), plain_port: free_port(), http_port: free_port() })
+    }
+
+    /// `offsite <args>` configured for this site; not yet started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(offsite_bin());
+        c.args(["--data-dir"]).arg(self.dir.path()).arg("--database-url").arg(self.db.url()).args(args);
+        c.env("OFFSITE_BROKER__TLS_LISTEN", format!("127.0.0.1:{}", self.tls_port))
+            .env("OFFSITE_BROKER__PLAIN_LISTEN", format!("127.0.0.1:{}", self.plain_port))
+            .env("OFFSITE_PORTAL__LISTEN", format!("127.0.0.1:{}", self.http_port))
+            .env("OFFSITE_INTERNAL_MQTT__PORT", self.plain_port.to_string())
+            .env("OFFSITE_INGEST__BATCH_MAX_DELAY_MS", "20")
+            .env("RUST_LOG", "info,rumqttd=warn,sqlx=warn")
+            .stdin(Stdio::null());
+        if std::env::var_os("OFFSITE_TEST_VERBOSE").is_none() {
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        c
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Result<Proc> {
+        Ok(Proc(self.command(args).spawn().context("spawning offsite")?))
+    }
+
+    /// Provisions a device through the same CA the site's broker uses.
+    pub async fn provision(&self, name: &str) -> Result<DeviceCredentials> {
+        let pki = offsite_broker::Pki::load_or_create(&self.dir.path().join("pki"))?;
+        Ok(offsite_broker::provision(&self.db.store, &pki, name, None).await?.1)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.http_port, path)
+    }
+
+    /// Writes a device's credentials as PEM files for command-line clients; returns (ca, cert, key).
+    pub fn pem_files(&self, c: &DeviceCredentials) -> Result<(PathBuf, PathBuf, PathBuf)> {
+        let d = self.dir.path().join(format!("creds-{}", c.device_id));
+        std::fs::create_dir_all(&d)?;
+        let (ca, cert, key) = (d.join("ca.pem"), d.join("device.pem"), d.join("device.key"));
+        std::fs::write(&ca, &c.ca_pem)?;
+        std::fs::write(&cert, &c.cert_pem)?;
+        std::fs::write(&key, &c.key_pem)?;
+        Ok((ca, cert, key))
+    }
+}
+
+/// A child process that is killed (SIGKILL) when dropped.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status()?;
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.0.try_wait()? {
+                return Ok(s.code());
+            }
+            if t0.elapsed() > timeout {
+                bail!("process did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls until `f` returns true or the timeout passes.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+pub async fn wait_port(port: u16, timeout: Duration) -> Result<()> {
+    wait_for(&format!("port {port}"), timeout, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await
+}
+
+/// Waits until the portal's /healthz answers 200.
+pub async fn wait_healthy(site: &Site, timeout: Duration) -> Result<()> {
+    let url = site.http("/healthz");
+    wait_for("healthz", timeout, || {
+        let url = url.clone();
+        async move { reqwest::get(&url).await.map(|r| r.status().is_success()).unwrap_or(false) }
+    })
+    .await
+}
+
+/// Rows stored for one device: (metric key, ts ms, value), ordered.
+pub async fn stored_rows(site: &Site, device: &str) -> Result<Vec<(String, i64, f64)>> {
+    Ok(sqlx::query_as(
+        "SELECT m.key, (extract(epoch FROM s.ts) * 1000)::int8, s.value FROM samples s \
+         JOIN devices d ON d.key = s.device_key JOIN metrics m ON m.id = s.metric_id \
+         WHERE d.id = $1 ORDER BY m.key, s.ts",
+    )
+    .bind(device)
+    .fetch_all(site.db.store.pool())
+    .await?)
+}
+
+/// Scrapes one counter value from the portal's /metrics (sum over label sets matching `labels`).
+pub async fn metric_value(site: &Site, name: &str, labels: &str) -> Result<f64> {
+    let text = reqwest::get(site.http("/metrics")).await?.text().await?;
+    let mut total = 0.0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(name) {
+            if (rest.starts_with(' ') && labels.is_empty()) || (rest.starts_with('{') && rest.contains(labels)) {
+                total += rest.rsplit(' ').next().unwrap_or("0").parse::<f64>().unwrap_or(0.0);
+            }
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,384 @@
+//! Starting rumqttd with the platform's listeners, authentication and limits.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use offsite_store::Store;
+use offsite_wire::Channel;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::meters::MetersLink;
+use rumqttd::{
+    Broker, Config, ConnectionSettings, Meter, MetricSettings, MetricType, RouterConfig, SegmentConfig,
+    ServerSettings, TlsConfig,
+};
+use tokio::runtime::{Handle, Runtime};
+use tracing::{error, info, warn};
+
+use crate::auth::{self, DeviceAuthenticator};
+use crate::config::BrokerConfig;
+use crate::pki::Pki;
+use crate::{install_crypto_provider, metrics};
+
+/// Commit log of each subscribed filter, for filters other than the platform's wildcards.
+///
+/// rumqttd keeps every filter's messages in memory until the filter's ring of segments is full
+/// (`size * count`), whether or not they were delivered, and never drops a filter. Each device
+/// subscribes to its own `ack` and `cmd` topics, so this is multiplied by twice the number of
+/// devices: 16 KiB * 2 * 2 * 20 000 devices is at most about 1.3 GB. A device that lags by more
+/// than ~16 KiB of acks/commands loses the oldest (they are hints it can recover from).
+const DEVICE_SEGMENT_BYTES: usize = 16 * 1024;
+const DEVICE_SEGMENT_COUNT: usize = 2;
+/// Commit log of the platform's wildcard subscriptions (`/tenants/+/v1/data` and the other
+/// device-to-platform channels, `$share/...` included): the buffer a slow consumer such as
+/// ingest has before it loses data, at most 1 GB per filter.
+const PLATFORM_SEGMENT_BYTES: usize = 100 * 1024 * 1024;
+const PLATFORM_SEGMENT_COUNT: usize = 10;
+/// Messages forwarded per scheduling round to QoS 0 subscribers (in-process links are QoS 0).
+const MAX_OUTGOING_PACKETS: u64 = 200;
+/// Router slots kept for in-process links on top of `max_connections`.
+const LOCAL_LINK_SLOTS: usize = 64;
+
+/// Topic an internal link publishes to every half second so that rumqttd emits its meters (it
+/// only does so in intervals that saw a publish). rumqttd never matches a `$` topic against any
+/// filter (not even `#`), so the ticks are neither stored nor delivered.
+const TICK_TOPIC: &str = "$offsite/broker/tick";
+const TICK_CLIENT_ID: &str = "offsite-broker-meter";
+const METER_PUSH_SECS: u64 = 1;
+const ALERT_PUSH_SECS: u64 = 60;
+
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// A broker configured but not started yet; in-process links are created here.
+///
+/// Known limit of rumqttd 0.20: each TLS listener performs handshakes one at a time inside its
+/// accept loop, with no deadline, so one client that opens a TCP connection and never completes
+/// the handshake stalls every later device connection on that listener until it goes away
+/// (measured: device CONNECTs time out while one idle socket is open; the plain listener is not
+/// affected). Exposed deployments need a fix upstream or a front that limits idle connections.
+pub struct BrokerBuilder {
+    broker: Broker,
+    tls_addr: Option<SocketAddr>,
+    plain_addr: Option<SocketAddr>,
+    v5_addr: Option<SocketAddr>,
+    meters: MetersLink,
+    tick: (LinkTx, LinkRx),
+    /// In-process links the router counts as connections (the tick link included).
+    local_links: usize,
+}
+
+impl BrokerBuilder {
+    /// Builds the rumqttd configuration and its router (the router thread starts here; the
+    /// listeners start in [`BrokerBuilder::spawn`]).
+    ///
+    /// Registry lookups for device authentication run on the tokio runtime this is called from
+    /// (where the Store's pool normally lives), or on a small runtime of the broker's own when
+    /// called outside one.
+    pub fn new(cfg: &BrokerConfig, pki: &Pki, store: Store, internal_password: String) -> Result<Self> {
+        install_crypto_provider();
+        metrics::register();
+        if internal_password.is_empty() {
+            bail!("the internal MQTT password is empty");
+        }
+        if cfg.tls_listen.is_none() && cfg.plain_listen.is_none() && cfg.v5_listen.is_none() {
+            bail!("no MQTT listener configured");
+        }
+        let runtime = match Handle::try_current() {
+            Ok(h) => h,
+            Err(_) => fallback_runtime()?.handle().clone(),
+        };
+        let timeout = Duration::from_millis(cfg.connection_timeout_ms.max(1));
+        let devices = Arc::new(DeviceAuthenticator::new(store, runtime, timeout));
+        let config = rumqttd_config(cfg, pki, &devices, Arc::from(internal_password))?;
+
+        let broker = Broker::new(config);
+        let meters = broker.meters().context("attaching to the broker's meters")?;
+        let tick = broker.link(TICK_CLIENT_ID).context("creating the meter link")?;
+        Ok(Self {
+            broker,
+            tls_addr: cfg.tls_listen,
+            plain_addr: cfg.plain_listen,
+            v5_addr: cfg.v5_listen,
+            meters,
+            tick,
+            local_links: 1,
+        })
+    }
+
+    /// An in-process client of the broker, with no network and no authentication; it is not
+    /// confined to a tenant, so it can publish into any device's topics. Read it with
+    /// [`crate::next_publish`] (which handles rumqttd's flow control). Names must be unique
+    /// (rumqttd drops an earlier connection with the same client id) and may not contain
+    /// `+ $ # /`; `offsite-broker-meter` is taken.
+    pub fn link(&mut self, name: &str) -> Result<(LinkTx, LinkRx)> {
+        let link = self.broker.link(name).with_context(|| format!("creating in-process link {name:?}"))?;
+        self.local_links += 1;
+        Ok(link)
+    }
+
+    /// Starts the listeners on a thread of their own and returns once every configured listener
+    /// accepts TCP connections (at most ~10 s; this blocks the calling thread meanwhile).
+    ///
+    /// rumqttd has no shutdown: the broker runs until the process exits.
+    pub fn spawn(self) -> Result<BrokerHandle> {
+        let addrs = [self.tls_addr, self.plain_addr, self.v5_addr];
+        // rumqttd only logs a failed bind, and the readiness probe below would happily connect to
+        // whatever else holds the port: check first that the ports are free.
+        for addr in addrs.into_iter().flatten() {
+            std::net::TcpListener::bind(addr).with_context(|| format!("MQTT listener {addr} is not available"))?;
+        }
+        let connections = Arc::new(AtomicI64::new(0));
+        spawn_meter_thread(self.meters, self.tick, self.local_links, connections.clone())?;
+
+        let mut broker = self.broker;
+        let thread = std::thread::Builder::new()
+            .name("offsite-broker".into())
+            .spawn(move || match broker.start() {
+                Ok(()) => error!("MQTT broker stopped: every listener has ended"),
+                Err(e) => error!(error = %e, "MQTT broker failed"),
+            })
+            .context("starting the broker thread")?;
+
+        let deadline = Instant::now() + LISTEN_WAIT;
+        for addr in addrs.into_iter().flatten() {
+            wait_listening(addr, deadline, &thread)?;
+        }
+        info!(tls = ?self.tls_addr, plain = ?self.plain_addr, v5 = ?self.v5_addr, "MQTT broker listening");
+        Ok(BrokerHandle {
+            tls_addr: self.tls_addr,
+            plain_addr: self.plain_addr,
+            v5_addr: self.v5_addr,
+            connections,
+            thread,
+        })
+    }
+}
+
+/// A running broker.
+pub struct BrokerHandle {
+    tls_addr: Option<SocketAddr>,
+    plain_addr: Option<SocketAddr>,
+    v5_addr: Option<SocketAddr>,
+    connections: Arc<AtomicI64>,
+    thread: JoinHandle<()>,
+}
+
+impl BrokerHandle {
+    /// The device (TLS, MQTT 3.1.1) listener as configured. Devices connect by host name
+    /// (`localhost` for the generated server certificate), not by IP.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The internal plain listener as configured.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
+    }
+
+    /// The MQTT 5 device listener, if configured.
+    pub fn v5_addr(&self) -> Option<SocketAddr> {
+        self.v5_addr
+    }
+
+    /// Remote connections according to the router's latest meter (refreshed every second);
+    /// the same value as the `offsite_broker_connections` gauge of the process.
+    pub fn connections(&self) -> i64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Blocks until the broker stops, which only happens when all its listeners have failed.
+    pub fn join(self) -> Result<()> {
+        self.thread.join().map_err(|_| anyhow!("the broker thread panicked"))
+    }
+}
+
+fn fallback_runtime() -> Result<&'static Runtime> {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("offsite-broker-auth")
+        .enable_all()
+        .build()
+        .context("starting the broker's authentication runtime")?;
+    // A concurrent caller may have won; its runtime is used and ours is dropped here, outside
+    // any async context.
+    Ok(RT.get_or_init(|| rt))
+}
+
+fn path_str(p: &Path) -> Result<String> {
+    p.to_str().map(str::to_owned).with_context(|| format!("{} is not valid UTF-8", p.display()))
+}
+
+fn rumqttd_config(
+    cfg: &BrokerConfig,
+    pki: &Pki,
+    devices: &Arc<DeviceAuthenticator>,
+    internal_password: Arc<str>,
+) -> Result<Config> {
+    let connections = ConnectionSettings {
+        connection_timeout_ms: u16::try_from(cfg.connection_timeout_ms).unwrap_or(u16::MAX),
+        max_payload_size: cfg.max_payload_bytes,
+        max_inflight_count: cfg.max_inflight,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: false,
+    };
+    let tls = TlsConfig::Rustls {
+        capath: Some(path_str(&pki.ca_path())?),
+        certpath: path_str(&pki.server_cert_path())?,
+        keypath: path_str(&pki.server_key_path())?,
+    };
+    let device_server = |name: &str, listen: SocketAddr| {
+        let mut s = ServerSettings {
+            name: name.to_owned(),
+            listen,
+            tls: Some(tls.clone()),
+            next_connection_delay_ms: 0,
+            connections: connections.clone(),
+        };
+        let devices = devices.clone();
+        s.set_auth_handler(move |client_id, username, password| devices.clone().check(client_id, username, password));
+        s
+    };
+
+    let mut v4 = HashMap::new();
+    if let Some(listen) = cfg.tls_listen {
+        v4.insert("devices".to_owned(), device_server("offsite-mqtt-tls", listen));
+    }
+    if let Some(listen) = cfg.plain_listen {
+        let mut s = ServerSettings {
+            name: "offsite-mqtt-internal".to_owned(),
+            listen,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections: connections.clone(),
+        };
+        s.set_auth_handler(move |client_id: String, username: String, password: String| {
+            let ok = auth::check_internal(&internal_password, &client_id, &username, &password);
+            std::future::ready(ok)
+        });
+        v4.insert("internal".to_owned(), s);
+    }
+    let mut v5 = HashMap::new();
+    if let Some(listen) = cfg.v5_listen {
+        v5.insert("devices".to_owned(), device_server("offsite-mqtt-tls-v5", listen));
+    }
+
+    let platform_segment =
+        SegmentConfig { max_segment_size: PLATFORM_SEGMENT_BYTES, max_segment_count: PLATFORM_SEGMENT_COUNT };
+    let custom_segment = [Channel::Data, Channel::Status, Channel::CmdAck]
+        .into_iter()
+        .map(|c| (c.all_devices_filter(), platform_segment.clone()))
+        .collect();
+
+    // `MetricSettings` has private fields: serde is the only way to build it. Alerts must be
+    // configured too: rumqttd 0.20's metrics timer unwraps both intervals (its `select!`
+    // evaluates a disabled branch's future) and its thread panics with meters alone. Nobody
+    // subscribes to alerts, so pushing them just empties rumqttd's alert log every minute.
+    let metrics: HashMap<MetricType, MetricSettings> = serde_json::from_value(serde_json::json!({
+        "meters": { "push_interval": METER_PUSH_SECS },
+        "alerts": { "push_interval": ALERT_PUSH_SECS },
+    }))
+    .context("building rumqttd meter settings")?;
+
+    Ok(Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: cfg.max_connections.saturating_add(LOCAL_LINK_SLOTS),
+            max_outgoing_packet_count: MAX_OUTGOING_PACKETS,
+            max_segment_size: DEVICE_SEGMENT_BYTES,
+            max_segment_count: DEVICE_SEGMENT_COUNT,
+            custom_segment: Some(custom_segment),
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: (!v4.is_empty()).then_some(v4),
+        v5: (!v5.is_empty()).then_some(v5),
+        metrics: Some(metrics),
+        ..Default::default()
+    })
+}
+
+/// Exports the router's connection count.
+///
+/// rumqttd's router counts connections (`RouterMeter::total_connections`, in-process links
+/// included) and pushes it to meter links every `push_interval`, but only for intervals in which
+/// something was published. An internal link therefore publishes a tick to a topic nobody can
+/// subscribe to usefully, so the count keeps flowing on an idle broker too.
+fn spawn_meter_thread(
+    meters: MetersLink,
+    tick: (LinkTx, LinkRx),
+    local_links: usize,
+    connections: Arc<AtomicI64>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the broker meter runtime")?;
+    let local = i64::try_from(local_links).unwrap_or(i64::MAX);
+    std::thread::Builder::new()
+        .name("offsite-broker-meters".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let (mut tx, _rx) = tick;
+                let mut interval = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tokio::select! {
+                        _ = interval.tick() => {
+                            if let Err(e) = tx.publish(TICK_TOPIC, vec![b'.']) {
+                                warn!(error = %e, "broker meter link closed");
+                                return;
+                            }
+                        }
+                        m = meters.next() => match m {
+                            Ok(meters) => {
+                                for m in meters {
+                                    if let Meter::Router(_, r) = m {
+                                        let n = i64::try_from(r.total_connections).unwrap_or(i64::MAX) - local;
+                                        connections.store(n, Ordering::Relaxed);
+                                        metrics::set_connections(n);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "broker meters closed");
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .context("starting the broker meter thread")?;
+    Ok(())
+}
+
+/// Polls `addr` until it accepts a TCP connection. The probe connection is closed at once, which
+/// rumqttd logs as a failed handshake/connect: expected noise at start-up.
+fn wait_listening(addr: SocketAddr, deadline: Instant, broker: &JoinHandle<()>) -> Result<()> {
+    let probe = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        _ => addr,
+    };
+    loop {
+        if TcpStream::connect_timeout(&probe, Duration::from_millis(250)).is_ok() {
+            return Ok(());
+        }
+        if broker.is_finished() {
+            bail!("the MQTT broker stopped while starting (is {addr} in use?)");
+        }
+        if Instant::now() >= deadline {
+            bail!("MQTT listener {addr} did not come up within {LISTEN_WAIT:?} (is the port in use?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

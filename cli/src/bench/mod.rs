@@ -1,0 +1,25 @@
+//! `offsite bench ...`: each bench starts what it needs and prints one JSON object as its last line.
+
+mod broker;
+mod ingest;
+mod support;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::configuration::Config;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Devices over MQTT/TLS -> broker -> ingest -> PostgreSQL, against raw binary COPY.
+    Ingest(ingest::Args),
+    /// QoS 1 publish/subscribe through our broker and through Debian's mosquitto.
+    Broker(broker::Args),
+}
+
+pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Ingest(a) => ingest::run(cfg, a).await,
+        BenchCommand::Broker(a) => broker::run(cfg, a).await,
+    }
+}

@@ -1,0 +1,162 @@
+//! Configuration: defaults, then a TOML file (`--config`), then environment variables
+//! `OFFSITE_<SECTION>__<KEY>` (e.g. `OFFSITE_PORTAL__LISTEN=0.0.0.0:8080`), then command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use offsite_broker::BrokerConfig;
+use offsite_ingest::IngestConfig;
+use offsite_portal::PortalConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Holds the embedded PostgreSQL cluster, the CA and secrets.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub broker: BrokerConfig,
+    pub ingest: IngestConfig,
+    pub portal: PortalConfig,
+    /// How a tier running as its own process reaches the broker's internal listener.
+    pub internal_mqtt: InternalMqttConfig,
+    pub demo: DemoConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("offsite-data"),
+            database: DatabaseConfig::default(),
+            broker: BrokerConfig::default(),
+            ingest: IngestConfig::default(),
+            portal: PortalConfig::default(),
+            internal_mqtt: InternalMqttConfig::default(),
+            demo: DemoConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `postgres://...` of an existing server; empty = run the embedded cluster in the data directory.
+    pub url: Option<String>,
+    /// Where `initdb`/`pg_ctl` live for the embedded cluster; found automatically if unset.
+    pub pg_bin_dir: Option<PathBuf>,
+    /// Also listen on TCP (e.g. `127.0.0.1`) with the embedded cluster; Unix socket only if unset.
+    pub embedded_tcp_listen: Option<String>,
+    pub embedded_port: u16,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, pg_bin_dir: None, embedded_tcp_listen: None, embedded_port: 5432, max_connections: 20 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InternalMqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    /// Read from `<data_dir>/secrets/mqtt-internal.pass` when unset.
+    pub password: Option<String>,
+    /// Shared-subscription group of ingest replicas.
+    pub group: String,
+}
+
+impl Default for InternalMqttConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            username: "offsite-internal".into(),
+            password: None,
+            group: "ingest".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DemoConfig {
+    pub devices: usize,
+    /// Sampling interval of each simulated device.
+    pub interval_ms: u64,
+    /// Probability per sample that an anomaly is injected.
+    pub anomaly_rate: f64,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { devices: 50, interval_ms: 1000, anomaly_rate: 0.002 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info,offsite_ingest=debug`; `RUST_LOG` wins when set.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: "info,rumqttd=warn,sqlx=warn".into(), format: "text".into() }
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, data_dir: Option<&Path>) -> Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                anyhow::bail!("config file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
+            // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
+            let k = k.as_str().to_ascii_lowercase();
+            ["data_dir", "database", "broker", "ingest", "portal", "internal_mqtt", "demo", "log"]
+                .iter()
+                .any(|s| k == *s || k.starts_with(&format!("{s}.")))
+        }));
+        let mut cfg: Config = fig.extract().context("reading configuration")?;
+        if let Some(d) = data_dir {
+            cfg.data_dir = d.to_path_buf();
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("offsite.toml");
+        std::fs::write(&f, "[portal]\nlisten = \"127.0.0.1:9000\"\n[demo]\ndevices = 7\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OFFSITE_DEMO__DEVICES", "9");
+            jail.set_env("OFFSITE_TEST_SOMETHING", "ignored");
+            let c = Config::load(Some(&f), None).unwrap();
+            assert_eq!(c.portal.listen.port(), 9000);
+            assert_eq!(c.demo.devices, 9);
+            assert_eq!(c.broker.tls_listen.unwrap().port(), 8883);
+            Ok(())
+        });
+    }
+}

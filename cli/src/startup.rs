@@ -1,0 +1,137 @@
+//! Composes the tiers: the database (embedded or external), the broker with its in-process link,
+//! ingest and the portal, and stops them in the reverse order.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use offsite_broker::{BrokerBuilder, BrokerHandle, Pki};
+use offsite_ingest::{Incoming, Ingest, LinkSource};
+use offsite_store::embedded::{EmbeddedOptions, EmbeddedPostgres, DATABASE};
+use offsite_store::Store;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::configuration::Config;
+
+/// The database of this installation: an external server, or the embedded cluster.
+pub struct Database {
+    pub store: Store,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    pub async fn open(cfg: &Config) -> Result<Self> {
+        match &cfg.database.url {
+            Some(url) if !url.is_empty() => {
+                info!("using the configured PostgreSQL server");
+                Ok(Self { store: Store::connect_url(url, cfg.database.max_connections).await?, embedded: None })
+            }
+            _ => {
+                let opts = EmbeddedOptions {
+                    bin_dir: cfg.database.pg_bin_dir.clone(),
+                    port: cfg.database.embedded_port,
+                    tcp_listen: cfg.database.embedded_tcp_listen.clone(),
+                    extra_conf: Vec::new(),
+                };
+                let pg = EmbeddedPostgres::ensure(&cfg.data_dir, &opts).await?;
+                pg.ensure_database(DATABASE).await?;
+                let store = match Store::connect(pg.connect_options(DATABASE), cfg.database.max_connections).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        pg.stop().await.ok();
+                        return Err(e);
+                    }
+                };
+                Ok(Self { store, embedded: Some(pg) })
+            }
+        }
+    }
+
+    /// Closes the pool and stops the embedded cluster if this process started it.
+    pub async fn close(self) -> Result<()> {
+        self.store.pool().close().await;
+        if let Some(pg) = self.embedded {
+            pg.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+pub fn pki(cfg: &Config) -> Result<Pki> {
+    Pki::load_or_create(&cfg.data_dir.join("pki")).context("loading the device CA")
+}
+
+/// Every tier in one process.
+pub struct AllInOne {
+    pub db: Database,
+    pub broker: BrokerHandle,
+    pub pki: Pki,
+    pub portal_addr: SocketAddr,
+    ingest: Ingest,
+    portal: tokio::task::JoinHandle<Result<()>>,
+    stop_portal: watch::Sender<bool>,
+}
+
+impl AllInOne {
+    pub async fn start(cfg: &Config) -> Result<Self> {
+        let db = Database::open(cfg).await?;
+        match Self::start_tiers(cfg, &db).await {
+            Ok((broker, pki, ingest, portal, stop_portal, portal_addr)) => {
+                Ok(Self { db, broker, pki, portal_addr, ingest, portal, stop_portal })
+            }
+            Err(e) => {
+                db.close().await.ok();
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn start_tiers(
+        cfg: &Config,
+        db: &Database,
+    ) -> Result<(BrokerHandle, Pki, Ingest, tokio::task::JoinHandle<Result<()>>, watch::Sender<bool>, SocketAddr)> {
+        let store = db.store.clone();
+        let pki = pki(cfg)?;
+        let internal = offsite_broker::internal_password(&cfg.data_dir)?;
+        let mut builder = BrokerBuilder::new(&cfg.broker, &pki, store.clone(), internal)?;
+        let (link_tx, link_rx) = builder.link("offsite-ingest")?;
+        // A fresh broker knows no sessions: every device is offline until it says otherwise.
+        store.mark_all_offline().await?;
+        let broker = builder.spawn()?;
+        let (queue_tx, queue_rx) = flume::bounded::<Incoming>(cfg.ingest.queue_capacity);
+        let acks = LinkSource::start(link_tx, link_rx, queue_tx)?;
+        let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks).await?;
+        let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
+            .await
+            .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
+        let portal_addr = listener.local_addr()?;
+        let (stop_portal, mut stop_rx) = watch::channel(false);
+        let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store), async move {
+            let _ = stop_rx.wait_for(|v| *v).await;
+        }));
+        Ok((broker, pki, ingest, portal, stop_portal, portal_addr))
+    }
+
+    pub async fn stop(self) -> Result<()> {
+        info!("stopping");
+        let _ = self.stop_portal.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.portal).await;
+        // Ingest drains what it has and acknowledges it; the broker thread ends with the process.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.ingest.shutdown()).await;
+        // The broker goes with this process, and every device connection with it.
+        self.db.store.mark_all_offline().await.ok();
+        self.db.close().await
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("Ctrl-C received"),
+        _ = term.recv() => info!("SIGTERM received"),
+    }
+}

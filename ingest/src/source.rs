@@ -1,0 +1,154 @@
+//! Where messages come from and where acknowledgements go: the broker's in-process link
+//! (all-in-one) or an MQTT shared subscription (ingest as its own process, N replicas).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use offsite_wire::Channel;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tracing::{info, warn};
+
+use crate::metrics;
+
+/// One message as received from the broker.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub topic: Bytes,
+    pub payload: Bytes,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Publishes acknowledgements to devices.
+#[derive(Clone)]
+pub enum AckSink {
+    /// Through a thread that owns the broker link's sending half.
+    Link(flume::Sender<(String, Vec<u8>)>),
+    Mqtt(AsyncClient),
+}
+
+impl AckSink {
+    pub async fn publish(&self, topic: String, payload: Vec<u8>) {
+        match self {
+            AckSink::Link(tx) => {
+                let _ = tx.send_async((topic, payload)).await;
+            }
+            AckSink::Mqtt(c) => {
+                if let Err(e) = c.publish(topic, QoS::AtLeastOnce, false, payload).await {
+                    warn!(error = %e, "publishing acknowledgement");
+                }
+            }
+        }
+    }
+}
+
+/// The filters ingest subscribes to.
+fn filters() -> [String; 2] {
+    [Channel::Data.all_devices_filter(), Channel::Status.all_devices_filter()]
+}
+
+/// Reads an in-process broker link.
+pub struct LinkSource;
+
+impl LinkSource {
+    /// Subscribes the link and starts forwarding into `queue`. Returns the sink for acknowledgements.
+    pub fn start(
+        mut tx: rumqttd::local::LinkTx,
+        mut rx: rumqttd::local::LinkRx,
+        queue: flume::Sender<Incoming>,
+    ) -> anyhow::Result<AckSink> {
+        for f in filters() {
+            tx.subscribe(f)?;
+        }
+        let (ack_tx, ack_rx) = flume::bounded::<(String, Vec<u8>)>(100_000);
+        // LinkTx::publish may block on the router's channel: keep it off the async runtime.
+        std::thread::Builder::new().name("ingest-acks".into()).spawn(move || {
+            while let Ok((topic, payload)) = ack_rx.recv() {
+                if let Err(e) = tx.publish(topic, payload) {
+                    warn!(error = %e, "broker link closed; acknowledgements stop");
+                    break;
+                }
+            }
+        })?;
+        tokio::spawn(async move {
+            loop {
+                match rx.next().await {
+                    Ok(Some(rumqttd::Notification::Forward(f))) => {
+                        let msg = Incoming { topic: f.publish.topic, payload: f.publish.payload, received_at: Utc::now() };
+                        metrics::QUEUE_DEPTH.set(queue.len() as i64);
+                        if queue.send_async(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Some(rumqttd::Notification::Unschedule)) => {
+                        // Without this the router stops scheduling the link (see environment notes).
+                        if rx.ready().is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(error = %e, "broker link closed");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(AckSink::Link(ack_tx))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttSourceConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+    /// Shared-subscription group: replicas in one group split the stream.
+    pub group: String,
+    pub client_id: String,
+}
+
+/// Reads the broker over MQTT with a shared subscription.
+pub struct MqttSource;
+
+impl MqttSource {
+    pub fn start(cfg: MqttSourceConfig, queue: flume::Sender<Incoming>) -> AckSink {
+        let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+        opts.set_credentials(cfg.username.clone(), cfg.password.clone());
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_clean_session(true);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_inflight(1000);
+        let (client, mut events) = AsyncClient::new(opts, 10_000);
+        let sub_client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        info!(host = %cfg.host, port = cfg.port, "ingest connected to broker");
+                        for f in filters() {
+                            let filter = format!("$share/{}/{}", cfg.group, f);
+                            if let Err(e) = sub_client.subscribe(filter, QoS::AtLeastOnce).await {
+                                warn!(error = %e, "subscribe");
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let msg = Incoming { topic: Bytes::from(p.topic.into_bytes()), payload: p.payload, received_at: Utc::now() };
+                        metrics::QUEUE_DEPTH.set(queue.len() as i64);
+                        if queue.send_async(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(error = %e, "broker connection lost; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        AckSink::Mqtt(client)
+    }
+}

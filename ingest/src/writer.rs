@@ -1,0 +1,65 @@
+//! Writers: commit a flush, then acknowledge. Failed writes are retried, never dropped.
+
+use std::time::{Duration, Instant};
+
+use offsite_store::Store;
+use offsite_wire::{Channel, DeviceId, Topic};
+use tracing::{error, info, warn};
+
+use crate::pipeline::Flush;
+use crate::source::AckSink;
+use crate::{metrics, CancellationToken, IngestConfig};
+
+pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckSink) {
+    while let Ok(flush) = rx.recv_async().await {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match write(&store, &flush).await {
+                Ok(()) => break,
+                Err(e) => {
+                    metrics::WRITE_ERRORS.inc();
+                    error!(writer = id, error = %format!("{e:#}"), rows = flush.rows.len(), "batch write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        for (device, ack) in flush.acks {
+            let Ok(device) = DeviceId::parse(&device) else { continue };
+            acks.publish(Topic::new(device, Channel::Ack).render(), ack.encode()).await;
+        }
+    }
+}
+
+async fn write(store: &Store, f: &Flush) -> anyhow::Result<()> {
+    // Dead letters first: a refused message is acknowledged only once its payload is kept.
+    store.insert_dead_letters(&f.dead).await?;
+    for (key, online, at) in &f.status {
+        store.set_device_online(*key, *online, *at).await?;
+        metrics::STATUS_UPDATES.inc();
+    }
+    if !f.rows.is_empty() {
+        let t = Instant::now();
+        let o = store.write_samples(&f.rows).await?;
+        metrics::BATCH_SECONDS.observe(t.elapsed().as_secs_f64());
+        metrics::BATCH_ROWS.observe(f.rows.len() as f64);
+        metrics::SAMPLES.inc_by(o.inserted);
+        metrics::DUPLICATES.inc_by(o.duplicates);
+    }
+    Ok(())
+}
+
+/// Creates partitions ahead and drops expired ones, at start and then hourly.
+pub async fn maintain(store: Store, cfg: IngestConfig, stop: CancellationToken) {
+    loop {
+        match store.maintain_partitions(cfg.partitions_ahead_days, cfg.retention_days).await {
+            Ok(dropped) if !dropped.is_empty() => info!(?dropped, "partition maintenance"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %format!("{e:#}"), "partition maintenance failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

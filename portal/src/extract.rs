@@ -1,0 +1,63 @@
+//! Extractors whose rejections are our JSON errors instead of axum's plain-text ones.
+
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Like [`Query`], but a malformed query string is a JSON 400.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // The serde message names the field and the problem ("limit: invalid digit found in
+        // string"); it only echoes what the client sent, so it is safe to return.
+        Query::<T>::try_from_uri(&parts.uri).map(|Query(v)| ApiQuery(v)).map_err(|e| {
+            let detail = e.body_text();
+            ApiError::bad_request(format!("invalid query string: {detail}"), format!("查询参数无效：{detail}"))
+        })
+    }
+}
+
+/// Like [`Path`], but a bad path segment (e.g. invalid percent-encoding) is a JSON 400.
+#[derive(Debug, Clone)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            // A missing parameter is a routing bug on our side, not the client's.
+            Err(e) if e.status().is_server_error() => Err(anyhow::anyhow!("path extraction: {}", e.body_text()).into()),
+            Err(e) => {
+                let detail = e.body_text();
+                Err(ApiError::bad_request(format!("invalid path: {detail}"), format!("路径参数无效：{detail}")))
+            }
+        }
+    }
+}
+
+/// Parses an optional integer query parameter; absent or empty (`?limit=`, as form-built URLs
+/// send) means "use the default".
+pub fn int_param(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("{name} must be an integer, got {s:?}"), format!("参数 {name} 必须是整数"))
+        }),
+    }
+}

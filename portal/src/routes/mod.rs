@@ -1,0 +1,4 @@
+pub mod devices;
+pub mod health;
+pub mod metrics;
+pub mod series;

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Prepares a Debian 12 machine to build, test and run offsite.
+#
+# Idempotent and fast when nothing is missing (it runs before every make target): each system
+# package is checked with dpkg first, and apt-get runs only when something must be installed.
+# Also fetches the ONNX Runtime shared library into third_party/onnxruntime/ (optional for now).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ORT_VERSION=1.32.0
+ORT_LIB=third_party/onnxruntime/libonnxruntime.so
+
+done_steps=()
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# --- Rust toolchain: comes with the machine, never installed here --------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+    die "cargo not found on PATH. Install the Rust toolchain (rustup, stable) and make sure \
+~/.cargo/bin is on PATH, then run this again."
+fi
+
+# --- System packages ------------------------------------------------------------------------------
+installed() {
+    dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed$'
+}
+
+have_pg_server() {
+    local f
+    for f in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/*/bin/initdb; do
+        [[ -x "$f" ]] && return 0
+    done
+    return 1
+}
+
+missing=()
+for pkg in pkg-config mosquitto mosquitto-clients postgresql-15-partman sudo ca-certificates; do
+    installed "$pkg" || missing+=("$pkg")
+done
+if ! installed postgresql-15 && ! have_pg_server; then
+    missing+=(postgresql-15)
+fi
+
+if ((${#missing[@]})); then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        die "missing packages: ${missing[*]}; this script expects Debian 12 (apt-get not found). \
+Install the equivalents by hand."
+    fi
+    if [[ $(id -u) -eq 0 ]]; then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        die "missing packages: ${missing[*]}. Not root and sudo is not available; as root run:
+    apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+    fi
+
+    say "installing: ${missing[*]}"
+    # Keep the packages' maintainer scripts from starting mosquitto or PostgreSQL daemons: a
+    # policy-rc.d that exits 101 forbids it. Any policy-rc.d already present is put back after.
+    policy=/usr/sbin/policy-rc.d
+    policy_backup=""
+    if [[ -e $policy ]]; then
+        policy_backup=$(mktemp)
+        cp -p "$policy" "$policy_backup"
+    fi
+    restore_policy() {
+        if [[ -n $policy_backup ]]; then
+            "${as_root[@]}" cp -p "$policy_backup" "$policy" || true
+            rm -f "$policy_backup"
+        else
+            "${as_root[@]}" rm -f "$policy" || true
+        fi
+    }
+    trap restore_policy EXIT
+    printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+    "${as_root[@]}" chmod 0755 "$policy"
+
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+    restore_policy
+    trap - EXIT
+    done_steps+=("installed ${missing[*]}")
+else
+    done_steps+=("system packages present")
+fi
+
+# --- ONNX Runtime shared library (optional at this stage) -----------------------------------------
+if [[ -f $ORT_LIB ]]; then
+    done_steps+=("onnxruntime present")
+else
+    say "fetching ONNX Runtime ${ORT_VERSION} (Python wheel) for ${ORT_LIB}"
+    tmp=$(mktemp -d)
+    ort_ok=0
+    if python3 -m pip download "onnxruntime==${ORT_VERSION}" --no-deps --only-binary=:all: \
+        -d "$tmp" -q --disable-pip-version-check >&2; then
+        mkdir -p "$(dirname "$ORT_LIB")"
+        if python3 - "$tmp" "$ORT_LIB" "$ORT_VERSION" <<'PY'
+import glob, os, sys, zipfile
+
+tmp, dest, version = sys.argv[1:4]
+wheels = glob.glob(os.path.join(tmp, "onnxruntime-*.whl"))
+if not wheels:
+    sys.exit("no onnxruntime wheel was downloaded")
+member = "onnxruntime/capi/libonnxruntime.so." + version
+with zipfile.ZipFile(wheels[0]) as z:
+    try:
+        data = z.read(member)
+    except KeyError:
+        sys.exit(f"{member} not found in {os.path.basename(wheels[0])}")
+part = dest + ".part"
+with open(part, "wb") as f:
+    f.write(data)
+os.chmod(part, 0o755)
+os.replace(part, dest)
+PY
+        then
+            ort_ok=1
+        fi
+    fi
+    rm -rf "$tmp"
+    if ((ort_ok)); then
+        done_steps+=("fetched onnxruntime ${ORT_VERSION}")
+    else
+        say "WARNING: could not fetch ONNX Runtime ${ORT_VERSION}; ${ORT_LIB} is missing."
+        say "WARNING: features that use ONNX Runtime will not work until it is there; rerun this script when the Python package index is reachable."
+        done_steps+=("onnxruntime MISSING (download failed)")
+    fi
+fi
+
+summary=$(IFS=';'; printf '%s' "${done_steps[*]}")
+printf 'setup: %s\n' "${summary//;/; }"

@@ -1,0 +1,107 @@
+//! The `offsite` command line: device management, the embedded database, the demo's promise.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Result;
+use offsite_tests::*;
+use offsite_wire::DeviceCredentials;
+use serde_json::Value;
+
+#[tokio::test]
+async fn device_add_list_rotate_revoke() -> Result<()> {
+    let site = Site::new().await?;
+    let out = site.command(&["device", "add", "扬尘监测仪 1号", "--object", "site-7"]).stdout(Stdio::piped()).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let creds: DeviceCredentials = serde_json::from_slice(&out.stdout)?;
+    assert!(creds.cert_pem.contains("BEGIN CERTIFICATE") && creds.key_pem.contains("PRIVATE KEY"));
+    let rec = site.db.store.device(&creds.device_id).await?.expect("stored");
+    assert_eq!((rec.name.as_str(), rec.object_id.as_deref()), ("扬尘监测仪 1号", Some("site-7")));
+    // Only the digest is stored.
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT token_sha256 FROM devices WHERE id = $1").bind(creds.device_id.as_str()).fetch_one(site.db.store.pool()).await?;
+    assert_eq!(stored, offsite_broker::token_digest(&creds.token).to_vec());
+
+    let out = site.command(&["device", "list", "--json"]).stdout(Stdio::piped()).output()?;
+    let listed: Vec<Value> = String::from_utf8(out.stdout)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], creds.device_id.as_str());
+
+    let out = site.command(&["device", "rotate", creds.device_id.as_str()]).stdout(Stdio::piped()).output()?;
+    assert!(out.status.success());
+    let rotated: DeviceCredentials = serde_json::from_slice(&out.stdout)?;
+    assert_ne!(rotated.token, creds.token);
+
+    assert!(site.command(&["device", "revoke", creds.device_id.as_str()]).status()?.success());
+    assert!(site.db.store.device(&creds.device_id).await?.unwrap().revoked_at.is_some());
+    assert!(!site.command(&["device", "revoke", "nosuchdevice"]).status()?.success());
+    assert!(!site.command(&["device", "revoke", "bad-id"]).status()?.success());
+    Ok(())
+}
+
+fn pg_running(data_dir: &std::path::Path) -> bool {
+    data_dir.join("postgres/postmaster.pid").exists()
+}
+
+/// `demo` with the embedded PostgreSQL (no database URL): within 30 s of /healthz answering,
+/// 50 devices are online and at least 1,000 samples are committed; SIGTERM stops everything,
+/// PostgreSQL included.
+#[tokio::test]
+async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("offsite-demo-").tempdir_in("/tmp")?;
+    let (http, tls, plain) = (free_port(), free_port(), free_port());
+    let mut c = Command::new(offsite_bin());
+    c.arg("--data-dir").arg(dir.path()).args(["demo", "--duration", "120"]);
+    c.env("OFFSITE_BROKER__TLS_LISTEN", format!("127.0.0.1:{tls}"))
+        .env("OFFSITE_BROKER__PLAIN_LISTEN", format!("127.0.0.1:{plain}"))
+        .env("OFFSITE_PORTAL__LISTEN", format!("127.0.0.1:{http}"))
+        .env_remove("OFFSITE_DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut demo = Proc(c.spawn()?);
+    let base = format!("http://127.0.0.1:{http}");
+    wait_for("healthz", Duration::from_secs(90), || {
+        let u = format!("{base}/healthz");
+        async move { reqwest::get(&u).await.map(|r| r.status().is_success()).unwrap_or(false) }
+    })
+    .await?;
+    assert!(pg_running(dir.path()), "embedded cluster runs inside the data directory");
+    let t0 = std::time::Instant::now();
+    let mut last = (0, 0.0);
+    while t0.elapsed() < Duration::from_secs(30) {
+        let d: Value = reqwest::get(format!("{base}/api/v1/devices?limit=500")).await?.json().await?;
+        let online = d["items"].as_array().unwrap().iter().filter(|i| i["online"] == true).count();
+        let text = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+        let committed: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("offsite_ingest_samples_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        last = (online, committed);
+        if online >= 50 && committed >= 1000.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(last.0 >= 50 && last.1 >= 1000.0, "after 30 s: {} online, {} committed", last.0, last.1);
+    assert_eq!(demo.terminate(Duration::from_secs(30))?, Some(0));
+    assert!(!pg_running(dir.path()), "demo stops the PostgreSQL it started");
+    Ok(())
+}
+
+#[test]
+fn help_everywhere() {
+    for args in [
+        vec!["--help"],
+        vec!["up", "--help"],
+        vec!["demo", "--help"],
+        vec!["device", "--help"],
+        vec!["device", "add", "--help"],
+        vec!["bench", "ingest", "--help"],
+        vec!["bench", "broker", "--help"],
+    ] {
+        let out = Command::new(offsite_bin()).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
