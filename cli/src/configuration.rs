@@ -159,4 +159,15 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    fn example_file_matches_defaults() {
+        let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/offsite.example.toml");
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(Some(&f), None).unwrap();
+            let d = Config::default();
+            assert_eq!(serde_json::to_value(&c).unwrap(), serde_json::to_value(&d).unwrap());
+            Ok(())
+        });
+    }
 }
