@@ -1,5 +1,6 @@
 //! `offsite`: the non-site supervision platform in one binary.
 
+mod assets;
 mod bench;
 mod configuration;
 mod demo;

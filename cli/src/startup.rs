@@ -75,6 +75,7 @@ pub struct AllInOne {
 
 impl AllInOne {
     pub async fn start(cfg: &Config) -> Result<Self> {
+        crate::assets::report();
         let db = Database::open(cfg).await?;
         match Self::start_tiers(cfg, &db).await {
             Ok((broker, pki, ingest, portal, stop_portal, portal_addr)) => {

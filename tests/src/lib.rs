@@ -174,3 +174,19 @@ pub async fn metric_value(site: &Site, name: &str, labels: &str) -> Result<f64> 
     }
     Ok(total)
 }
+
+/// True if the broker answers the connection with a successful CONNACK within 5 s.
+pub async fn connack_ok(ev: &mut rumqttc::EventLoop) -> bool {
+    use rumqttc::{ConnectReturnCode, Event, Packet};
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) => return a.code == ConnectReturnCode::Success,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}

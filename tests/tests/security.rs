@@ -22,17 +22,7 @@ async fn try_connect(port: u16, c: &DeviceCredentials, user: Option<(&str, &str)
         client_auth: with_cert.then(|| (c.cert_pem.as_bytes().to_vec(), c.key_pem.as_bytes().to_vec())),
     }));
     let (client, mut ev) = AsyncClient::new(o, 100);
-    let ok = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(a))) => return a.code == rumqttc::ConnectReturnCode::Success,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let ok = connack_ok(&mut ev).await;
     Ok((client, ev, ok))
 }
 
@@ -108,17 +98,7 @@ async fn internal_listener_needs_the_internal_account() -> Result<()> {
             let mut o = MqttOptions::new(format!("internal{}", rand_id()), "127.0.0.1", port);
             o.set_credentials("offsite-internal", pass);
             let (_c, mut ev) = AsyncClient::new(o, 10);
-            tokio::time::timeout(Duration::from_secs(5), async {
-                loop {
-                    match ev.poll().await {
-                        Ok(Event::Incoming(Packet::ConnAck(a))) => return a.code == rumqttc::ConnectReturnCode::Success,
-                        Ok(_) => {}
-                        Err(_) => return false,
-                    }
-                }
-            })
-            .await
-            .unwrap_or(false)
+            connack_ok(&mut ev).await
         }
     };
     let pass = std::fs::read_to_string(site.dir.path().join("secrets/mqtt-internal.pass"))?.trim().to_owned();

@@ -1,0 +1,28 @@
+//! Files the binary ships beside itself (so it works from any working directory).
+//!
+//! Today only the ONNX Runtime library, which the analytics tier will load; a missing optional
+//! asset is logged at start, never fatal.
+
+use std::path::PathBuf;
+
+use tracing::{info, warn};
+
+/// Where `make build` puts the ONNX Runtime library: next to the executable. A source checkout's
+/// `third_party/` copy is found too, for `cargo run`.
+pub fn onnxruntime_library() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let candidates = [
+        dir.join("libonnxruntime.so"),
+        dir.join("../../third_party/onnxruntime/libonnxruntime.so"),
+    ];
+    candidates.into_iter().find(|p| p.exists()).and_then(|p| p.canonicalize().ok())
+}
+
+/// Logs which optional assets were found.
+pub fn report() {
+    match onnxruntime_library() {
+        Some(p) => info!(path = %p.display(), "ONNX Runtime library found"),
+        None => warn!("ONNX Runtime library not found beside the executable; ONNX detectors will be off (run `make build`)"),
+    }
+}
