@@ -1,15 +1,17 @@
-//! `offsite demo`: all tiers plus a simulated fleet of construction-site monitors, each a real
-//! MQTT/TLS client with its own certificate, publishing through the edge agent's publisher.
+//! `offsite demo`: all tiers plus a simulated fleet of construction-site monitors served by the
+//! real edge agent (in-process): sim sources, disk queues, MQTT/TLS with each device's certificate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use offsite_edge_agent::{DeviceLink, Endpoint, LinkOptions, MetricProfile, SignalGenerator};
+use offsite_edge_agent::config::{BrokerSection, Credentials, DeviceConfig, QueueSection};
+use offsite_edge_agent::sources::SourceConfig;
+use offsite_edge_agent::{Agent, AgentConfig};
 use offsite_store::Store;
 use offsite_wire::DeviceCredentials;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::configuration::Config;
 use crate::device_cmd::write_secret;
@@ -39,29 +41,12 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
 async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>) -> Result<()> {
     let fleet = load_or_provision(&p.db.store, p, &cfg.data_dir.join("demo"), cfg.demo.devices).await?;
     let port = p.broker.tls_addr().context("the demo needs the TLS device listener (broker.tls_listen)")?.port();
-    let endpoint = Endpoint { host: "localhost".into(), port };
-    let mut links = Vec::new();
-    let mut tasks = Vec::new();
-    for (i, creds) in fleet.iter().enumerate() {
-        let link = std::sync::Arc::new(DeviceLink::connect(creds, &endpoint, LinkOptions::default(), None)?);
-        let mut gen = SignalGenerator::new(MetricProfile::construction_site(), i as u64 + 1, cfg.demo.anomaly_rate);
-        let interval = Duration::from_millis(cfg.demo.interval_ms.max(10));
-        let l = link.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tick.tick().await;
-                let samples = gen.sample_all(chrono::Utc::now());
-                if let Err(e) = l.publish(samples).await {
-                    warn!(error = %e, "demo device publish failed");
-                }
-            }
-        }));
-        links.push(link);
-    }
+    let agent_cfg = fleet_agent(cfg, &fleet, port)?;
+    // In-process: the agent's metrics land in the platform's registry, so /metrics on the portal
+    // shows every demo device's queue.
+    let agent = Agent::start(&agent_cfg, &cfg.data_dir).await?;
     print_banner(cfg, p);
-    eprintln!("demo: {} simulated devices publishing every {} ms", fleet.len(), cfg.demo.interval_ms);
+    eprintln!("demo: {} simulated devices publishing every {} ms through the edge agent", fleet.len(), cfg.demo.interval_ms);
     let progress = async {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.tick().await;
@@ -69,7 +54,8 @@ async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>) -> Result<
             tick.tick().await;
             let online = p.db.store.online_count().await.unwrap_or(-1);
             let committed = offsite_ingest::metrics::SAMPLES.get();
-            info!(online, committed, "demo progress");
+            let queued: u64 = agent.stats().iter().map(|(_, s)| s.unacked).sum();
+            info!(online, committed, queued, "demo progress");
         }
     };
     tokio::select! {
@@ -79,16 +65,34 @@ async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>) -> Result<
         }
         _ = progress => {}
     }
-    for t in tasks {
-        t.abort();
-        let _ = t.await;
-    }
-    for l in links {
-        if let Ok(l) = std::sync::Arc::try_unwrap(l) {
-            l.close().await;
-        }
-    }
+    agent.stop().await;
     Ok(())
+}
+
+/// The demo fleet as an edge agent configuration: one simulated construction-site monitor per
+/// device, queues under `<data_dir>/demo/agent`.
+fn fleet_agent(cfg: &Config, fleet: &[DeviceCredentials], port: u16) -> Result<AgentConfig> {
+    let mut devices = Vec::new();
+    for (i, creds) in fleet.iter().enumerate() {
+        let source: SourceConfig = serde_json::from_value(serde_json::json!({
+            "name": "dust",
+            "kind": "sim",
+            "interval_ms": cfg.demo.interval_ms.max(10),
+            "seed": i as u64 + 1,
+            "anomaly_rate": cfg.demo.anomaly_rate,
+        }))?;
+        devices.push(DeviceConfig { credentials: Credentials::Inline(creds.clone()), sources: vec![source] });
+    }
+    Ok(AgentConfig {
+        data_dir: PathBuf::from("demo").join("agent"),
+        metrics_listen: None,
+        health_interval_s: 60,
+        batch_interval_ms: 1000,
+        max_batch_samples: 1000,
+        broker: BrokerSection { host: "localhost".into(), port, ..BrokerSection::default() },
+        queue: QueueSection { max_bytes: 8 << 20, ..QueueSection::default() },
+        devices,
+    })
 }
 
 /// Reuses the fleet's credentials from earlier runs while the registry still knows the devices.

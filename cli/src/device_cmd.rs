@@ -3,9 +3,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use offsite_wire::{DeviceCredentials, DeviceId};
+use offsite_wire::{Channel, Command, CommandAction, DeviceCredentials, DeviceId, SourceSettings, Topic};
 
 use crate::configuration::Config;
 use crate::startup::{self, Database};
@@ -31,6 +33,31 @@ pub enum DeviceCommand {
     },
     /// Refuse the device from its next connection attempt on; its data is refused too.
     Revoke { id: String },
+    /// Change a device's sources remotely (its edge agent applies, keeps and acknowledges it), and
+    /// wait for the answer. A device that is offline gets the command when it reconnects.
+    ///
+    /// Example: offsite device config D1 --interval dust=5000 --disable plc
+    Config {
+        id: String,
+        /// New sampling interval of a source, SOURCE=MILLISECONDS (repeatable).
+        #[arg(long = "interval", value_name = "SOURCE=MS")]
+        intervals: Vec<String>,
+        /// Switch a source on (repeatable).
+        #[arg(long, value_name = "SOURCE")]
+        enable: Vec<String>,
+        /// Switch a source off (repeatable).
+        #[arg(long, value_name = "SOURCE")]
+        disable: Vec<String>,
+        /// Seconds to wait for the device's answer (0: do not wait).
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// The commands sent to a device and its answers, newest first (JSON lines).
+    Commands {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
     /// Issue new credentials; the old token stops working at once.
     Rotate {
         id: String,
@@ -80,6 +107,17 @@ async fn run_with(cfg: &Config, db: &Database, cmd: DeviceCommand) -> Result<()>
             }
             eprintln!("device {id} revoked");
         }
+        DeviceCommand::Config { id, intervals, enable, disable, wait } => {
+            let sources = source_settings(&intervals, &enable, &disable)?;
+            send_config(cfg, store, &id, sources, wait).await?;
+        }
+        DeviceCommand::Commands { id, limit } => {
+            let Some(d) = store.device(&DeviceId::parse(&id)?).await? else { bail!("no device {id}") };
+            let mut o = std::io::stdout().lock();
+            for c in store.device_commands(d.key, limit).await? {
+                writeln!(o, "{}", serde_json::to_string(&c)?)?;
+            }
+        }
         DeviceCommand::Rotate { id, out } => {
             let id = DeviceId::parse(&id)?;
             let pki = startup::pki(cfg)?;
@@ -93,6 +131,83 @@ async fn run_with(cfg: &Config, db: &Database, cmd: DeviceCommand) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// Builds the per-source settings of a `configure` command from the command-line flags.
+fn source_settings(
+    intervals: &[String],
+    enable: &[String],
+    disable: &[String],
+) -> Result<BTreeMap<String, SourceSettings>> {
+    let mut sources: BTreeMap<String, SourceSettings> = BTreeMap::new();
+    for i in intervals {
+        let Some((name, ms)) = i.split_once('=') else { bail!("--interval wants SOURCE=MILLISECONDS, got {i:?}") };
+        let ms: u64 = ms.trim().parse().with_context(|| format!("--interval {i:?}: not a number of milliseconds"))?;
+        if !(10..=86_400_000).contains(&ms) {
+            bail!("--interval {i:?}: between 10 ms and one day");
+        }
+        sources.entry(name.trim().to_owned()).or_default().interval_ms = Some(ms);
+    }
+    for (names, on) in [(enable, true), (disable, false)] {
+        for n in names {
+            let e = sources.entry(n.clone()).or_default();
+            if e.enabled.is_some_and(|v| v != on) {
+                bail!("source {n:?} is both enabled and disabled");
+            }
+            e.enabled = Some(on);
+        }
+    }
+    if sources.is_empty() {
+        bail!("nothing to change: give --interval, --enable or --disable");
+    }
+    Ok(sources)
+}
+
+async fn send_config(
+    cfg: &Config,
+    store: &offsite_store::Store,
+    id: &str,
+    sources: BTreeMap<String, SourceSettings>,
+    wait: u64,
+) -> Result<()> {
+    let device = DeviceId::parse(id)?;
+    let Some(d) = store.device(&device).await? else { bail!("no device {id}") };
+    if d.revoked_at.is_some() {
+        bail!("device {id} is revoked");
+    }
+    let cmd = Command { id: new_command_id(), action: CommandAction::Configure { sources } };
+    let body = serde_json::to_value(&cmd)?;
+    let who = std::env::var("USER").ok();
+    // Recorded before sending, so an answer can never arrive for a command the platform does not know.
+    store.insert_command(&cmd.id, d.key, "configure", &body, who.as_deref()).await?;
+    let topic = Topic::new(device.clone(), Channel::Cmd).render();
+    if let Err(e) = crate::internal_mqtt::publish_once(cfg, &topic, cmd.encode()).await {
+        eprintln!("command {} recorded but not sent now ({e:#}); it is sent when the device next comes online", cmd.id);
+        return Ok(());
+    }
+    eprintln!("command {} sent to {device}", cmd.id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        let c = store.command(&cmd.id).await?.context("command row vanished")?;
+        if c.acked_at.is_some() {
+            println!("{}", serde_json::to_string(&c)?);
+            if c.ok != Some(true) {
+                bail!("device {device} refused command {}: {}", c.id, c.error.unwrap_or_default());
+            }
+            eprintln!("device {device} applied command {}", c.id);
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!("no answer from {device} yet; it will be recorded when it comes (offsite device commands {device})");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Time-ordered, unique enough across processes: `c` + ms since the epoch + random suffix.
+fn new_command_id() -> String {
+    format!("c{}-{:08x}", chrono::Utc::now().timestamp_millis(), rand::random::<u32>())
 }
 
 fn emit(creds: &DeviceCredentials, out: Option<PathBuf>) -> Result<()> {

@@ -5,6 +5,8 @@ mod bench;
 mod configuration;
 mod demo;
 mod device_cmd;
+mod edge_cmd;
+mod internal_mqtt;
 mod startup;
 mod telemetry;
 mod tiers;
@@ -41,6 +43,10 @@ enum Command {
     /// Provision and manage devices.
     #[command(subcommand)]
     Device(device_cmd::DeviceCommand),
+    /// Run the edge agent (sensors -> disk queue -> platform) described by `--config FILE`.
+    ///
+    /// The file names each device's credentials and sources; see deploy/edge-agent.example.toml.
+    EdgeAgent(edge_cmd::EdgeArgs),
     /// Run only the MQTT broker (device authentication against the database).
     Broker,
     /// Run only ingest, reading the broker's internal listener with a shared subscription.
@@ -56,6 +62,9 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::EdgeAgent(args) = cli.command {
+        return edge_agent(cli.config, args);
+    }
     let mut cfg = Config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
     if let Some(url) = cli.database_url {
         cfg.database.url = Some(url);
@@ -68,6 +77,7 @@ fn main() -> Result<()> {
             Command::Up => tiers::up(cfg).await,
             Command::Demo(args) => demo::run(cfg, args).await,
             Command::Device(c) => device_cmd::run(cfg, c).await,
+            Command::EdgeAgent(_) => unreachable!("handled before the platform configuration is read"),
             Command::Broker => tiers::broker(cfg).await,
             Command::Ingest => tiers::ingest(cfg).await,
             Command::Portal => tiers::portal(cfg).await,
@@ -78,4 +88,15 @@ fn main() -> Result<()> {
             }
         }
     })
+}
+
+/// The agent has its own configuration file and a small runtime: it runs on gateways.
+fn edge_agent(config: Option<PathBuf>, args: edge_cmd::EdgeArgs) -> Result<()> {
+    let Some(config) = config else {
+        anyhow::bail!("offsite edge-agent needs --config FILE (see deploy/edge-agent.example.toml)");
+    };
+    telemetry::init(&configuration::LogConfig::default());
+    offsite_broker::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(edge_cmd::run(&config, args))
 }

@@ -1,6 +1,6 @@
 //! `up` and the one-tier-per-process subcommands.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use offsite_broker::BrokerBuilder;
 use offsite_ingest::{Incoming, Ingest, MqttSource, MqttSourceConfig};
 use tracing::info;
@@ -41,11 +41,7 @@ pub async fn broker(cfg: Config) -> Result<()> {
 pub async fn ingest(cfg: Config) -> Result<()> {
     let db = Database::open(&cfg).await?;
     let m = &cfg.internal_mqtt;
-    let password = match &m.password {
-        Some(p) => p.clone(),
-        None => offsite_broker::internal_password(&cfg.data_dir)
-            .context("reading the internal MQTT password (set internal_mqtt.password or share the data directory)")?,
-    };
+    let password = crate::internal_mqtt::password(&cfg)?;
     let (queue_tx, queue_rx) = flume::bounded::<Incoming>(cfg.ingest.queue_capacity);
     let acks = MqttSource::start(
         MqttSourceConfig {

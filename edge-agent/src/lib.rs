@@ -1,11 +1,21 @@
 //! The edge agent: runs next to sensors, turns readings into batches, and keeps every batch until
 //! the platform acknowledges that it is committed.
 //!
-//! This first cut has the simulated source and the publisher with an in-memory unacknowledged set;
-//! the disk queue, CSV and Modbus sources and remote configuration build on the same seams.
+//! `agent` composes the parts: `sources` read sensors (simulated, CSV replay, Modbus TCP), the
+//! device task cuts batches into the `queue` (on disk, bounded), the `publisher` drains it over
+//! MQTT/TLS and forgets a batch only when the platform acknowledges it; `state` keeps remote
+//! settings and source positions; `metrics` exposes the figures.
 
+pub mod agent;
+pub mod config;
+pub mod metrics;
+pub mod outbox;
 pub mod publisher;
-pub mod sim;
+pub mod queue;
+pub mod state;
+pub mod sources;
 
-pub use publisher::{DeviceLink, Endpoint, LinkOptions, LinkStats};
-pub use sim::{Anomaly, MetricProfile, SignalGenerator};
+pub use agent::Agent;
+pub use config::AgentConfig;
+pub use publisher::{DeviceLink, Endpoint, LinkHooks, LinkOptions, LinkStats};
+pub use sources::sim::{Anomaly, MetricProfile, SignalGenerator};

@@ -1,15 +1,27 @@
 //! One device's MQTT connection: TLS with the device certificate, token as password, last will,
-//! batches published QoS 1 and kept until the platform's acknowledgement names their sequence.
+//! and a sender that drains the device's outbox in sequence order.
+//!
+//! Delivery is go-back-N over the outbox: at most `window` batches are unacknowledged on the
+//! wire; after a reconnect, or when the oldest one waits longer than `resend_after`, sending starts
+//! again from the oldest pending batch. The platform stores each sample once, so a resend never
+//! duplicates data; the outbox forgets a batch only when an acknowledgement names its sequence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use offsite_wire::{encode_batch, Ack, Batch, Channel, DeviceCredentials, Sample, Status, Topic};
+use offsite_wire::{
+    encode_batch, valid_command_id, Ack, Batch, Channel, Command, CommandAck, DeviceCredentials, DeviceId, Sample,
+    Status, Topic,
+};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
+
+use crate::outbox::{MemoryOutbox, Outbox};
+use crate::queue::Dropped;
 
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -21,11 +33,20 @@ pub struct Endpoint {
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
     pub keep_alive: Duration,
-    /// Resend a batch that has not been acknowledged after this long, even without a reconnect.
+    /// Start again from the oldest pending batch when it has waited this long for its acknowledgement.
     pub resend_after: Duration,
     /// Delay between reconnect attempts.
     pub reconnect_delay: Duration,
+    /// MQTT in-flight limit of the client.
     pub inflight: u16,
+    /// Batches sent and not yet acknowledged, at most.
+    pub window: usize,
+    /// Pace of sending, batches per second (0: unlimited). Bounds how hard a device that returns
+    /// with a backlog hits the platform.
+    pub max_batches_per_second: f64,
+    /// After a reconnect, wait a random time up to this before sending the backlog, so a fleet that
+    /// comes back together does not send together.
+    pub reconnect_jitter: Duration,
 }
 
 impl Default for LinkOptions {
@@ -35,67 +56,107 @@ impl Default for LinkOptions {
             resend_after: Duration::from_secs(30),
             reconnect_delay: Duration::from_millis(500),
             inflight: 100,
+            window: 100,
+            max_batches_per_second: 0.0,
+            reconnect_jitter: Duration::ZERO,
         }
     }
 }
 
-struct Pending {
-    payload: Arc<Vec<u8>>,
-    sent_at: Instant,
-    /// Oldest sample time in the batch, ms since the epoch (for latency figures).
-    oldest_ts_ms: i64,
+/// Optional channels a link reports into.
+#[derive(Default, Clone)]
+pub struct LinkHooks {
+    /// Milliseconds from publishing a batch to its acknowledgement.
+    pub latency_ms: Option<flume::Sender<f64>>,
+    /// Commands received on the device's command topic.
+    pub commands: Option<flume::Sender<Command>>,
 }
 
-#[derive(Default)]
+struct Window {
+    outbox: Box<dyn Outbox>,
+    /// Sent and not yet acknowledged: seq -> when sent.
+    inflight: BTreeMap<u64, Instant>,
+    /// Last seq sent in the current pass.
+    cursor: Option<u64>,
+    /// Publish times for latency figures (only with a latency hook).
+    published_at: HashMap<u64, i64>,
+}
+
 struct Shared {
-    unacked: Mutex<BTreeMap<u64, Pending>>,
+    window: Mutex<Window>,
+    wake: Notify,
     connected: AtomicBool,
-    sent: AtomicU64,
+    /// Bumped on every connection so the sender restarts from the oldest pending batch.
+    generation: AtomicU64,
+    appended: AtomicU64,
+    transmitted: AtomicU64,
     acked: AtomicU64,
     rejected: AtomicU64,
-    resent: AtomicU64,
+    restarts: AtomicU64,
     connects: AtomicU64,
+    dropped: AtomicU64,
 }
 
-/// Counters of one link.
+/// Counters and gauges of one link.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkStats {
+    /// Batches put into the outbox by this process.
     pub sent: u64,
+    /// Batch transmissions, resends included.
+    pub transmitted: u64,
     pub acked: u64,
     pub rejected: u64,
+    /// Times sending went back to the oldest pending batch (timeouts, not reconnects).
     pub resent: u64,
+    /// Batches waiting for their acknowledgement (in the outbox).
     pub unacked: u64,
+    pub outbox_bytes: u64,
+    /// When the oldest pending batch was appended (ms since the epoch).
+    pub oldest_unacked_ms: Option<i64>,
+    /// Batches dropped by the outbox budget over its life.
+    pub dropped_total: u64,
     pub connects: u64,
     pub connected: bool,
 }
 
 /// A connected (or reconnecting) device.
 pub struct DeviceLink {
-    creds_id: offsite_wire::DeviceId,
+    id: DeviceId,
     client: AsyncClient,
     shared: Arc<Shared>,
     next_seq: AtomicU64,
     data_topic: String,
-    task: tokio::task::JoinHandle<()>,
+    latency: bool,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl DeviceLink {
-    /// Starts connecting in the background; batches published before the connection is up are
-    /// kept and sent once it is.
+    /// A link whose pending batches live in memory (load generators and tests of the platform).
     pub fn connect(
         creds: &DeviceCredentials,
         endpoint: &Endpoint,
         opts: LinkOptions,
         latency_ms: Option<flume::Sender<f64>>,
     ) -> Result<Self> {
+        Self::start(creds, endpoint, opts, Box::new(MemoryOutbox::default()), LinkHooks { latency_ms, commands: None })
+    }
+
+    /// Starts connecting in the background and sending what `outbox` holds, oldest first.
+    pub fn start(
+        creds: &DeviceCredentials,
+        endpoint: &Endpoint,
+        opts: LinkOptions,
+        outbox: Box<dyn Outbox>,
+        hooks: LinkHooks,
+    ) -> Result<Self> {
         let id = creds.device_id.clone();
         let mut mo = MqttOptions::new(id.as_str(), endpoint.host.clone(), endpoint.port);
         mo.set_credentials(id.as_str(), creds.token.clone());
         mo.set_keep_alive(opts.keep_alive);
-        // Application-level resend covers redelivery; a persistent session would make rumqttc
-        // resend a refused publish forever.
+        // The outbox covers redelivery; a persistent session would make rumqttc resend a refused
+        // publish forever.
         mo.set_clean_session(true);
-        mo.set_inflight(opts.inflight);
+        mo.set_inflight(opts.inflight.max(1));
         mo.set_max_packet_size(1 << 20, 1 << 20);
         let status_topic = Topic::new(id.clone(), Channel::Status).render();
         mo.set_last_will(LastWill::new(&status_topic, Status { online: false }.encode(), QoS::AtLeastOnce, true));
@@ -105,57 +166,87 @@ impl DeviceLink {
             client_auth: Some((creds.cert_pem.as_bytes().to_vec(), creds.key_pem.as_bytes().to_vec())),
         }));
         let (client, events) = AsyncClient::new(mo, 1000);
-        let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(event_loop(
-            id.clone(),
-            client.clone(),
-            events,
-            shared.clone(),
-            opts,
-            latency_ms,
-            status_topic,
-        ));
-        // Sequence numbers start at the clock (µs) so a restarted agent never reuses one.
-        let start = chrono::Utc::now().timestamp_micros().max(1) as u64;
-        Ok(Self {
-            data_topic: Topic::new(id.clone(), Channel::Data).render(),
-            creds_id: id,
-            client,
-            shared,
-            next_seq: AtomicU64::new(start),
-            task,
-        })
+        // Sequence numbers start at the clock (µs) and above anything the outbox has seen, so a
+        // restarted agent never reuses one.
+        let clock = chrono::Utc::now().timestamp_micros().max(1) as u64;
+        let start = clock.max(outbox.last_seq().map_or(0, |s| s + 1));
+        let shared = Arc::new(Shared {
+            dropped: AtomicU64::new(outbox.dropped_total().batches),
+            window: Mutex::new(Window { outbox, inflight: BTreeMap::new(), cursor: None, published_at: HashMap::new() }),
+            wake: Notify::new(),
+            connected: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            appended: AtomicU64::new(0),
+            transmitted: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+        });
+        let data_topic = Topic::new(id.clone(), Channel::Data).render();
+        let latency = hooks.latency_ms.is_some();
+        let tasks = vec![
+            tokio::spawn(event_loop(id.clone(), client.clone(), events, shared.clone(), opts.clone(), hooks)),
+            tokio::spawn(sender(client.clone(), shared.clone(), opts, data_topic.clone())),
+        ];
+        Ok(Self { id, client, shared, next_seq: AtomicU64::new(start), data_topic, latency, tasks })
     }
 
-    pub fn device_id(&self) -> &offsite_wire::DeviceId {
-        &self.creds_id
+    pub fn device_id(&self) -> &DeviceId {
+        &self.id
     }
 
-    /// Queues a batch and publishes it; returns its sequence number.
-    pub async fn publish(&self, samples: Vec<Sample>) -> Result<u64> {
+    /// Puts a batch into the outbox (durably, for a disk outbox) and returns its sequence number
+    /// and what the outbox budget dropped to make room. It is sent as soon as the window allows.
+    pub async fn publish(&self, samples: Vec<Sample>) -> Result<(u64, Dropped)> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let oldest_ts_ms = samples.iter().map(|s| s.ts.timestamp_millis()).min().unwrap_or(0);
-        let payload = Arc::new(encode_batch(&Batch { seq, samples }));
-        self.shared
-            .unacked
-            .lock()
-            .unwrap()
-            .insert(seq, Pending { payload: payload.clone(), sent_at: Instant::now(), oldest_ts_ms });
-        self.shared.sent.fetch_add(1, Ordering::Relaxed);
-        if self.shared.connected.load(Ordering::Relaxed) {
-            self.client.publish(&self.data_topic, QoS::AtLeastOnce, false, payload.to_vec()).await?;
+        let payload = encode_batch(&Batch { seq, samples });
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let dropped = {
+            let mut w = self.shared.window.lock().unwrap();
+            let d = w.outbox.append(seq, now_ms, &payload)?;
+            if self.latency {
+                w.published_at.insert(seq, now_ms);
+            }
+            d
+        };
+        self.shared.appended.fetch_add(1, Ordering::Relaxed);
+        self.shared.dropped.fetch_add(dropped.batches, Ordering::Relaxed);
+        if dropped.batches > 0 {
+            warn!(device = %self.id, batches = dropped.batches, "outbox full: oldest batches dropped");
         }
-        Ok(seq)
+        self.shared.wake.notify_one();
+        Ok((seq, dropped))
+    }
+
+    /// Syncs the outbox if its policy deferred it (call periodically).
+    pub fn sync_outbox(&self) -> std::io::Result<()> {
+        self.shared.window.lock().unwrap().outbox.sync_if_due()
+    }
+
+    /// Reports a command's outcome on the device's `cmd/ack` topic.
+    pub async fn answer(&self, ack: &CommandAck) -> Result<()> {
+        let topic = Topic::new(self.id.clone(), Channel::CmdAck).render();
+        self.client.publish(topic, QoS::AtLeastOnce, false, ack.encode()).await?;
+        Ok(())
     }
 
     pub fn stats(&self) -> LinkStats {
         let s = &self.shared;
+        let (unacked, outbox_bytes, oldest) = {
+            let w = s.window.lock().unwrap();
+            (w.outbox.pending() as u64, w.outbox.bytes(), w.outbox.oldest_pending().map(|p| p.appended_ms))
+        };
         LinkStats {
-            sent: s.sent.load(Ordering::Relaxed),
+            sent: s.appended.load(Ordering::Relaxed),
+            transmitted: s.transmitted.load(Ordering::Relaxed),
             acked: s.acked.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
-            resent: s.resent.load(Ordering::Relaxed),
-            unacked: s.unacked.lock().unwrap().len() as u64,
+            resent: s.restarts.load(Ordering::Relaxed),
+            unacked,
+            outbox_bytes,
+            oldest_unacked_ms: oldest,
+            dropped_total: s.dropped.load(Ordering::Relaxed),
             connects: s.connects.load(Ordering::Relaxed),
             connected: s.connected.load(Ordering::Relaxed),
         }
@@ -164,90 +255,84 @@ impl DeviceLink {
     /// Waits until every batch is acknowledged or the timeout passes; true if all are.
     pub async fn flush(&self, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.shared.unacked.lock().unwrap().is_empty() {
+        loop {
+            if self.shared.window.lock().unwrap().outbox.pending() == 0 {
                 return true;
+            }
+            if Instant::now() >= end {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.shared.unacked.lock().unwrap().is_empty()
     }
 
-    /// Says offline and disconnects.
+    /// Says offline and disconnects; pending batches stay in the outbox.
     pub async fn close(self) {
-        let topic = Topic::new(self.creds_id.clone(), Channel::Status).render();
+        let topic = Topic::new(self.id.clone(), Channel::Status).render();
         let _ = self.client.publish(topic, QoS::AtLeastOnce, true, Status { online: false }.encode()).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let _ = self.client.disconnect().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        self.task.abort();
+        let _ = self.shared.window.lock().unwrap().outbox.sync_if_due();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 
     /// Drops the connection without a goodbye (the broker publishes the last will).
     pub fn abort(self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
+    /// The topic batches go to.
+    pub fn data_topic(&self) -> &str {
+        &self.data_topic
     }
 }
 
 async fn event_loop(
-    id: offsite_wire::DeviceId,
+    id: DeviceId,
     client: AsyncClient,
     mut events: rumqttc::EventLoop,
     shared: Arc<Shared>,
     opts: LinkOptions,
-    latency_ms: Option<flume::Sender<f64>>,
-    status_topic: String,
+    hooks: LinkHooks,
 ) {
     let ack_topic = Topic::new(id.clone(), Channel::Ack).render();
-    let data_topic = Topic::new(id.clone(), Channel::Data).render();
-    let mut resend_tick = tokio::time::interval(opts.resend_after.min(Duration::from_secs(5)));
+    let cmd_topic = Topic::new(id.clone(), Channel::Cmd).render();
+    let status_topic = Topic::new(id.clone(), Channel::Status).render();
     loop {
-        let ev = tokio::select! {
-            ev = events.poll() => ev,
-            _ = resend_tick.tick() => {
-                if shared.connected.load(Ordering::Relaxed) {
-                    resend(&client, &shared, &data_topic, Some(opts.resend_after));
-                }
-                continue;
-            }
-        };
-        match ev {
+        match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 shared.connects.fetch_add(1, Ordering::Relaxed);
-                shared.connected.store(true, Ordering::Relaxed);
                 info!(device = %id, "connected");
                 let c = client.clone();
-                let (ack_topic, status_topic) = (ack_topic.clone(), status_topic.clone());
-                let shared2 = shared.clone();
-                let data_topic = data_topic.clone();
-                // Publishing from inside the event loop would deadlock on a full request channel.
+                let (ack_topic, cmd_topic, status_topic) = (ack_topic.clone(), cmd_topic.clone(), status_topic.clone());
+                let shared = shared.clone();
+                let want_commands = hooks.commands.is_some();
+                // Requests leave in order, so the broker has the subscriptions before the first
+                // batch arrives and no acknowledgement is missed. Publishing from inside the event
+                // loop would deadlock on a full request channel, hence the task.
                 tokio::spawn(async move {
                     let _ = c.subscribe(&ack_topic, QoS::AtLeastOnce).await;
+                    if want_commands {
+                        let _ = c.subscribe(&cmd_topic, QoS::AtLeastOnce).await;
+                    }
                     let _ = c.publish(&status_topic, QoS::AtLeastOnce, true, Status { online: true }.encode()).await;
-                    resend(&c, &shared2, &data_topic, None);
+                    shared.generation.fetch_add(1, Ordering::Relaxed);
+                    shared.connected.store(true, Ordering::Relaxed);
+                    shared.wake.notify_one();
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => match Ack::decode(&p.payload) {
-                Ok(ack) => {
-                    let now_ms = chrono::Utc::now().timestamp_millis();
-                    let mut u = shared.unacked.lock().unwrap();
-                    for seq in &ack.seqs {
-                        if let Some(p) = u.remove(seq) {
-                            shared.acked.fetch_add(1, Ordering::Relaxed);
-                            if let Some(l) = &latency_ms {
-                                let _ = l.try_send((now_ms - p.oldest_ts_ms) as f64);
-                            }
-                        }
-                    }
-                    for r in &ack.rejected {
-                        if u.remove(&r.seq).is_some() {
-                            shared.rejected.fetch_add(1, Ordering::Relaxed);
-                            warn!(device = %id, seq = r.seq, reason = %r.reason, "platform refused a batch");
-                        }
-                    }
-                }
-                Err(e) => warn!(device = %id, error = %e, "malformed ack"),
+                Ok(ack) => on_ack(&id, &shared, &ack, hooks.latency_ms.as_ref()),
+                Err(e) => warn!(device = %id, error = %e, "malformed acknowledgement"),
             },
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                on_command(&id, &client, &p.payload, hooks.commands.as_ref());
+            }
             Ok(_) => {}
             Err(e) => {
                 if shared.connected.swap(false, Ordering::Relaxed) {
@@ -261,30 +346,143 @@ async fn event_loop(
     }
 }
 
-/// Republishes unacknowledged batches in order: all of them after a reconnect, or only those
-/// older than `older_than`.
-fn resend(client: &AsyncClient, shared: &Arc<Shared>, topic: &str, older_than: Option<Duration>) {
-    let batch: Vec<(u64, Arc<Vec<u8>>)> = {
-        let mut u = shared.unacked.lock().unwrap();
-        u.iter_mut()
-            .filter(|(_, p)| older_than.is_none_or(|d| p.sent_at.elapsed() >= d))
-            .map(|(s, p)| {
-                p.sent_at = Instant::now();
-                (*s, p.payload.clone())
-            })
-            .collect()
-    };
-    if batch.is_empty() {
-        return;
+fn on_ack(id: &DeviceId, shared: &Shared, ack: &Ack, latency: Option<&flume::Sender<f64>>) {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut w = shared.window.lock().unwrap();
+    for (seq, refused) in ack.seqs.iter().map(|s| (*s, None)).chain(ack.rejected.iter().map(|r| (r.seq, Some(r.reason)))) {
+        w.inflight.remove(&seq);
+        match w.outbox.ack(seq) {
+            Ok(true) => {
+                if let Some(reason) = refused {
+                    shared.rejected.fetch_add(1, Ordering::Relaxed);
+                    warn!(device = %id, seq, %reason, "platform refused a batch");
+                } else {
+                    shared.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                if let (Some(l), Some(t)) = (latency, w.published_at.remove(&seq)) {
+                    let _ = l.try_send((now_ms - t) as f64);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => warn!(device = %id, seq, error = %e, "recording an acknowledgement"),
+        }
     }
-    shared.resent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    let c = client.clone();
-    let topic = topic.to_owned();
-    tokio::spawn(async move {
-        for (_, payload) in batch {
-            if c.publish(&topic, QoS::AtLeastOnce, false, payload.to_vec()).await.is_err() {
-                break;
+    drop(w);
+    shared.wake.notify_one();
+}
+
+fn on_command(id: &DeviceId, client: &AsyncClient, payload: &[u8], out: Option<&flume::Sender<Command>>) {
+    let Some(out) = out else { return };
+    match Command::decode(payload) {
+        Ok(c) => {
+            if out.try_send(c).is_err() {
+                warn!(device = %id, "command queue full; the platform will resend");
             }
         }
-    });
+        Err(e) => {
+            // Answer when the command says who it is, so the sender sees why.
+            let cid = serde_json::from_slice::<serde_json::Value>(payload)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                .filter(|i| valid_command_id(i));
+            warn!(device = %id, error = %e, "malformed command");
+            if let Some(cid) = cid {
+                let ack = CommandAck { id: cid, ok: false, error: Some(format!("malformed command: {e}")), state: None };
+                let topic = Topic::new(id.clone(), Channel::CmdAck).render();
+                let c = client.clone();
+                tokio::spawn(async move {
+                    let _ = c.publish(topic, QoS::AtLeastOnce, false, ack.encode()).await;
+                });
+            }
+        }
+    }
+}
+
+/// Drains the outbox in order within the window and the pace.
+async fn sender(client: AsyncClient, shared: Arc<Shared>, opts: LinkOptions, topic: String) {
+    let mut pace = Pace::new(opts.max_batches_per_second);
+    let mut generation = 0;
+    let tick = opts.resend_after.min(Duration::from_secs(1));
+    loop {
+        if !shared.connected.load(Ordering::Relaxed) {
+            let _ = tokio::time::timeout(tick, shared.wake.notified()).await;
+            continue;
+        }
+        let g = shared.generation.load(Ordering::Relaxed);
+        if g != generation {
+            generation = g;
+            {
+                let mut w = shared.window.lock().unwrap();
+                w.inflight.clear();
+                w.cursor = None;
+            }
+            if !opts.reconnect_jitter.is_zero() {
+                let ms = rand::random::<u64>() % (opts.reconnect_jitter.as_millis() as u64 + 1);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+        let next = {
+            let mut w = shared.window.lock().unwrap();
+            if w.inflight.values().min().is_some_and(|t| t.elapsed() >= opts.resend_after) {
+                w.inflight.clear();
+                w.cursor = None;
+                shared.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            if w.inflight.len() >= opts.window.max(1) {
+                None
+            } else {
+                let cursor = w.cursor;
+                match w.outbox.pending_after(cursor, 1).first().copied() {
+                    Some(seq) => match w.outbox.read(seq) {
+                        Ok(Some(p)) => Some((seq, p)),
+                        Ok(None) => None,
+                        Err(e) => {
+                            warn!(seq, error = %e, "reading a queued batch; skipping it this pass");
+                            w.cursor = Some(seq);
+                            None
+                        }
+                    },
+                    None => None,
+                }
+            }
+        };
+        let Some((seq, payload)) = next else {
+            let _ = tokio::time::timeout(tick, shared.wake.notified()).await;
+            continue;
+        };
+        pace.wait().await;
+        if client.publish(&topic, QoS::AtLeastOnce, false, payload).await.is_err() {
+            tokio::time::sleep(opts.reconnect_delay).await;
+            continue;
+        }
+        shared.transmitted.fetch_add(1, Ordering::Relaxed);
+        let mut w = shared.window.lock().unwrap();
+        // Only if still pending: the acknowledgement of an earlier transmission may have won.
+        if w.outbox.pending_after(seq.checked_sub(1), 1).first() == Some(&seq) {
+            w.inflight.insert(seq, Instant::now());
+        }
+        w.cursor = Some(seq);
+    }
+}
+
+/// Spaces sends evenly at a fixed rate (no bursts beyond one).
+struct Pace {
+    interval: Option<Duration>,
+    next: tokio::time::Instant,
+}
+
+impl Pace {
+    fn new(per_second: f64) -> Self {
+        let interval = (per_second > 0.0).then(|| Duration::from_secs_f64(1.0 / per_second));
+        Self { interval, next: tokio::time::Instant::now() }
+    }
+
+    async fn wait(&mut self) {
+        let Some(i) = self.interval else { return };
+        let now = tokio::time::Instant::now();
+        if self.next > now {
+            tokio::time::sleep_until(self.next).await;
+        }
+        self.next = self.next.max(now) + i;
+    }
 }

@@ -49,6 +49,10 @@ pub static STATUS_UPDATES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("offsite_ingest_status_updates_total", "Online/offline reports recorded").unwrap()
 });
 
+pub static COMMAND_ACKS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("offsite_ingest_command_acks_total", "Devices' answers to commands recorded").unwrap()
+});
+
 /// Registers every metric so they show (at zero) before the first message.
 pub fn register() {
     LazyLock::force(&SAMPLES);
@@ -63,4 +67,5 @@ pub fn register() {
     LazyLock::force(&WRITE_ERRORS);
     LazyLock::force(&QUEUE_DEPTH);
     LazyLock::force(&STATUS_UPDATES);
+    LazyLock::force(&COMMAND_ACKS);
 }

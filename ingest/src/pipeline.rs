@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use offsite_store::{samples::quality, DeadLetter, MetricDef, SampleRow, Store};
-use offsite_wire::{decode_batch, Ack, Channel, Limits, RejectReason, RejectedSeq, Rejection, Status, Topic};
+use offsite_wire::{decode_batch, Ack, Channel, CommandAck, Limits, RejectReason, RejectedSeq, Rejection, Status, Topic};
 use tracing::{debug, warn};
 
 use crate::source::Incoming;
@@ -89,14 +89,20 @@ pub struct Flush {
     pub rows: Vec<SampleRow>,
     pub dead: Vec<DeadLetter>,
     pub acks: HashMap<String, Ack>,
-    pub status: Vec<(i32, bool, DateTime<Utc>)>,
+    pub status: Vec<(i32, String, bool, DateTime<Utc>)>,
+    /// Devices' answers to commands.
+    pub command_acks: Vec<(i32, CommandAck, DateTime<Utc>)>,
     /// Messages that make up this flush.
     pub messages: u64,
 }
 
 impl Flush {
     fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.dead.is_empty() && self.acks.is_empty() && self.status.is_empty()
+        self.rows.is_empty()
+            && self.dead.is_empty()
+            && self.acks.is_empty()
+            && self.status.is_empty()
+            && self.command_acks.is_empty()
     }
 }
 
@@ -230,12 +236,21 @@ async fn process(cfg: &IngestConfig, reg: &mut Registry, cur: &mut Flush, m: Inc
         Channel::Status => {
             let Some((key, _)) = known else { return };
             match Status::decode(&m.payload) {
-                Ok(s) => cur.status.push((key, s.online, m.received_at)),
+                Ok(s) => cur.status.push((key, device, s.online, m.received_at)),
                 Err(e) => debug!(device, error = %e, "ignoring malformed status"),
             }
         }
-        // Ingest only subscribes to data and status.
-        _ => {}
+        Channel::CmdAck => {
+            let Some((key, _)) = known else { return };
+            match CommandAck::decode(&m.payload) {
+                Ok(a) => cur.command_acks.push((key, a, m.received_at)),
+                Err(e) => {
+                    dead(cur, Some(device), topic_str, Rejection::new(RejectReason::Malformed, e), m.payload.to_vec())
+                }
+            }
+        }
+        // Ingest subscribes only to what devices send.
+        Channel::Ack | Channel::Cmd => {}
     }
 }
 

@@ -28,15 +28,45 @@ pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckS
             let Ok(device) = DeviceId::parse(&device) else { continue };
             acks.publish(Topic::new(device, Channel::Ack).render(), ack.encode()).await;
         }
+        for (key, device, online, _) in &flush.status {
+            if *online {
+                redeliver_commands(&store, &acks, *key, device).await;
+            }
+        }
     }
 }
+
+/// Sends a device that has just come online the commands it has not answered yet: a command sent
+/// while it was away would otherwise be lost (the broker keeps no session for it).
+async fn redeliver_commands(store: &Store, out: &AckSink, key: i32, device: &str) {
+    let Ok(device) = DeviceId::parse(device) else { return };
+    match store.pending_commands(key, chrono::Duration::days(COMMAND_TTL_DAYS)).await {
+        Ok(pending) => {
+            for (id, body) in pending {
+                info!(%device, command = %id, "redelivering unanswered command");
+                out.publish(Topic::new(device.clone(), Channel::Cmd).render(), body.to_string().into_bytes()).await;
+            }
+        }
+        Err(e) => warn!(%device, error = %format!("{e:#}"), "looking up unanswered commands"),
+    }
+}
+
+/// Commands older than this are not redelivered.
+const COMMAND_TTL_DAYS: i64 = 7;
 
 async fn write(store: &Store, f: &Flush) -> anyhow::Result<()> {
     // Dead letters first: a refused message is acknowledged only once its payload is kept.
     store.insert_dead_letters(&f.dead).await?;
-    for (key, online, at) in &f.status {
+    for (key, _, online, at) in &f.status {
         store.set_device_online(*key, *online, *at).await?;
         metrics::STATUS_UPDATES.inc();
+    }
+    for (key, ack, at) in &f.command_acks {
+        if store.record_command_ack(*key, ack, *at).await? {
+            metrics::COMMAND_ACKS.inc();
+        } else {
+            warn!(command = %ack.id, "answer to an unknown, foreign or already answered command ignored");
+        }
     }
     if !f.rows.is_empty() {
         let t = Instant::now();

@@ -1,6 +1,7 @@
 //! Storage: the one migration stream, the pool, the embedded PostgreSQL launcher and the typed
 //! queries every tier calls. No other crate writes SQL against these tables.
 
+pub mod commands;
 pub mod devices;
 pub mod embedded;
 pub mod samples;
@@ -13,6 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tracing::info;
 
+pub use commands::CommandRecord;
 pub use devices::{DeviceAuth, DeviceRecord, NewDevice};
 pub use samples::{MetricDef, Partitioning, SampleRow, SeriesPoint, WriteOutcome};
 

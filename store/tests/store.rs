@@ -131,3 +131,29 @@ async fn embedded_cluster_is_shared_and_stopped_by_its_starter() -> Result<()> {
     assert!(!check.is_running());
     Ok(())
 }
+
+#[tokio::test]
+async fn command_answers_are_recorded_once_and_only_from_their_device() -> Result<()> {
+    let db = TestDb::new().await?;
+    let s = &db.store;
+    let a = device(s, "cmda").await?;
+    let b = device(s, "cmdb").await?;
+    let body = serde_json::json!({"sources": {"dust": {"interval_ms": 5000}}});
+    s.insert_command("c1", a, "configure", &body, Some("tester")).await?;
+    let ack = offsite_wire::CommandAck { id: "c1".into(), ok: true, error: None, state: Some(serde_json::json!({"dust": {}})) };
+    // Another device cannot answer for it.
+    assert!(!s.record_command_ack(b, &ack, Utc::now()).await?);
+    assert!(s.command("c1").await?.unwrap().acked_at.is_none());
+    assert!(s.record_command_ack(a, &ack, Utc::now()).await?);
+    // A repeated answer (after a redelivery) does not overwrite the first.
+    let later = offsite_wire::CommandAck { ok: false, error: Some("late".into()), ..ack.clone() };
+    assert!(!s.record_command_ack(a, &later, Utc::now()).await?);
+    let c = s.command("c1").await?.unwrap();
+    assert_eq!((c.device_id.as_str(), c.ok, c.error), ("cmda", Some(true), None));
+    assert_eq!(c.body, body);
+    assert_eq!(s.device_commands(a, 10).await?.len(), 1);
+    assert!(s.device_commands(b, 10).await?.is_empty());
+    // Health metrics of the edge agent are in the catalog.
+    assert!(s.metric_by_key("agent.queue_depth").await?.is_some());
+    Ok(())
+}

@@ -59,6 +59,11 @@ impl Site {
         c
     }
 
+    /// Runs `offsite <args>` to completion, capturing its output.
+    pub fn output(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).output()?)
+    }
+
     pub fn spawn(&self, args: &[&str]) -> Result<Proc> {
         Ok(Proc(self.command(args).spawn().context("spawning offsite")?))
     }

@@ -412,3 +412,26 @@ mod tests {
         assert_eq!(a.released().collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 }
+
+#[cfg(test)]
+mod float_tests {
+    use super::*;
+
+    /// Values must arrive bit for bit: recorded data is compared with what the platform stores.
+    #[test]
+    fn values_round_trip_exactly() {
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_samples: 10,
+            not_before: Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap(),
+            not_after: Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap(),
+        };
+        for text in ["19.761251902999998", "21.698403961700002", "0.1", "1e-300", "123456789.12345679"] {
+            let v: f64 = text.parse().unwrap();
+            let b = decode_batch(format!(r#"{{"seq":1,"samples":[{{"ts":1396310400000,"metric":"x","value":{text}}}]}}"#).as_bytes(), &limits).unwrap();
+            assert_eq!(b.samples[0].value.to_bits(), v.to_bits(), "{text}");
+            let again = decode_batch(&encode_batch(&b), &limits).unwrap();
+            assert_eq!(again.samples[0].value.to_bits(), v.to_bits(), "{text} after encode");
+        }
+    }
+}

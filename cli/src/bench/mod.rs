@@ -1,6 +1,7 @@
 //! `offsite bench ...`: each bench starts what it needs and prints one JSON object as its last line.
 
 mod broker;
+mod edge;
 mod ingest;
 mod support;
 
@@ -15,11 +16,14 @@ pub enum BenchCommand {
     Ingest(ingest::Args),
     /// QoS 1 publish/subscribe through our broker and through Debian's mosquitto.
     Broker(broker::Args),
+    /// Memory and CPU of one edge agent serving N simulated devices (default 10 at 1 Hz).
+    Edge(edge::Args),
 }
 
 pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Ingest(a) => ingest::run(cfg, a).await,
         BenchCommand::Broker(a) => broker::run(cfg, a).await,
+        BenchCommand::Edge(a) => edge::run(cfg, a).await,
     }
 }

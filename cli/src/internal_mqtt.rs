@@ -1,0 +1,45 @@
+//! The platform's own MQTT account on the broker's internal listener, for tiers and commands
+//! that run as separate processes.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+
+use crate::configuration::Config;
+
+/// The internal account's password: from the configuration, else from the data directory.
+pub fn password(cfg: &Config) -> Result<String> {
+    match &cfg.internal_mqtt.password {
+        Some(p) => Ok(p.clone()),
+        None => offsite_broker::internal_password(&cfg.data_dir)
+            .context("reading the internal MQTT password (set internal_mqtt.password or share the data directory)"),
+    }
+}
+
+/// Publishes one message at QoS 1 and returns once the broker has acknowledged it.
+pub async fn publish_once(cfg: &Config, topic: &str, payload: Vec<u8>) -> Result<()> {
+    let m = &cfg.internal_mqtt;
+    let mut opts = MqttOptions::new(format!("offsite-cli-{}", rand::random::<u32>()), m.host.clone(), m.port);
+    opts.set_credentials(m.username.clone(), password(cfg)?);
+    opts.set_clean_session(true);
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut events) = AsyncClient::new(opts, 10);
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await?;
+    let wait = async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                Ok(Event::Incoming(Packet::ConnAck(c))) if c.code != rumqttc::ConnectReturnCode::Success => {
+                    bail!("the broker refused the internal account: {:?}", c.code)
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => bail!("disconnected"),
+                Ok(_) => {}
+                Err(e) => bail!("cannot reach the broker at {}:{}: {e}", m.host, m.port),
+            }
+        }
+    };
+    let r = tokio::time::timeout(Duration::from_secs(10), wait).await.context("timed out publishing to the broker")?;
+    let _ = client.disconnect().await;
+    r
+}

@@ -1,0 +1,431 @@
+//! The running agent: per device, sources -> batcher -> disk queue -> link, plus health samples
+//! and remote configuration.
+//!
+//! ```text
+//! source tasks (poll every interval) --readings--> device task --publish--> DeviceLink (outbox = DiskQueue)
+//!                                          ^   \--health samples every health_interval_s
+//!                     commands (cmd topic) /    \--checkpoints, applied settings -> state.json
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use offsite_wire::{Command, CommandAck, CommandAction, DeviceId, MetricKey, Sample, SourceSettings};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{AgentConfig, DeviceConfig};
+use crate::metrics as m;
+use crate::publisher::{DeviceLink, LinkHooks, LinkStats};
+use crate::queue::DiskQueue;
+use crate::sources::{Source, SourceConfig};
+use crate::state::StateFile;
+
+/// Shortest and longest interval a command may set.
+const INTERVAL_RANGE_MS: std::ops::RangeInclusive<u64> = 10..=86_400_000;
+
+/// A running agent serving one or more devices.
+pub struct Agent {
+    devices: Vec<RunningDevice>,
+    http: Option<(std::net::SocketAddr, JoinHandle<()>)>,
+}
+
+struct RunningDevice {
+    link: Arc<DeviceLink>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    sources: Vec<JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Opens every device's queue and state, connects, and starts the sources. Relative paths in
+    /// the configuration resolve against `base`.
+    pub async fn start(cfg: &AgentConfig, base: &Path) -> Result<Self> {
+        cfg.validate()?;
+        let data_dir = base.join(&cfg.data_dir);
+        let mut devices = Vec::new();
+        for d in &cfg.devices {
+            devices.push(start_device(cfg, d, base, &data_dir).await?);
+        }
+        let http = match cfg.metrics_listen {
+            Some(addr) => {
+                let (bound, task) = m::serve(addr).await.with_context(|| format!("metrics endpoint on {addr}"))?;
+                info!(%bound, "agent metrics at /metrics");
+                Some((bound, task))
+            }
+            None => None,
+        };
+        info!(devices = devices.len(), "edge agent running");
+        Ok(Self { devices, http })
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(|(a, _)| *a)
+    }
+
+    pub fn stats(&self) -> Vec<(DeviceId, LinkStats)> {
+        self.devices.iter().map(|d| (d.link.device_id().clone(), d.link.stats())).collect()
+    }
+
+    /// Stops the sources, queues what they read, saves state, says offline and disconnects.
+    pub async fn stop(self) {
+        for d in &self.devices {
+            let _ = d.stop.send(true);
+        }
+        for d in self.devices {
+            for s in d.sources {
+                let _ = s.await;
+            }
+            let _ = d.task.await;
+            if let Ok(link) = Arc::try_unwrap(d.link) {
+                link.close().await;
+            }
+        }
+        if let Some((_, t)) = self.http {
+            t.abort();
+        }
+    }
+}
+
+/// One reading of one source, with where the source stood afterwards.
+struct Reading {
+    source: usize,
+    samples: Vec<Sample>,
+    checkpoint: Option<u64>,
+}
+
+struct SourceSlot {
+    name: String,
+    settings: watch::Sender<SourceSettings>,
+    errors: Arc<AtomicU64>,
+}
+
+async fn start_device(cfg: &AgentConfig, d: &DeviceConfig, base: &Path, data_dir: &Path) -> Result<RunningDevice> {
+    let creds = d.credentials.load(base)?;
+    let id = creds.device_id.clone();
+    let dir = data_dir.join(id.as_str());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let queue = DiskQueue::open(&dir.join("queue"), cfg.queue.queue_config()?)
+        .with_context(|| format!("opening the queue of {id}"))?;
+    let recovered = queue.pending();
+    let state = StateFile::load(&dir)?;
+    let (cmd_tx, cmd_rx) = flume::bounded(16);
+    let link = Arc::new(DeviceLink::start(
+        &creds,
+        &cfg.broker.endpoint(),
+        cfg.broker.link_options(),
+        Box::new(queue),
+        LinkHooks { latency_ms: None, commands: Some(cmd_tx) },
+    )?);
+    if recovered > 0 {
+        info!(device = %id, batches = recovered, "unacknowledged batches from before the restart will be sent");
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (read_tx, read_rx) = tokio::sync::mpsc::channel::<Reading>(64);
+    let dev = id.as_str().to_owned();
+    let mut slots = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, sc) in d.sources.iter().enumerate() {
+        let mut settings = SourceSettings { interval_ms: Some(sc.interval_ms), enabled: Some(sc.enabled) };
+        if let Some(o) = state.state.sources.get(&sc.name) {
+            settings = merge(settings, *o);
+        }
+        let mut source = Source::build(sc, base).with_context(|| format!("device {id}, source {}", sc.name))?;
+        if let Some(cp) = state.state.checkpoints.get(&sc.name) {
+            source.restore(*cp);
+        }
+        let (tx, rx) = watch::channel(settings);
+        let errors = Arc::new(AtomicU64::new(0));
+        publish_settings(&dev, &sc.name, settings);
+        m::SOURCE_ERRORS.with_label_values(&[&dev, &sc.name]);
+        m::SAMPLES.with_label_values(&[&dev, &sc.name]);
+        tasks.push(tokio::spawn(run_source(
+            dev.clone(),
+            sc.clone(),
+            source,
+            i,
+            rx,
+            read_tx.clone(),
+            errors.clone(),
+            stop_rx.clone(),
+        )));
+        slots.push(SourceSlot { name: sc.name.clone(), settings: tx, errors });
+    }
+    drop(read_tx);
+    let stats = link.stats();
+    m::QUEUE_DEPTH.with_label_values(&[&dev]).set(stats.unacked as i64);
+    m::DROPPED.with_label_values(&[&dev]).inc_by(stats.dropped_total);
+    m::ACKED.with_label_values(&[&dev]);
+    let runner = DeviceRunner {
+        dev,
+        link: link.clone(),
+        state,
+        slots,
+        batch_interval: Duration::from_millis(cfg.batch_interval_ms.max(10)),
+        health_interval: Duration::from_secs(cfg.health_interval_s.max(1)),
+        max_batch_samples: cfg.max_batch_samples.clamp(1, offsite_wire::MAX_SAMPLES_PER_BATCH),
+        last_dropped: stats.dropped_total,
+        last_acked: 0,
+    };
+    let task = tokio::spawn(runner.run(read_rx, cmd_rx, stop_rx));
+    Ok(RunningDevice { link, stop: stop_tx, task, sources: tasks })
+}
+
+fn merge(base: SourceSettings, over: SourceSettings) -> SourceSettings {
+    SourceSettings { interval_ms: over.interval_ms.or(base.interval_ms), enabled: over.enabled.or(base.enabled) }
+}
+
+fn publish_settings(dev: &str, source: &str, s: SourceSettings) {
+    m::SOURCE_ENABLED.with_label_values(&[dev, source]).set(s.enabled.unwrap_or(true) as i64);
+    m::SOURCE_INTERVAL.with_label_values(&[dev, source]).set(s.interval_ms.unwrap_or(1000) as f64 / 1000.0);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_source(
+    dev: String,
+    cfg: SourceConfig,
+    mut source: Source,
+    index: usize,
+    mut settings: watch::Receiver<SourceSettings>,
+    out: tokio::sync::mpsc::Sender<Reading>,
+    errors: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut logged_at: Option<std::time::Instant> = None;
+    loop {
+        let s = *settings.borrow_and_update();
+        if !s.enabled.unwrap_or(true) {
+            tokio::select! {
+                _ = settings.changed() => continue,
+                _ = stopped(&mut stop) => return,
+            }
+        }
+        let every = Duration::from_millis(s.interval_ms.unwrap_or(cfg.interval_ms).max(1));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                // A new interval or an off switch takes effect at once.
+                _ = settings.changed() => break,
+                _ = stopped(&mut stop) => return,
+            }
+            match source.poll(Utc::now()).await {
+                Ok(samples) if samples.is_empty() => {}
+                Ok(samples) => {
+                    m::SAMPLES.with_label_values(&[&dev, &cfg.name]).inc_by(samples.len() as u64);
+                    let r = Reading { source: index, samples, checkpoint: source.checkpoint() };
+                    if out.send(r).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    m::SOURCE_ERRORS.with_label_values(&[&dev, &cfg.name]).inc();
+                    // A dead sensor must not flood the log: one line a minute.
+                    if logged_at.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        warn!(device = %dev, source = %cfg.name, error = %e, "source read failed");
+                        logged_at = Some(std::time::Instant::now());
+                    }
+                }
+            }
+            if source.finished() {
+                info!(device = %dev, source = %cfg.name, "source finished");
+                stopped(&mut stop).await;
+                return;
+            }
+        }
+    }
+}
+
+struct DeviceRunner {
+    dev: String,
+    link: Arc<DeviceLink>,
+    state: StateFile,
+    slots: Vec<SourceSlot>,
+    batch_interval: Duration,
+    health_interval: Duration,
+    max_batch_samples: usize,
+    last_dropped: u64,
+    last_acked: u64,
+}
+
+impl DeviceRunner {
+    async fn run(
+        mut self,
+        mut readings: tokio::sync::mpsc::Receiver<Reading>,
+        commands: flume::Receiver<Command>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut pending: Vec<Sample> = Vec::new();
+        let mut checkpoints: BTreeMap<usize, u64> = BTreeMap::new();
+        let mut flush_tick = tokio::time::interval(self.batch_interval);
+        let mut health_tick = tokio::time::interval(self.health_interval);
+        health_tick.tick().await;
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                r = readings.recv() => match r {
+                    Some(r) => {
+                        pending.extend(r.samples);
+                        if let Some(cp) = r.checkpoint {
+                            checkpoints.insert(r.source, cp);
+                        }
+                        if pending.len() >= self.max_batch_samples {
+                            self.flush(&mut pending, &mut checkpoints).await;
+                        }
+                    }
+                    // Every source has stopped (only after the stop signal): queue what is left.
+                    None => {
+                        self.flush(&mut pending, &mut checkpoints).await;
+                        if let Err(e) = self.state.save(true) {
+                            warn!(device = %self.dev, error = %format!("{e:#}"), "saving agent state");
+                        }
+                        return;
+                    }
+                },
+                _ = flush_tick.tick() => {
+                    self.flush(&mut pending, &mut checkpoints).await;
+                    if let Err(e) = self.link.sync_outbox() {
+                        warn!(device = %self.dev, error = %e, "syncing the queue");
+                    }
+                    self.update_gauges();
+                }
+                _ = health_tick.tick() => self.health().await,
+                c = commands.recv_async() => {
+                    if let Ok(c) = c {
+                        self.command(c).await;
+                    }
+                }
+                _ = stopped(&mut stop), if !stopping => {
+                    // Sources see the same signal; keep draining readings until they are gone.
+                    stopping = true;
+                }
+            }
+        }
+    }
+
+    /// Cuts batches from what the sources read, queues them, then records the sources' positions.
+    async fn flush(&mut self, pending: &mut Vec<Sample>, checkpoints: &mut BTreeMap<usize, u64>) {
+        while !pending.is_empty() {
+            let n = pending.len().min(self.max_batch_samples);
+            let chunk: Vec<Sample> = pending.drain(..n).collect();
+            if let Err(e) = self.link.publish(chunk.clone()).await {
+                warn!(device = %self.dev, error = %format!("{e:#}"), "queueing a batch failed; retrying");
+                // Put it back and try on the next tick (a full or failing disk).
+                pending.splice(0..0, chunk);
+                return;
+            }
+        }
+        if !checkpoints.is_empty() {
+            for (i, cp) in std::mem::take(checkpoints) {
+                self.state.state.checkpoints.insert(self.slots[i].name.clone(), cp);
+            }
+            if let Err(e) = self.state.save(false) {
+                warn!(device = %self.dev, error = %format!("{e:#}"), "saving source positions");
+            }
+        }
+    }
+
+    fn update_gauges(&mut self) {
+        let s = self.link.stats();
+        m::QUEUE_DEPTH.with_label_values(&[&self.dev]).set(s.unacked as i64);
+        m::QUEUE_BYTES.with_label_values(&[&self.dev]).set(s.outbox_bytes as i64);
+        m::UNACKED_OLDEST.with_label_values(&[&self.dev]).set(oldest_age_s(&s));
+        m::CONNECTED.with_label_values(&[&self.dev]).set(s.connected as i64);
+        m::DROPPED.with_label_values(&[&self.dev]).inc_by(s.dropped_total.saturating_sub(self.last_dropped));
+        self.last_dropped = self.last_dropped.max(s.dropped_total);
+        m::ACKED.with_label_values(&[&self.dev]).inc_by(s.acked.saturating_sub(self.last_acked));
+        self.last_acked = self.last_acked.max(s.acked);
+    }
+
+    /// The agent's own figures as samples of the device, so the platform sees a struggling gateway.
+    async fn health(&mut self) {
+        let s = self.link.stats();
+        let errors: u64 = self.slots.iter().map(|s| s.errors.load(Ordering::Relaxed)).sum();
+        let ts = Utc::now();
+        let sample = |k: &str, v: f64| Sample { ts, metric: MetricKey::parse(k).expect("valid key"), value: v };
+        let samples = vec![
+            sample("agent.queue_depth", s.unacked as f64),
+            sample("agent.unacked_oldest_s", oldest_age_s(&s)),
+            sample("agent.dropped", s.dropped_total as f64),
+            sample("agent.source_errors", errors as f64),
+        ];
+        if let Err(e) = self.link.publish(samples).await {
+            warn!(device = %self.dev, error = %format!("{e:#}"), "queueing the health sample");
+        }
+    }
+
+    async fn command(&mut self, c: Command) {
+        let ack = if self.state.state.applied(&c.id) {
+            // Redelivered: answer again, change nothing.
+            CommandAck { id: c.id.clone(), ok: true, error: None, state: Some(self.settings_json()) }
+        } else {
+            match self.apply(&c) {
+                Ok(()) => CommandAck { id: c.id.clone(), ok: true, error: None, state: Some(self.settings_json()) },
+                Err(e) => CommandAck { id: c.id.clone(), ok: false, error: Some(e), state: Some(self.settings_json()) },
+            }
+        };
+        let outcome = if ack.ok { "applied" } else { "refused" };
+        m::COMMANDS.with_label_values(&[&self.dev, outcome]).inc();
+        info!(device = %self.dev, command = %c.id, outcome, "command");
+        if let Err(e) = self.link.answer(&ack).await {
+            warn!(device = %self.dev, error = %e, "answering a command");
+        }
+    }
+
+    /// Checks the whole command first, so it applies completely or not at all; persists before
+    /// the answer goes out.
+    fn apply(&mut self, c: &Command) -> Result<(), String> {
+        let CommandAction::Configure { sources } = &c.action;
+        for (name, s) in sources {
+            if !self.slots.iter().any(|slot| &slot.name == name) {
+                return Err(format!("unknown source {name:?} / 未知数据源"));
+            }
+            if let Some(ms) = s.interval_ms {
+                if !INTERVAL_RANGE_MS.contains(&ms) {
+                    return Err(format!("interval {ms} ms out of range 10 ms .. 1 day / 采样间隔超出范围"));
+                }
+            }
+        }
+        let before = self.state.state.clone();
+        for (name, s) in sources {
+            let o = self.state.state.sources.entry(name.clone()).or_default();
+            *o = merge(*o, *s);
+        }
+        self.state.state.remember(&c.id);
+        if let Err(e) = self.state.save(true) {
+            self.state.state = before;
+            return Err(format!("cannot persist the change: {e:#}"));
+        }
+        for (name, s) in sources {
+            let slot = self.slots.iter().find(|slot| &slot.name == name).expect("checked above");
+            let new = merge(*slot.settings.borrow(), *s);
+            slot.settings.send_replace(new);
+            publish_settings(&self.dev, name, new);
+        }
+        Ok(())
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        let map: BTreeMap<&str, SourceSettings> =
+            self.slots.iter().map(|s| (s.name.as_str(), *s.settings.borrow())).collect();
+        serde_json::to_value(map).unwrap_or_default()
+    }
+}
+
+fn oldest_age_s(s: &LinkStats) -> f64 {
+    s.oldest_unacked_ms.map_or(0.0, |t| ((Utc::now().timestamp_millis() - t).max(0)) as f64 / 1000.0)
+}
+
+/// Resolves once the stop signal is set (without holding the watch's read guard across awaits).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|v| *v).await;
+}

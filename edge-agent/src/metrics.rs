@@ -1,0 +1,68 @@
+//! The agent's Prometheus metrics (default registry) and its small HTTP endpoint.
+//!
+//! In the all-in-one demo the agent runs inside the platform process, so the same series appear
+//! on the platform's `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_gauge_vec, register_int_counter_vec, register_int_gauge_vec, GaugeVec, IntCounterVec, IntGaugeVec,
+};
+
+pub static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("offsite_edge_queue_depth", "Batches in the device's disk queue awaiting acknowledgement", &["device"]).unwrap()
+});
+pub static QUEUE_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("offsite_edge_queue_bytes", "Bytes of the device's disk queue", &["device"]).unwrap()
+});
+pub static UNACKED_OLDEST: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!("offsite_edge_unacked_oldest_seconds", "Age of the oldest unacknowledged batch", &["device"]).unwrap()
+});
+pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_dropped_total", "Batches dropped because the disk budget was full", &["device"]).unwrap()
+});
+pub static SOURCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_source_errors_total", "Failed source reads", &["device", "source"]).unwrap()
+});
+pub static SAMPLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_samples_total", "Samples read from sources and queued", &["device", "source"]).unwrap()
+});
+pub static ACKED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_batches_acked_total", "Batches the platform acknowledged", &["device"]).unwrap()
+});
+pub static CONNECTED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("offsite_edge_connected", "1 while connected to the broker", &["device"]).unwrap()
+});
+pub static SOURCE_ENABLED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("offsite_edge_source_enabled", "1 while a source is switched on", &["device", "source"]).unwrap()
+});
+pub static SOURCE_INTERVAL: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!("offsite_edge_source_interval_seconds", "Polling interval of a source", &["device", "source"]).unwrap()
+});
+pub static COMMANDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_commands_total", "Commands received, by outcome", &["device", "outcome"]).unwrap()
+});
+
+/// Serves `/metrics` and `/healthz` until the task is aborted.
+pub async fn serve(addr: SocketAddr) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/metrics", get(|| async { render() }))
+        .route("/healthz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+fn render() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let mut out = String::new();
+    let enc = prometheus::TextEncoder::new();
+    let _ = enc.encode_utf8(&prometheus::gather(), &mut out);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
