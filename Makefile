@@ -13,7 +13,7 @@ BIN := target/release/offsite
 ORT_LIB := third_party/onnxruntime/libonnxruntime.so
 
 .DEFAULT_GOAL := build
-.PHONY: setup build demo test bench-ingest bench-broker clean
+.PHONY: setup build demo test bench-ingest bench-broker bench-edge clean
 
 setup:
 	bash scripts/setup.sh
@@ -41,6 +41,9 @@ bench-ingest: build
 
 bench-broker: build
 	./$(BIN) bench broker --json
+
+bench-edge: build
+	./$(BIN) bench edge
 
 clean:
 	$(CARGO) clean

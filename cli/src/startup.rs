@@ -100,9 +100,11 @@ impl AllInOne {
         let (link_tx, link_rx) = builder.link("offsite-ingest")?;
         // A fresh broker knows no sessions: every device is offline until it says otherwise.
         store.mark_all_offline().await?;
-        let broker = builder.spawn()?;
+        // Ingest subscribes before the listeners open, so no device's first batches go to a broker
+        // with nobody listening (they would only come back after the device's resend timeout).
         let (queue_tx, queue_rx) = flume::bounded::<Incoming>(cfg.ingest.queue_capacity);
         let acks = LinkSource::start(link_tx, link_rx, queue_tx)?;
+        let broker = builder.spawn()?;
         let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks).await?;
         let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
             .await

@@ -86,6 +86,8 @@ struct Shared {
     window: Mutex<Window>,
     wake: Notify,
     connected: AtomicBool,
+    /// Set by `close`, so the disconnect it causes is not reported as a lost connection.
+    closing: AtomicBool,
     /// Bumped on every connection so the sender restarts from the oldest pending batch.
     generation: AtomicU64,
     appended: AtomicU64,
@@ -175,6 +177,7 @@ impl DeviceLink {
             window: Mutex::new(Window { outbox, inflight: BTreeMap::new(), cursor: None, published_at: HashMap::new() }),
             wake: Notify::new(),
             connected: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             appended: AtomicU64::new(0),
             transmitted: AtomicU64::new(0),
@@ -271,6 +274,7 @@ impl DeviceLink {
         let topic = Topic::new(self.id.clone(), Channel::Status).render();
         let _ = self.client.publish(topic, QoS::AtLeastOnce, true, Status { online: false }.encode()).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
+        self.shared.closing.store(true, Ordering::Relaxed);
         let _ = self.client.disconnect().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let _ = self.shared.window.lock().unwrap().outbox.sync_if_due();
@@ -335,6 +339,10 @@ async fn event_loop(
             }
             Ok(_) => {}
             Err(e) => {
+                if shared.closing.load(Ordering::Relaxed) {
+                    shared.connected.store(false, Ordering::Relaxed);
+                    return;
+                }
                 if shared.connected.swap(false, Ordering::Relaxed) {
                     warn!(device = %id, error = %e, "connection lost");
                 } else {
@@ -451,6 +459,11 @@ async fn sender(client: AsyncClient, shared: Arc<Shared>, opts: LinkOptions, top
             continue;
         };
         pace.wait().await;
+        // The connection may have dropped while pacing: a publish queued now would go out first on
+        // the next connection, ahead of the older batches, so start the pass again instead.
+        if !shared.connected.load(Ordering::Relaxed) || shared.generation.load(Ordering::Relaxed) != generation {
+            continue;
+        }
         if client.publish(&topic, QoS::AtLeastOnce, false, payload).await.is_err() {
             tokio::time::sleep(opts.reconnect_delay).await;
             continue;
@@ -484,5 +497,27 @@ impl Pace {
             tokio::time::sleep_until(self.next).await;
         }
         self.next = self.next.max(now) + i;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backlog drains at the configured pace, not in one burst (virtual time, no sleeping).
+    #[tokio::test(start_paused = true)]
+    async fn pace_spaces_sends_evenly() {
+        let mut p = Pace::new(10.0);
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..21 {
+            p.wait().await;
+        }
+        assert_eq!(t0.elapsed(), Duration::from_secs(2), "21 sends at 10/s span 2 s");
+        let mut unlimited = Pace::new(0.0);
+        let t1 = tokio::time::Instant::now();
+        for _ in 0..1000 {
+            unlimited.wait().await;
+        }
+        assert_eq!(t1.elapsed(), Duration::ZERO);
     }
 }

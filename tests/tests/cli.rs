@@ -84,6 +84,17 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(last.0 >= 50 && last.1 >= 1000.0, "after 30 s: {} online, {} committed", last.0, last.1);
+    // The fleet runs through the edge agent: its queue gauge is on the platform's /metrics for
+    // every demo device.
+    let text = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+    let queues = text.lines().filter(|l| l.starts_with("offsite_edge_queue_depth{device=\"")).count();
+    assert_eq!(queues, 50, "offsite_edge_queue_depth per demo device");
+    let fleet: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.path().join("demo/fleet.json"))?)?;
+    for d in &fleet {
+        let id = d["device_id"].as_str().unwrap();
+        assert!(text.contains(&format!("offsite_edge_queue_depth{{device=\"{id}\"}}")), "no queue gauge for {id}");
+        assert!(dir.path().join("demo/agent").join(id).join("queue").is_dir(), "no disk queue for {id}");
+    }
     assert_eq!(demo.terminate(Duration::from_secs(30))?, Some(0));
     assert!(!pg_running(dir.path()), "demo stops the PostgreSQL it started");
     Ok(())
@@ -99,6 +110,10 @@ fn help_everywhere() {
         vec!["device", "add", "--help"],
         vec!["bench", "ingest", "--help"],
         vec!["bench", "broker", "--help"],
+        vec!["bench", "edge", "--help"],
+        vec!["edge-agent", "--help"],
+        vec!["device", "config", "--help"],
+        vec!["device", "commands", "--help"],
     ] {
         let out = Command::new(offsite_bin()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

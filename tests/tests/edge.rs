@@ -252,6 +252,15 @@ async fn full_disk_budget_drops_the_oldest_and_reports_it() -> Result<()> {
     assert!(stored.len() < expected.len(), "something had to be dropped");
     // What survives is the newest data, without gaps.
     assert_eq!(stored[..], expected[expected.len() - stored.len()..], "the oldest rows are the ones dropped");
+    // The backlog went out oldest first: in device-time order, the platform received it in order.
+    let received: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT s.received_at FROM samples s JOIN devices d ON d.key = s.device_key JOIN metrics m ON m.id = s.metric_id \
+         WHERE d.id = $1 AND m.key = 'pm10' ORDER BY s.ts",
+    )
+    .bind(id)
+    .fetch_all(site.db.store.pool())
+    .await?;
+    assert!(received.windows(2).all(|w| w[0] <= w[1]), "the backlog was received out of order");
     Ok(())
 }
 
