@@ -119,93 +119,81 @@ async fn wait_rows(site: &Site, device: &str, metric: &str, n: usize, timeout: D
     .await
 }
 
-/// Broker and ingest as separate processes, as in a scaled-out install.
-fn split_platform(site: &Site) -> Result<(Proc, Proc)> {
-    let broker = site.spawn(&["broker"])?;
-    let ingest = site.spawn(&["ingest"])?;
-    Ok((broker, ingest))
+/// A 400-row CSV replayed by an agent through broker and ingest running as separate processes
+/// (as in a scaled-out install), once the first rows are stored.
+struct SplitReplay {
+    // Processes first: fields drop in order, and they must stop before the site goes.
+    agent_proc: Proc,
+    broker: Proc,
+    ingest: Proc,
+    agent: AgentSetup,
+    site: Site,
+    id: String,
+    expected: Vec<(i64, f64)>,
+}
+
+impl SplitReplay {
+    async fn start(name: &str, speed: f64) -> Result<Self> {
+        let site = Site::new().await?;
+        let d = site.provision(name).await?;
+        let file = site.dir.path().join("series.csv");
+        let expected = write_csv(&file, 400)?;
+        let agent = AgentSetup::new(&site, &d, &csv_source(&file, speed), "health_interval_s = 3600")?;
+        let broker = site.spawn(&["broker"])?;
+        let ingest = site.spawn(&["ingest"])?;
+        wait_port(site.tls_port, Duration::from_secs(60)).await?;
+        let agent_proc = agent.spawn(&site)?;
+        let id = d.device_id.to_string();
+        wait_rows(&site, &id, "pm10", 40, Duration::from_secs(60)).await?;
+        Ok(Self { site, id, expected, agent, agent_proc, broker, ingest })
+    }
+
+    async fn queue_depth(&self) -> f64 {
+        self.agent.metric("offsite_edge_queue_depth", &self.id).await.unwrap_or(-1.0)
+    }
+
+    /// Waits for every row, then checks each is stored exactly once with its own timestamp.
+    async fn assert_complete(&self) -> Result<()> {
+        wait_rows(&self.site, &self.id, "pm10", self.expected.len(), Duration::from_secs(120)).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(series(&self.site, &self.id, "pm10").await?, self.expected, "every row exactly once");
+        Ok(())
+    }
 }
 
 #[tokio::test]
 async fn broker_outage_loses_nothing_and_duplicates_nothing() -> Result<()> {
-    let site = Site::new().await?;
-    let d = site.provision("网关 1").await?;
-    let file = site.dir.path().join("series.csv");
-    let expected = write_csv(&file, 400)?;
-    let agent = AgentSetup::new(&site, &d, &csv_source(&file, 20.0), "health_interval_s = 3600")?;
-    let (mut broker, _ingest) = split_platform(&site)?;
-    wait_port(site.tls_port, Duration::from_secs(60)).await?;
-    let _a = agent.spawn(&site)?;
-    let id = d.device_id.as_str();
-    wait_rows(&site, id, "pm10", 40, Duration::from_secs(60)).await?;
-
-    broker.kill9();
+    let mut r = SplitReplay::start("网关 1", 20.0).await?;
+    r.broker.kill9();
     // The agent keeps reading and queues on disk while the broker is away.
-    wait_for("queue to grow", Duration::from_secs(30), || async {
-        agent.metric("offsite_edge_queue_depth", id).await.unwrap_or(0.0) >= 10.0
-    })
-    .await?;
-    let _broker = site.spawn(&["broker"])?;
-    wait_rows(&site, id, "pm10", expected.len(), Duration::from_secs(120)).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(series(&site, id, "pm10").await?, expected, "every row exactly once, with its own timestamp");
-    wait_for("queue drained", Duration::from_secs(30), || async {
-        agent.metric("offsite_edge_queue_depth", id).await == Some(0.0)
-    })
-    .await?;
+    wait_for("queue to grow", Duration::from_secs(30), || async { r.queue_depth().await >= 10.0 }).await?;
+    r.broker = r.site.spawn(&["broker"])?;
+    r.assert_complete().await?;
+    wait_for("queue drained", Duration::from_secs(30), || async { r.queue_depth().await == 0.0 }).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn agent_killed_with_unacknowledged_batches_resumes_from_disk() -> Result<()> {
-    let site = Site::new().await?;
-    let d = site.provision("网关 2").await?;
-    let file = site.dir.path().join("series.csv");
-    let expected = write_csv(&file, 400)?;
-    let agent = AgentSetup::new(&site, &d, &csv_source(&file, 20.0), "health_interval_s = 3600")?;
-    let (_broker, mut ingest) = split_platform(&site)?;
-    wait_port(site.tls_port, Duration::from_secs(60)).await?;
-    let mut a = agent.spawn(&site)?;
-    let id = d.device_id.as_str();
-    wait_rows(&site, id, "pm10", 40, Duration::from_secs(60)).await?;
-
+    let mut r = SplitReplay::start("网关 2", 20.0).await?;
     // Without ingest nothing is acknowledged: batches pile up unacknowledged in the agent's queue.
-    ingest.kill9();
-    wait_for("unacknowledged batches", Duration::from_secs(30), || async {
-        agent.metric("offsite_edge_queue_depth", id).await.unwrap_or(0.0) >= 10.0
-    })
-    .await?;
-    a.kill9();
-    let stored_before = series(&site, id, "pm10").await?.len();
-    assert!(stored_before < expected.len(), "the test must kill the agent mid-replay");
-
-    let _ingest = site.spawn(&["ingest"])?;
-    let _a = agent.spawn(&site)?;
-    wait_rows(&site, id, "pm10", expected.len(), Duration::from_secs(120)).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(series(&site, id, "pm10").await?, expected);
-    Ok(())
+    r.ingest.kill9();
+    wait_for("unacknowledged batches", Duration::from_secs(30), || async { r.queue_depth().await >= 10.0 }).await?;
+    r.agent_proc.kill9();
+    let stored_before = series(&r.site, &r.id, "pm10").await?.len();
+    assert!(stored_before < r.expected.len(), "the test must kill the agent mid-replay");
+    r.ingest = r.site.spawn(&["ingest"])?;
+    r.agent_proc = r.agent.spawn(&r.site)?;
+    r.assert_complete().await
 }
 
 #[tokio::test]
 async fn ingest_killed_mid_stream_loses_nothing() -> Result<()> {
-    let site = Site::new().await?;
-    let d = site.provision("网关 3").await?;
-    let file = site.dir.path().join("series.csv");
-    let expected = write_csv(&file, 400)?;
-    let agent = AgentSetup::new(&site, &d, &csv_source(&file, 25.0), "health_interval_s = 3600")?;
-    let (_broker, mut ingest) = split_platform(&site)?;
-    wait_port(site.tls_port, Duration::from_secs(60)).await?;
-    let _a = agent.spawn(&site)?;
-    let id = d.device_id.as_str();
-    wait_rows(&site, id, "pm10", 60, Duration::from_secs(60)).await?;
-    ingest.kill9();
+    let mut r = SplitReplay::start("网关 3", 25.0).await?;
+    r.ingest.kill9();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ingest = site.spawn(&["ingest"])?;
-    wait_rows(&site, id, "pm10", expected.len(), Duration::from_secs(120)).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(series(&site, id, "pm10").await?, expected);
-    Ok(())
+    r.ingest = r.site.spawn(&["ingest"])?;
+    r.assert_complete().await
 }
 
 #[tokio::test]
