@@ -3,17 +3,20 @@
 #   make            build target/release/offsite (same as `make build`)
 #   make test       run the whole test suite, then stop the shared test database
 #   make demo       build, then `offsite demo $(DEMO_ARGS)`
+#   make models     retrain the shipped anomaly model (models/anomaly/) in models/.venv
 #
-# Every target first runs scripts/setup.sh, which installs what is missing and is fast otherwise.
+# Every Rust target first runs scripts/setup.sh, which installs what is missing and is fast otherwise.
 
 CARGO ?= cargo
 DEMO_ARGS ?=
+PYTHON ?= python3
 
 BIN := target/release/offsite
 ORT_LIB := third_party/onnxruntime/libonnxruntime.so
+MODELS_VENV := models/.venv
 
 .DEFAULT_GOAL := build
-.PHONY: setup build demo test bench-ingest bench-broker bench-edge clean
+.PHONY: setup build demo test bench-ingest bench-broker bench-edge models clean
 
 setup:
 	bash scripts/setup.sh
@@ -44,6 +47,15 @@ bench-broker: build
 
 bench-edge: build
 	./$(BIN) bench edge
+
+# Regenerates models/anomaly/forecaster.onnx, model.json and reference.json from a fixed seed
+# (synthetic data only, about a minute on 2 cores). Deterministic: on the same CPU architecture it
+# reproduces the committed files byte for byte. Needs only Python 3 with venv, not setup.sh.
+models:
+	@test -x $(MODELS_VENV)/bin/python || $(PYTHON) -m venv $(MODELS_VENV)
+	$(MODELS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --only-binary=:all: \
+		-r models/anomaly/requirements.txt
+	$(MODELS_VENV)/bin/python models/anomaly/train.py
 
 clean:
 	$(CARGO) clean

@@ -19,6 +19,17 @@ pub fn onnxruntime_library() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.exists()).and_then(|p| p.canonicalize().ok())
 }
 
+/// A shipped model's directory (`models/<name>` with `model.json`): beside the executable after
+/// `make build`, or in the source checkout for `cargo run`.
+pub fn model_dir(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("models").join(name), dir.join("../../models").join(name)]
+        .into_iter()
+        .find(|p| p.join("model.json").exists())
+        .and_then(|p| p.canonicalize().ok())
+}
+
 /// Logs which optional assets were found.
 pub fn report() {
     match onnxruntime_library() {

@@ -1,12 +1,15 @@
 //! `offsite`: the non-site supervision platform in one binary.
 
 mod assets;
+mod backtest_cmd;
 mod bench;
 mod configuration;
 mod demo;
+mod detectors;
 mod device_cmd;
 mod edge_cmd;
 mod internal_mqtt;
+mod nab_cmd;
 mod startup;
 mod telemetry;
 mod tiers;
@@ -56,6 +59,10 @@ enum Command {
     /// Benchmarks; each starts what it needs and prints one JSON line last.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run recorded series (CSV, NAB layout) through the live detector chain; write NAB-style results.
+    Backtest(backtest_cmd::BacktestArgs),
+    /// Score NAB-layout results (`<results>/<category>/<detector>_<file>.csv`) the way NAB does.
+    NabScore(nab_cmd::NabScoreArgs),
     /// Print the effective configuration as TOML-compatible JSON.
     Config,
 }
@@ -82,6 +89,8 @@ fn main() -> Result<()> {
             Command::Ingest => tiers::ingest(cfg).await,
             Command::Portal => tiers::portal(cfg).await,
             Command::Bench(b) => bench::run(cfg, b).await,
+            Command::Backtest(a) => backtest_cmd::run(a),
+            Command::NabScore(a) => nab_cmd::run(a),
             Command::Config => {
                 println!("{}", serde_json::to_string_pretty(&cfg)?);
                 Ok(())

@@ -1,0 +1,13 @@
+//! Analytics: detectors over the sample stream, and the tools that measure them offline
+//! (backtest over recorded series, the NAB scorer).
+
+pub mod anomaly;
+pub mod backtest;
+pub mod chain;
+pub mod detector;
+pub mod likelihood;
+pub mod nab;
+pub mod onnx;
+pub mod rules;
+
+pub use detector::{Detector, Finding, Level, Observation, SeriesKey, SeriesMeta, Transition};

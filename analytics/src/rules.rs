@@ -1,0 +1,424 @@
+//! Rules are data: each names a scope (device, regulated object, metric), a condition and a
+//! warning level. One detector evaluates all rules; `set_rules` swaps them without a restart.
+//!
+//! Conditions: threshold with duration and hysteresis, rate of change, flat line, data gap.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::detector::{Detector, Finding, Level, Observation, SeriesKey, SeriesMeta, Transition};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub scope: Scope,
+    pub level: Level,
+    pub condition: Condition,
+    /// Regulatory item the rule enforces (catalog code), if any.
+    #[serde(default)]
+    pub item: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Which series a rule applies to; an unset field matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    #[serde(default)]
+    pub device: Option<String>,
+    /// A regulated object (site): every device of it.
+    #[serde(default)]
+    pub object: Option<String>,
+    #[serde(default)]
+    pub metric: Option<String>,
+}
+
+impl Scope {
+    pub fn matches(&self, m: &SeriesMeta) -> bool {
+        self.device.as_ref().is_none_or(|d| *d == m.device_id)
+            && self.object.as_ref().is_none_or(|o| m.object_id.as_ref() == Some(o))
+            && self.metric.as_ref().is_none_or(|k| *k == m.metric_key)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Condition {
+    /// Value above `above` (or below `below`) continuously for `for_s` seconds; clears once it is
+    /// back by more than `hysteresis` (so a value hovering at the limit does not flap).
+    Threshold {
+        #[serde(default)]
+        above: Option<f64>,
+        #[serde(default)]
+        below: Option<f64>,
+        #[serde(default)]
+        for_s: u64,
+        #[serde(default)]
+        hysteresis: f64,
+    },
+    /// Change faster than `max_per_minute` between consecutive samples.
+    RateOfChange { max_per_minute: f64 },
+    /// Value stuck (within `epsilon`) for `for_s` seconds: a frozen or disconnected sensor.
+    FlatLine {
+        for_s: u64,
+        #[serde(default)]
+        epsilon: f64,
+    },
+    /// No sample for `max_gap_s` seconds.
+    DataGap { max_gap_s: u64 },
+}
+
+impl Rule {
+    /// Checks what serde cannot: a threshold needs a bound, durations and limits are sane.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.condition {
+            Condition::Threshold { above, below, hysteresis, .. } => {
+                if above.is_none() && below.is_none() {
+                    return Err("threshold rule needs `above` or `below`".into());
+                }
+                if !(hysteresis.is_finite() && *hysteresis >= 0.0) {
+                    return Err("hysteresis must be >= 0".into());
+                }
+            }
+            Condition::RateOfChange { max_per_minute } if !(max_per_minute.is_finite() && *max_per_minute > 0.0) => {
+                return Err("max_per_minute must be > 0".into());
+            }
+            Condition::FlatLine { for_s, epsilon } if *for_s == 0 || !(epsilon.is_finite() && *epsilon >= 0.0) => {
+                return Err("flat line needs for_s > 0 and epsilon >= 0".into());
+            }
+            Condition::DataGap { max_gap_s } if *max_gap_s == 0 => return Err("max_gap_s must be > 0".into()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn event(&self) -> String {
+        format!("rule:{}", self.id)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct RuleState {
+    firing: bool,
+    /// When the current exceedance / flat stretch began.
+    since: Option<DateTime<Utc>>,
+    last: Option<(DateTime<Utc>, f64)>,
+}
+
+struct SeriesRules {
+    meta: Arc<SeriesMeta>,
+    /// Indexes into `rules` of the rules that apply, with their state.
+    states: Vec<(usize, RuleState)>,
+    generation: u64,
+}
+
+pub struct RuleDetector {
+    rules: Vec<Rule>,
+    generation: u64,
+    series: HashMap<SeriesKey, SeriesRules>,
+}
+
+impl Default for RuleDetector {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl RuleDetector {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        let mut d = Self { rules: Vec::new(), generation: 0, series: HashMap::new() };
+        d.set_rules(rules);
+        d
+    }
+
+    /// Replaces the rules; state of a rule that is still there (same id and condition) is kept.
+    pub fn set_rules(&mut self, rules: Vec<Rule>) {
+        let old = std::mem::take(&mut self.rules);
+        self.rules = rules.into_iter().filter(|r| r.enabled && r.validate().is_ok()).collect();
+        self.generation += 1;
+        for s in self.series.values_mut() {
+            let kept: HashMap<i64, RuleState> = s
+                .states
+                .drain(..)
+                .filter_map(|(i, st)| {
+                    let r = &old[i];
+                    self.rules.iter().any(|n| n.id == r.id && n.condition == r.condition).then_some((r.id, st))
+                })
+                .collect();
+            s.states = applicable(&self.rules, &s.meta)
+                .map(|i| (i, kept.get(&self.rules[i].id).cloned().unwrap_or_default()))
+                .collect();
+            s.generation = self.generation;
+        }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+fn applicable<'a>(rules: &'a [Rule], meta: &'a SeriesMeta) -> impl Iterator<Item = usize> + 'a {
+    rules.iter().enumerate().filter(|(_, r)| r.scope.matches(meta)).map(|(i, _)| i)
+}
+
+impl Detector for RuleDetector {
+    fn name(&self) -> &str {
+        "rules"
+    }
+
+    fn version(&self) -> &str {
+        "1"
+    }
+
+    fn observe(&mut self, batch: &[Observation], out: &mut Vec<Finding>) {
+        for (index, o) in batch.iter().enumerate() {
+            let rules = &self.rules;
+            let generation = self.generation;
+            let s = self.series.entry(o.key).or_insert_with(|| SeriesRules {
+                meta: o.meta.clone(),
+                states: applicable(rules, &o.meta).map(|i| (i, RuleState::default())).collect(),
+                generation,
+            });
+            let mut score: f64 = 0.0;
+            for (ri, st) in &mut s.states {
+                let rule = &rules[*ri];
+                let t = step(rule, st, o.ts, o.value);
+                if st.firing {
+                    score = 1.0;
+                }
+                if let Some(t) = t {
+                    out.push(Finding { index, score: if st.firing { 1.0 } else { 0.0 }, transition: Some(t) });
+                }
+            }
+            if score > 0.0 {
+                out.push(Finding { index, score, transition: None });
+            }
+        }
+    }
+
+    fn idle(&mut self, now: DateTime<Utc>) -> Vec<(SeriesKey, Arc<SeriesMeta>, Transition)> {
+        let mut out = Vec::new();
+        for (key, s) in &mut self.series {
+            for (ri, st) in &mut s.states {
+                let rule = &self.rules[*ri];
+                if let Condition::DataGap { max_gap_s } = rule.condition {
+                    if let Some((last, _)) = st.last {
+                        if !st.firing && (now - last).num_seconds() >= max_gap_s as i64 {
+                            st.firing = true;
+                            out.push((*key, s.meta.clone(), raise(rule, format!("no data for {} s", (now - last).num_seconds()))));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn raise(rule: &Rule, detail: String) -> Transition {
+    Transition::Raise { event: rule.event(), level: rule.level, detail: format!("{}: {detail}", rule.name) }
+}
+
+/// Advances one rule's state by one sample; returns a transition if the rule starts or stops firing.
+fn step(rule: &Rule, st: &mut RuleState, ts: DateTime<Utc>, v: f64) -> Option<Transition> {
+    let prev = st.last.replace((ts, v));
+    let clear = |st: &mut RuleState| {
+        st.firing = false;
+        Some(Transition::Clear { event: rule.event() })
+    };
+    match &rule.condition {
+        Condition::Threshold { above, below, for_s, hysteresis } => {
+            let exceeding = above.is_some_and(|a| v > a) || below.is_some_and(|b| v < b);
+            if exceeding {
+                let since = *st.since.get_or_insert(ts);
+                if !st.firing && (ts - since).num_seconds() >= *for_s as i64 {
+                    st.firing = true;
+                    let limit = above.map(|a| format!("> {a}")).or(below.map(|b| format!("< {b}"))).unwrap_or_default();
+                    return Some(raise(rule, format!("{v} {limit} for {} s", (ts - since).num_seconds())));
+                }
+                None
+            } else {
+                st.since = None;
+                let back = above.is_none_or(|a| v <= a - hysteresis) && below.is_none_or(|b| v >= b + hysteresis);
+                if st.firing && back {
+                    return clear(st);
+                }
+                None
+            }
+        }
+        Condition::RateOfChange { max_per_minute } => {
+            let (pt, pv) = prev?;
+            let minutes = (ts - pt).num_milliseconds() as f64 / 60_000.0;
+            if minutes <= 0.0 {
+                return None;
+            }
+            let rate = (v - pv).abs() / minutes;
+            if rate > *max_per_minute {
+                if !st.firing {
+                    st.firing = true;
+                    return Some(raise(rule, format!("changed {:.3} per minute (limit {max_per_minute})", rate)));
+                }
+                None
+            } else if st.firing {
+                clear(st)
+            } else {
+                None
+            }
+        }
+        Condition::FlatLine { for_s, epsilon } => {
+            let reference = match prev {
+                Some((_, pv)) if (v - pv).abs() <= *epsilon => true,
+                _ => false,
+            };
+            if reference {
+                let since = *st.since.get_or_insert(prev.map(|p| p.0).unwrap_or(ts));
+                if !st.firing && (ts - since).num_seconds() >= *for_s as i64 {
+                    st.firing = true;
+                    return Some(raise(rule, format!("value stuck at {v} for {} s", (ts - since).num_seconds())));
+                }
+                None
+            } else {
+                st.since = None;
+                if st.firing {
+                    clear(st)
+                } else {
+                    None
+                }
+            }
+        }
+        Condition::DataGap { max_gap_s } => {
+            if st.firing {
+                return clear(st);
+            }
+            // Noticed only when data comes back (backtests have no clock): raised and cleared at once.
+            let (pt, _) = prev?;
+            if (ts - pt).num_seconds() >= *max_gap_s as i64 {
+                st.firing = true;
+                let t = raise(rule, format!("no data for {} s", (ts - pt).num_seconds()));
+                return Some(t);
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(device: &str, metric: &str) -> Arc<SeriesMeta> {
+        Arc::new(SeriesMeta { device_id: device.into(), metric_key: metric.into(), object_id: Some("site1".into()) })
+    }
+
+    fn rule(id: i64, condition: Condition) -> Rule {
+        Rule { id, name: format!("r{id}"), scope: Scope::default(), level: Level::ORANGE, condition, item: None, enabled: true }
+    }
+
+    fn key_of(m: &SeriesMeta) -> SeriesKey {
+        let sum = |s: &str| s.bytes().map(i32::from).sum();
+        SeriesKey { device: sum(&m.device_id), metric: sum(&m.metric_key) }
+    }
+
+    /// Feeds (seconds, value) pairs of one series; returns (second, "raise"/"clear") transitions.
+    fn run(d: &mut RuleDetector, m: &Arc<SeriesMeta>, points: &[(i64, f64)]) -> Vec<(i64, &'static str)> {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let batch: Vec<Observation> = points
+            .iter()
+            .map(|(s, v)| Observation { key: key_of(m), meta: m.clone(), ts: t0 + chrono::Duration::seconds(*s), value: *v })
+            .collect();
+        let mut out = Vec::new();
+        d.observe(&batch, &mut out);
+        out.into_iter()
+            .filter_map(|f| {
+                f.transition.map(|t| (points[f.index].0, if matches!(t, Transition::Raise { .. }) { "raise" } else { "clear" }))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn threshold_needs_duration_and_clears_with_hysteresis() {
+        let pm10 = Condition::Threshold { above: Some(150.0), below: None, for_s: 600, hysteresis: 10.0 };
+        let mut d = RuleDetector::new(vec![rule(1, pm10)]);
+        let m = meta("d1", "pm10");
+        // A 5-minute excursion is not enough.
+        let short: Vec<(i64, f64)> = (0..=5).map(|i| (i * 60, 160.0)).chain([(360, 100.0)]).collect();
+        assert!(run(&mut d, &m, &short).is_empty());
+        // Ten minutes above: raised at minute 10 after the start, once.
+        let long: Vec<(i64, f64)> = (10..=25).map(|i| (i * 60, 170.0)).collect();
+        assert_eq!(run(&mut d, &m, &long), vec![(1200, "raise")]);
+        // Back to 145 (inside the hysteresis band): still firing; 139: cleared.
+        assert!(run(&mut d, &m, &[(1600, 145.0)]).is_empty());
+        assert_eq!(run(&mut d, &m, &[(1660, 139.0)]), vec![(1660, "clear")]);
+    }
+
+    #[test]
+    fn scope_limits_which_series_a_rule_sees() {
+        let mut r = rule(2, Condition::Threshold { above: Some(1.0), below: None, for_s: 0, hysteresis: 0.0 });
+        r.scope = Scope { device: None, object: Some("site1".into()), metric: Some("noise".into()) };
+        let mut d = RuleDetector::new(vec![r]);
+        assert!(run(&mut d, &meta("d1", "pm10"), &[(0, 5.0)]).is_empty());
+        assert_eq!(run(&mut d, &meta("d2", "noise"), &[(0, 5.0)]), vec![(0, "raise")]);
+        let other_site = Arc::new(SeriesMeta { device_id: "d3".into(), metric_key: "noise".into(), object_id: None });
+        let batch = [Observation { key: SeriesKey { device: 3, metric: 2 }, meta: other_site, ts: Utc::now(), value: 5.0 }];
+        let mut out = Vec::new();
+        d.observe(&batch, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn rate_of_change_flat_line_and_gap() {
+        let mut d = RuleDetector::new(vec![rule(3, Condition::RateOfChange { max_per_minute: 10.0 })]);
+        let m = meta("d1", "temperature");
+        assert_eq!(run(&mut d, &m, &[(0, 20.0), (60, 25.0), (120, 50.0), (180, 51.0)]), vec![(120, "raise"), (180, "clear")]);
+
+        let mut d = RuleDetector::new(vec![rule(4, Condition::FlatLine { for_s: 300, epsilon: 0.0 })]);
+        let flat: Vec<(i64, f64)> = (0..=6).map(|i| (i * 60, 7.0)).chain([(420, 7.5)]).collect();
+        assert_eq!(run(&mut d, &m, &flat), vec![(300, "raise"), (420, "clear")]);
+        let noisy: Vec<(i64, f64)> = (10..30).map(|i| (i * 60, (i % 3) as f64)).collect();
+        assert!(run(&mut d, &m, &noisy).is_empty());
+
+        let mut d = RuleDetector::new(vec![rule(5, Condition::DataGap { max_gap_s: 120 })]);
+        assert!(run(&mut d, &m, &[(0, 1.0), (60, 1.0)]).is_empty());
+        let idle = d.idle(DateTime::from_timestamp(1_700_000_000 + 400, 0).unwrap());
+        assert_eq!(idle.len(), 1, "a gap is raised while it lasts");
+        assert!(d.idle(DateTime::from_timestamp(1_700_000_000 + 500, 0).unwrap()).is_empty(), "once");
+        assert_eq!(run(&mut d, &m, &[(600, 1.0)]), vec![(600, "clear")]);
+    }
+
+    #[test]
+    fn rules_change_without_restart_and_keep_state() {
+        let th = Condition::Threshold { above: Some(10.0), below: None, for_s: 120, hysteresis: 0.0 };
+        let mut d = RuleDetector::new(vec![rule(1, th.clone())]);
+        let m = meta("d1", "x");
+        assert!(run(&mut d, &m, &[(0, 11.0), (60, 11.0)]).is_empty());
+        // Another rule added: rule 1 keeps its running exceedance.
+        d.set_rules(vec![rule(1, th), rule(9, Condition::Threshold { above: Some(100.0), below: None, for_s: 0, hysteresis: 0.0 })]);
+        assert_eq!(run(&mut d, &m, &[(120, 11.0)]), vec![(120, "raise")]);
+        assert_eq!(run(&mut d, &m, &[(180, 200.0)]), vec![(180, "raise")]);
+        // Rules removed: nothing fires any more.
+        d.set_rules(vec![]);
+        assert!(run(&mut d, &m, &[(240, 500.0)]).is_empty());
+    }
+
+    #[test]
+    fn rules_parse_from_json_and_are_validated() {
+        let r: Rule = serde_json::from_str(
+            r#"{"id":1,"name":"PM10 超标","level":2,"scope":{"metric":"pm10"},
+                "condition":{"kind":"threshold","above":150,"for_s":600,"hysteresis":10}}"#,
+        )
+        .unwrap();
+        assert!(r.validate().is_ok() && r.enabled);
+        let bad: Rule = serde_json::from_str(r#"{"id":2,"name":"x","level":3,"condition":{"kind":"threshold"}}"#).unwrap();
+        assert!(bad.validate().is_err());
+        assert!(serde_json::from_str::<Rule>(r#"{"id":3,"name":"x","level":9,"condition":{"kind":"data_gap","max_gap_s":5}}"#).is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! The detector chains the binary runs: the default one (what `offsite up` runs) and single
+//! detectors by name, for backtests.
+
+use anyhow::{bail, Context, Result};
+use offsite_analytics::anomaly::{AnomalyConfig, AnomalyDetector, LastValue};
+use offsite_analytics::chain::Chain;
+use offsite_analytics::onnx::{init_runtime, OnnxForecaster};
+use offsite_analytics::Detector;
+
+use crate::assets;
+
+/// Names `--detector` accepts.
+pub const NAMES: [&str; 2] = ["anomaly-onnx", "anomaly-naive"];
+
+/// The shipped ONNX forecaster, with ONNX Runtime found beside the binary.
+pub fn onnx_anomaly(cfg: AnomalyConfig) -> Result<AnomalyDetector> {
+    let lib = assets::onnxruntime_library()
+        .context("ONNX Runtime library not found beside the executable (run `make build` or scripts/setup.sh)")?;
+    init_runtime(&lib)?;
+    let dir = assets::model_dir("anomaly").context("model models/anomaly not found beside the executable")?;
+    let model = OnnxForecaster::load(&dir)?;
+    Ok(AnomalyDetector::new(Box::new(model), cfg))
+}
+
+/// The chain called `name`, or the default chain; returns the name results are filed under.
+pub fn build(name: Option<&str>) -> Result<(String, Chain)> {
+    let cfg = AnomalyConfig::default();
+    let d: Box<dyn Detector> = match name {
+        None | Some("anomaly-onnx") => Box::new(onnx_anomaly(cfg)?),
+        Some("anomaly-naive") => Box::new(AnomalyDetector::new(Box::new(LastValue { window: 64 }), cfg)),
+        Some(other) => bail!("unknown detector {other:?}; known: {}", NAMES.join(", ")),
+    };
+    let label = name.unwrap_or("offsite").to_owned();
+    Ok((label, Chain::new(vec![d])))
+}
