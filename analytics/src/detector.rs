@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+pub use offsite_store::rules::Level;
 
 /// One series: a metric of a device (registry surrogates, as stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,52 +29,6 @@ pub struct Observation {
     pub meta: Arc<SeriesMeta>,
     pub ts: DateTime<Utc>,
     pub value: f64,
-}
-
-/// Warning level, 1 (most severe) to 4. Cannot be out of range once built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "u8", into = "u8")]
-pub struct Level(u8);
-
-impl Level {
-    pub const RED: Level = Level(1);
-    pub const ORANGE: Level = Level(2);
-    pub const YELLOW: Level = Level(3);
-    pub const BLUE: Level = Level(4);
-
-    pub fn new(n: u8) -> Result<Self, String> {
-        if (1..=4).contains(&n) {
-            Ok(Level(n))
-        } else {
-            Err(format!("warning level must be 1..=4 (red, orange, yellow, blue), got {n}"))
-        }
-    }
-
-    pub fn get(self) -> u8 {
-        self.0
-    }
-
-    /// 红 / 橙 / 黄 / 蓝.
-    pub fn name_zh(self) -> &'static str {
-        ["红色", "橙色", "黄色", "蓝色"][self.0 as usize - 1]
-    }
-
-    pub fn name_en(self) -> &'static str {
-        ["red", "orange", "yellow", "blue"][self.0 as usize - 1]
-    }
-}
-
-impl TryFrom<u8> for Level {
-    type Error = String;
-    fn try_from(n: u8) -> Result<Self, String> {
-        Level::new(n)
-    }
-}
-
-impl From<Level> for u8 {
-    fn from(l: Level) -> u8 {
-        l.0
-    }
 }
 
 /// A warning condition starting or ending on a series.
@@ -107,19 +61,5 @@ pub trait Detector: Send {
     /// Conditions that arise from time passing without samples (data gaps), checked periodically.
     fn idle(&mut self, _now: DateTime<Utc>) -> Vec<(SeriesKey, Arc<SeriesMeta>, Transition)> {
         Vec::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn levels_parse_and_refuse() {
-        assert_eq!(Level::new(1).unwrap(), Level::RED);
-        assert!(Level::new(0).is_err() && Level::new(5).is_err());
-        assert_eq!(serde_json::to_string(&Level::YELLOW).unwrap(), "3");
-        assert!(serde_json::from_str::<Level>("7").is_err());
-        assert_eq!((Level::ORANGE.name_zh(), Level::BLUE.name_en()), ("橙色", "blue"));
     }
 }

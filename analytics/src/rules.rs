@@ -7,104 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-use crate::detector::{Detector, Finding, Level, Observation, SeriesKey, SeriesMeta, Transition};
+use crate::detector::{Detector, Finding, Observation, SeriesKey, SeriesMeta, Transition};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rule {
-    pub id: i64,
-    pub name: String,
-    #[serde(default)]
-    pub scope: Scope,
-    pub level: Level,
-    pub condition: Condition,
-    /// Regulatory item the rule enforces (catalog code), if any.
-    #[serde(default)]
-    pub item: Option<String>,
-    #[serde(default = "yes")]
-    pub enabled: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Which series a rule applies to; an unset field matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Scope {
-    #[serde(default)]
-    pub device: Option<String>,
-    /// A regulated object (site): every device of it.
-    #[serde(default)]
-    pub object: Option<String>,
-    #[serde(default)]
-    pub metric: Option<String>,
-}
-
-impl Scope {
-    pub fn matches(&self, m: &SeriesMeta) -> bool {
-        self.device.as_ref().is_none_or(|d| *d == m.device_id)
-            && self.object.as_ref().is_none_or(|o| m.object_id.as_ref() == Some(o))
-            && self.metric.as_ref().is_none_or(|k| *k == m.metric_key)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Condition {
-    /// Value above `above` (or below `below`) continuously for `for_s` seconds; clears once it is
-    /// back by more than `hysteresis` (so a value hovering at the limit does not flap).
-    Threshold {
-        #[serde(default)]
-        above: Option<f64>,
-        #[serde(default)]
-        below: Option<f64>,
-        #[serde(default)]
-        for_s: u64,
-        #[serde(default)]
-        hysteresis: f64,
-    },
-    /// Change faster than `max_per_minute` between consecutive samples.
-    RateOfChange { max_per_minute: f64 },
-    /// Value stuck (within `epsilon`) for `for_s` seconds: a frozen or disconnected sensor.
-    FlatLine {
-        for_s: u64,
-        #[serde(default)]
-        epsilon: f64,
-    },
-    /// No sample for `max_gap_s` seconds.
-    DataGap { max_gap_s: u64 },
-}
-
-impl Rule {
-    /// Checks what serde cannot: a threshold needs a bound, durations and limits are sane.
-    pub fn validate(&self) -> Result<(), String> {
-        match &self.condition {
-            Condition::Threshold { above, below, hysteresis, .. } => {
-                if above.is_none() && below.is_none() {
-                    return Err("threshold rule needs `above` or `below`".into());
-                }
-                if !(hysteresis.is_finite() && *hysteresis >= 0.0) {
-                    return Err("hysteresis must be >= 0".into());
-                }
-            }
-            Condition::RateOfChange { max_per_minute } if !(max_per_minute.is_finite() && *max_per_minute > 0.0) => {
-                return Err("max_per_minute must be > 0".into());
-            }
-            Condition::FlatLine { for_s, epsilon } if *for_s == 0 || !(epsilon.is_finite() && *epsilon >= 0.0) => {
-                return Err("flat line needs for_s > 0 and epsilon >= 0".into());
-            }
-            Condition::DataGap { max_gap_s } if *max_gap_s == 0 => return Err("max_gap_s must be > 0".into()),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn event(&self) -> String {
-        format!("rule:{}", self.id)
-    }
-}
+pub use offsite_store::rules::{Condition, Rule, Scope};
 
 #[derive(Debug, Clone, Default)]
 struct RuleState {
@@ -167,7 +73,7 @@ impl RuleDetector {
 }
 
 fn applicable<'a>(rules: &'a [Rule], meta: &'a SeriesMeta) -> impl Iterator<Item = usize> + 'a {
-    rules.iter().enumerate().filter(|(_, r)| r.scope.matches(meta)).map(|(i, _)| i)
+    rules.iter().enumerate().filter(|(_, r)| r.scope.matches(&meta.device_id, meta.object_id.as_deref(), &meta.metric_key)).map(|(i, _)| i)
 }
 
 impl Detector for RuleDetector {
@@ -314,6 +220,7 @@ fn step(rule: &Rule, st: &mut RuleState, ts: DateTime<Utc>, v: f64) -> Option<Tr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detector::Level;
 
     fn meta(device: &str, metric: &str) -> Arc<SeriesMeta> {
         Arc::new(SeriesMeta { device_id: device.into(), metric_key: metric.into(), object_id: Some("site1".into()) })

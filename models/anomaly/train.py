@@ -9,7 +9,7 @@ Everything comes from SEED: the synthetic corpus, the initial weights, the minib
 BLAS and ONNX Runtime run on one thread, so two runs on the same machine write byte-identical
 files. Never reads any benchmark data: the training and validation series are all generated here.
 
-Usage: python train.py [--out DIR] [--quick]
+Usage: python train.py [--out DIR]   (`make models` runs it in models/.venv)
 """
 
 import os

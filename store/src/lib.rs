@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod devices;
 pub mod embedded;
+pub mod rules;
 pub mod samples;
 pub mod testing;
 

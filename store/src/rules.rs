@@ -1,0 +1,161 @@
+//! Warning rules as stored: data, not code. The analytics tier evaluates them; the portal edits
+//! them. Shapes here are the contract between the two (and the JSON the API speaks).
+
+use serde::{Deserialize, Serialize};
+
+/// Warning level, 1 (most severe) to 4. Cannot be out of range once built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct Level(u8);
+
+impl Level {
+    pub const RED: Level = Level(1);
+    pub const ORANGE: Level = Level(2);
+    pub const YELLOW: Level = Level(3);
+    pub const BLUE: Level = Level(4);
+
+    pub fn new(n: u8) -> Result<Self, String> {
+        if (1..=4).contains(&n) {
+            Ok(Level(n))
+        } else {
+            Err(format!("warning level must be 1..=4 (red, orange, yellow, blue), got {n}"))
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+
+    /// 红 / 橙 / 黄 / 蓝.
+    pub fn name_zh(self) -> &'static str {
+        ["红色", "橙色", "黄色", "蓝色"][self.0 as usize - 1]
+    }
+
+    pub fn name_en(self) -> &'static str {
+        ["red", "orange", "yellow", "blue"][self.0 as usize - 1]
+    }
+}
+
+impl TryFrom<u8> for Level {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Self, String> {
+        Level::new(n)
+    }
+}
+
+impl From<Level> for u8 {
+    fn from(l: Level) -> u8 {
+        l.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub scope: Scope,
+    pub level: Level,
+    pub condition: Condition,
+    /// Regulatory item the rule enforces (catalog code), if any.
+    #[serde(default)]
+    pub item: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Which series a rule applies to; an unset field matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    #[serde(default)]
+    pub device: Option<String>,
+    /// A regulated object (site): every device of it.
+    #[serde(default)]
+    pub object: Option<String>,
+    #[serde(default)]
+    pub metric: Option<String>,
+}
+
+impl Scope {
+    pub fn matches(&self, device_id: &str, object_id: Option<&str>, metric_key: &str) -> bool {
+        self.device.as_deref().is_none_or(|d| d == device_id)
+            && self.object.as_deref().is_none_or(|o| object_id == Some(o))
+            && self.metric.as_deref().is_none_or(|k| k == metric_key)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Condition {
+    /// Value above `above` (or below `below`) continuously for `for_s` seconds; clears once it is
+    /// back by more than `hysteresis` (so a value hovering at the limit does not flap).
+    Threshold {
+        #[serde(default)]
+        above: Option<f64>,
+        #[serde(default)]
+        below: Option<f64>,
+        #[serde(default)]
+        for_s: u64,
+        #[serde(default)]
+        hysteresis: f64,
+    },
+    /// Change faster than `max_per_minute` between consecutive samples.
+    RateOfChange { max_per_minute: f64 },
+    /// Value stuck (within `epsilon`) for `for_s` seconds: a frozen or disconnected sensor.
+    FlatLine {
+        for_s: u64,
+        #[serde(default)]
+        epsilon: f64,
+    },
+    /// No sample for `max_gap_s` seconds.
+    DataGap { max_gap_s: u64 },
+}
+
+impl Rule {
+    /// Checks what serde cannot: a threshold needs a bound, durations and limits are sane.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.condition {
+            Condition::Threshold { above, below, hysteresis, .. } => {
+                if above.is_none() && below.is_none() {
+                    return Err("threshold rule needs `above` or `below`".into());
+                }
+                if !(hysteresis.is_finite() && *hysteresis >= 0.0) {
+                    return Err("hysteresis must be >= 0".into());
+                }
+            }
+            Condition::RateOfChange { max_per_minute } if !(max_per_minute.is_finite() && *max_per_minute > 0.0) => {
+                return Err("max_per_minute must be > 0".into());
+            }
+            Condition::FlatLine { for_s, epsilon } if *for_s == 0 || !(epsilon.is_finite() && *epsilon >= 0.0) => {
+                return Err("flat line needs for_s > 0 and epsilon >= 0".into());
+            }
+            Condition::DataGap { max_gap_s } if *max_gap_s == 0 => return Err("max_gap_s must be > 0".into()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The event name warnings from this rule carry (part of their dedup key).
+    pub fn event(&self) -> String {
+        format!("rule:{}", self.id)
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_and_refuse() {
+        assert_eq!(Level::new(1).unwrap(), Level::RED);
+        assert!(Level::new(0).is_err() && Level::new(5).is_err());
+        assert_eq!(serde_json::to_string(&Level::YELLOW).unwrap(), "3");
+        assert!(serde_json::from_str::<Level>("7").is_err());
+        assert_eq!((Level::ORANGE.name_zh(), Level::BLUE.name_en()), ("橙色", "blue"));
+    }
+}
