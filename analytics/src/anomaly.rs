@@ -119,6 +119,13 @@ impl AnomalyDetector {
     }
 }
 
+impl AnomalyDetector {
+    /// Takes the predictor back (to wrap it, e.g. for timing).
+    pub fn into_predictor(self) -> Box<dyn Predictor> {
+        self.predictor
+    }
+}
+
 impl Detector for AnomalyDetector {
     fn name(&self) -> &str {
         &self.name

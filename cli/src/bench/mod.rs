@@ -1,6 +1,7 @@
 //! `offsite bench ...`: each bench starts what it needs and prints one JSON object as its last line.
 
 mod broker;
+mod detect;
 mod edge;
 mod ingest;
 mod support;
@@ -16,6 +17,8 @@ pub enum BenchCommand {
     Ingest(ingest::Args),
     /// QoS 1 publish/subscribe through our broker and through Debian's mosquitto.
     Broker(broker::Args),
+    /// Samples per second per core through the default detector chain (rules + ONNX on every series).
+    Detect(detect::Args),
     /// Memory and CPU of one edge agent serving N simulated devices (default 10 at 1 Hz).
     Edge(edge::Args),
 }
@@ -25,5 +28,6 @@ pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Ingest(a) => ingest::run(cfg, a).await,
         BenchCommand::Broker(a) => broker::run(cfg, a).await,
         BenchCommand::Edge(a) => edge::run(cfg, a).await,
+        BenchCommand::Detect(a) => detect::run(a).await,
     }
 }
