@@ -1,6 +1,10 @@
 //! Several detectors over one stream: per sample, the highest score and every transition.
 
-use crate::detector::{Detector, Finding, Observation, Transition};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::detector::{Detector, Finding, Observation, SeriesKey, SeriesMeta, Transition};
 
 /// What the chain concluded about one sample.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,6 +33,23 @@ impl Chain {
 
     pub fn detectors(&self) -> impl Iterator<Item = &dyn Detector> {
         self.detectors.iter().map(|d| d.as_ref())
+    }
+
+    /// Hands new rules to every detector.
+    pub fn set_rules(&mut self, rules: &[offsite_store::rules::Rule]) {
+        for d in &mut self.detectors {
+            d.set_rules(rules);
+        }
+    }
+
+    /// Time-driven transitions of every detector, with the detector's name.
+    pub fn idle(&mut self, now: DateTime<Utc>) -> Vec<(String, SeriesKey, Arc<SeriesMeta>, Transition)> {
+        let mut out = Vec::new();
+        for d in &mut self.detectors {
+            let name = d.name().to_owned();
+            out.extend(d.idle(now).into_iter().map(|(k, m, t)| (name.clone(), k, m, t)));
+        }
+        out
     }
 
     /// Runs every detector over the batch; one outcome per sample, in order.

@@ -58,6 +58,8 @@ pub trait Detector: Send {
     fn version(&self) -> &str;
     /// Appends findings for samples of `batch` (any subset; a sample without a finding scores 0).
     fn observe(&mut self, batch: &[Observation], out: &mut Vec<Finding>);
+    /// New rules (rules are data, edited while running). Detectors without rules ignore it.
+    fn set_rules(&mut self, _rules: &[offsite_store::rules::Rule]) {}
     /// Conditions that arise from time passing without samples (data gaps), checked periodically.
     fn idle(&mut self, _now: DateTime<Utc>) -> Vec<(SeriesKey, Arc<SeriesMeta>, Transition)> {
         Vec::new()

@@ -6,6 +6,7 @@ pub mod backtest;
 pub mod chain;
 pub mod detector;
 pub mod likelihood;
+pub mod live;
 pub mod nab;
 pub mod onnx;
 pub mod rules;

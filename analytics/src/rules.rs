@@ -111,6 +111,10 @@ impl Detector for RuleDetector {
         }
     }
 
+    fn set_rules(&mut self, rules: &[Rule]) {
+        RuleDetector::set_rules(self, rules.to_vec());
+    }
+
     fn idle(&mut self, now: DateTime<Utc>) -> Vec<(SeriesKey, Arc<SeriesMeta>, Transition)> {
         let mut out = Vec::new();
         for (key, s) in &mut self.series {

@@ -21,6 +21,7 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub ingest: IngestConfig,
     pub portal: PortalConfig,
+    pub analytics: AnalyticsConfig,
     /// How a tier running as its own process reaches the broker's internal listener.
     pub internal_mqtt: InternalMqttConfig,
     pub demo: DemoConfig,
@@ -35,6 +36,7 @@ impl Default for Config {
             broker: BrokerConfig::default(),
             ingest: IngestConfig::default(),
             portal: PortalConfig::default(),
+            analytics: AnalyticsConfig::default(),
             internal_mqtt: InternalMqttConfig::default(),
             demo: DemoConfig::default(),
             log: LogConfig::default(),
@@ -101,6 +103,26 @@ impl Default for DemoConfig {
     }
 }
 
+/// The analytics tier (detectors and warnings) in the all-in-one process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnalyticsConfig {
+    pub enabled: bool,
+    /// Committed batches waiting for the detectors; beyond it they are counted and skipped, never
+    /// holding ingest up.
+    pub queue_capacity: usize,
+    /// Warnings of one regulated object within this many seconds form a group.
+    pub group_window_s: u64,
+    /// Recent values of a series kept as a warning's evidence.
+    pub evidence_samples: usize,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self { enabled: true, queue_capacity: 1000, group_window_s: 600, evidence_samples: 30 }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LogConfig {
@@ -128,7 +150,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "internal_mqtt", "demo", "log"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "internal_mqtt", "demo", "log"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));

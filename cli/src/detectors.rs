@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use offsite_analytics::anomaly::{AnomalyConfig, AnomalyDetector, LastValue};
 use offsite_analytics::chain::Chain;
 use offsite_analytics::onnx::{init_runtime, OnnxForecaster};
+use offsite_analytics::rules::RuleDetector;
 use offsite_analytics::Detector;
 
 use crate::assets;
@@ -20,6 +21,17 @@ pub fn onnx_anomaly(cfg: AnomalyConfig) -> Result<AnomalyDetector> {
     let dir = assets::model_dir("anomaly").context("model models/anomaly not found beside the executable")?;
     let model = OnnxForecaster::load(&dir)?;
     Ok(AnomalyDetector::new(Box::new(model), cfg))
+}
+
+/// What `offsite up` runs: the rules (loaded from the database by the analytics tier) and the
+/// ONNX anomaly detector. A model that cannot be loaded is reported and left out; the rules run.
+pub fn live_chain() -> Chain {
+    let mut detectors: Vec<Box<dyn Detector>> = vec![Box::new(RuleDetector::default())];
+    match onnx_anomaly(AnomalyConfig::default()) {
+        Ok(d) => detectors.push(Box::new(d)),
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "anomaly detector off: the ONNX model could not be loaded"),
+    }
+    Chain::new(detectors)
 }
 
 /// The chain called `name`, or the default chain; returns the name results are filed under.

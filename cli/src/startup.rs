@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use offsite_analytics::live::{Analytics, LiveConfig};
 use offsite_broker::{BrokerBuilder, BrokerHandle, Pki};
 use offsite_ingest::{Incoming, Ingest, LinkSource};
 use offsite_store::embedded::{EmbeddedOptions, EmbeddedPostgres, DATABASE};
+use offsite_store::warnings::WarningChange;
 use offsite_store::Store;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tracing::info;
 
 use crate::configuration::Config;
@@ -68,9 +70,24 @@ pub struct AllInOne {
     pub broker: BrokerHandle,
     pub pki: Pki,
     pub portal_addr: SocketAddr,
+    /// Warning changes as they happen (in-process; other processes use PostgreSQL NOTIFY).
+    pub live: broadcast::Sender<WarningChange>,
     ingest: Ingest,
+    analytics: Option<Analytics>,
     portal: tokio::task::JoinHandle<Result<()>>,
     stop_portal: watch::Sender<bool>,
+}
+
+/// What `start_tiers` brings up besides the database.
+struct Tiers {
+    broker: BrokerHandle,
+    pki: Pki,
+    live: broadcast::Sender<WarningChange>,
+    ingest: Ingest,
+    analytics: Option<Analytics>,
+    portal: tokio::task::JoinHandle<Result<()>>,
+    stop_portal: watch::Sender<bool>,
+    portal_addr: SocketAddr,
 }
 
 impl AllInOne {
@@ -78,9 +95,17 @@ impl AllInOne {
         crate::assets::report();
         let db = Database::open(cfg).await?;
         match Self::start_tiers(cfg, &db).await {
-            Ok((broker, pki, ingest, portal, stop_portal, portal_addr)) => {
-                Ok(Self { db, broker, pki, portal_addr, ingest, portal, stop_portal })
-            }
+            Ok(t) => Ok(Self {
+                db,
+                broker: t.broker,
+                pki: t.pki,
+                portal_addr: t.portal_addr,
+                live: t.live,
+                ingest: t.ingest,
+                analytics: t.analytics,
+                portal: t.portal,
+                stop_portal: t.stop_portal,
+            }),
             Err(e) => {
                 db.close().await.ok();
                 Err(e)
@@ -88,11 +113,7 @@ impl AllInOne {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    async fn start_tiers(
-        cfg: &Config,
-        db: &Database,
-    ) -> Result<(BrokerHandle, Pki, Ingest, tokio::task::JoinHandle<Result<()>>, watch::Sender<bool>, SocketAddr)> {
+    async fn start_tiers(cfg: &Config, db: &Database) -> Result<Tiers> {
         let store = db.store.clone();
         let pki = pki(cfg)?;
         let internal = offsite_broker::internal_password(&cfg.data_dir)?;
@@ -105,7 +126,20 @@ impl AllInOne {
         let (queue_tx, queue_rx) = flume::bounded::<Incoming>(cfg.ingest.queue_capacity);
         let acks = LinkSource::start(link_tx, link_rx, queue_tx)?;
         let broker = builder.spawn()?;
-        let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks).await?;
+        let (live, _) = broadcast::channel(1024);
+        let (tap, analytics) = if cfg.analytics.enabled {
+            let (tap_tx, tap_rx) = flume::bounded(cfg.analytics.queue_capacity.max(1));
+            let live_cfg = LiveConfig {
+                group_window: Duration::from_secs(cfg.analytics.group_window_s),
+                evidence_samples: cfg.analytics.evidence_samples,
+                ..LiveConfig::default()
+            };
+            let chain = crate::detectors::live_chain();
+            (Some(tap_tx), Some(Analytics::start(store.clone(), chain, live_cfg, tap_rx, live.clone()).await?))
+        } else {
+            (None, None)
+        };
+        let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks, tap).await?;
         let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
             .await
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
@@ -114,7 +148,7 @@ impl AllInOne {
         let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store), async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
-        Ok((broker, pki, ingest, portal, stop_portal, portal_addr))
+        Ok(Tiers { broker, pki, live, ingest, analytics, portal, stop_portal, portal_addr })
     }
 
     pub async fn stop(self) -> Result<()> {
@@ -123,6 +157,9 @@ impl AllInOne {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.portal).await;
         // Ingest drains what it has and acknowledges it; the broker thread ends with the process.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.ingest.shutdown()).await;
+        if let Some(a) = self.analytics {
+            let _ = tokio::time::timeout(Duration::from_secs(10), a.shutdown()).await;
+        }
         // The broker goes with this process, and every device connection with it.
         self.db.store.mark_all_offline().await.ok();
         self.db.close().await

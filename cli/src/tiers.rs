@@ -54,7 +54,7 @@ pub async fn ingest(cfg: Config) -> Result<()> {
         },
         queue_tx,
     );
-    let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks).await?;
+    let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, None).await?;
     info!(broker = %format!("{}:{}", m.host, m.port), "ingest running");
     shutdown_signal().await;
     ingest.shutdown().await;

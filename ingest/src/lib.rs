@@ -18,6 +18,7 @@ mod writer;
 
 pub use config::IngestConfig;
 pub use source::{AckSink, Incoming, LinkSource, MqttSource, MqttSourceConfig};
+pub use writer::Committed;
 
 use offsite_store::Store;
 use tokio::task::JoinHandle;
@@ -51,12 +52,14 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Starts processing messages from `rx` (fed by a source) and acknowledging through `acks`.
+    /// Starts processing messages from `rx` (fed by a source) and acknowledging through `acks`;
+    /// committed rows go on to `tap` (analytics) when given.
     pub async fn start(
         store: Store,
         cfg: IngestConfig,
         rx: flume::Receiver<Incoming>,
         acks: AckSink,
+        tap: Option<flume::Sender<Committed>>,
     ) -> anyhow::Result<Self> {
         metrics::register();
         let stop = CancellationToken::default();
@@ -65,7 +68,7 @@ impl Ingest {
         let cache = pipeline::Registry::load(store.clone()).await?;
         tasks.push(tokio::spawn(pipeline::run(cfg.clone(), cache, rx, flush_tx, stop.clone())));
         for i in 0..cfg.writers.max(1) {
-            tasks.push(tokio::spawn(writer::run(i, store.clone(), flush_rx.clone(), acks.clone())));
+            tasks.push(tokio::spawn(writer::run(i, store.clone(), flush_rx.clone(), acks.clone(), tap.clone())));
         }
         if cfg.maintain_partitions {
             tasks.push(tokio::spawn(writer::maintain(store.clone(), cfg.clone(), stop.clone())));

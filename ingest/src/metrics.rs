@@ -53,6 +53,10 @@ pub static COMMAND_ACKS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("offsite_ingest_command_acks_total", "Devices' answers to commands recorded").unwrap()
 });
 
+pub static TAP_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("offsite_ingest_analytics_dropped_total", "Committed samples not analysed because the analytics queue was full").unwrap()
+});
+
 /// Registers every metric so they show (at zero) before the first message.
 pub fn register() {
     LazyLock::force(&SAMPLES);
@@ -68,4 +72,5 @@ pub fn register() {
     LazyLock::force(&QUEUE_DEPTH);
     LazyLock::force(&STATUS_UPDATES);
     LazyLock::force(&COMMAND_ACKS);
+    LazyLock::force(&TAP_DROPPED);
 }

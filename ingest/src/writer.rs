@@ -10,8 +10,11 @@ use crate::pipeline::Flush;
 use crate::source::AckSink;
 use crate::{metrics, CancellationToken, IngestConfig};
 
-pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckSink) {
-    while let Ok(flush) = rx.recv_async().await {
+/// Committed rows handed on to analytics: when they were committed, and the rows.
+pub type Committed = (std::time::Instant, Vec<offsite_store::SampleRow>);
+
+pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckSink, tap: Option<flume::Sender<Committed>>) {
+    while let Ok(mut flush) = rx.recv_async().await {
         let mut backoff = Duration::from_millis(100);
         loop {
             match write(&store, &flush).await {
@@ -31,6 +34,15 @@ pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckS
         for (key, device, online, _) in &flush.status {
             if *online {
                 redeliver_commands(&store, &acks, *key, device).await;
+            }
+        }
+        // Analytics must never slow ingest down: if its queue is full the rows are stored but not
+        // analysed, and counted.
+        if let (Some(tap), false) = (&tap, flush.rows.is_empty()) {
+            let rows = std::mem::take(&mut flush.rows);
+            let n = rows.len() as u64;
+            if tap.try_send((Instant::now(), rows)).is_err() {
+                metrics::TAP_DROPPED.inc_by(n);
             }
         }
     }

@@ -71,6 +71,11 @@ impl Store {
             .await?)
     }
 
+    /// A device by its compact key (as stored with samples).
+    pub async fn device_by_key(&self, key: i32) -> Result<Option<DeviceRecord>> {
+        Ok(sqlx::query_as(&format!("{SELECT} WHERE d.key = $1")).bind(key).fetch_optional(&self.pool).await?)
+    }
+
     pub async fn device_by_name(&self, name: &str) -> Result<Option<DeviceRecord>> {
         Ok(sqlx::query_as(&format!("{SELECT} WHERE d.name = $1 AND d.revoked_at IS NULL ORDER BY d.key LIMIT 1"))
             .bind(name)

@@ -7,6 +7,7 @@ pub mod embedded;
 pub mod rules;
 pub mod samples;
 pub mod testing;
+pub mod warnings;
 
 use std::time::Duration;
 
@@ -17,7 +18,12 @@ use tracing::info;
 
 pub use commands::CommandRecord;
 pub use devices::{DeviceAuth, DeviceRecord, NewDevice};
+pub use rules::{Condition, Level, NewRule, Rule, Scope, RULES_CHANNEL};
 pub use samples::{MetricDef, Partitioning, SampleRow, SeriesPoint, WriteOutcome};
+pub use warnings::{
+    MaintenanceRecord, NewMaintenance, NewSilence, NewWarning, SilenceRecord, Upserted, WarningChange, WarningFilter,
+    WarningRecord, WARNINGS_CHANNEL,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

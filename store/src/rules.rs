@@ -145,6 +145,162 @@ impl Rule {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Storage: the `rules` table. `Level` is a smallint there; scope and condition are JSON in the
+// serde shapes above. Every change notifies the `offsite_rules` channel (a trigger does it, so
+// writes from any process are seen) with the rule id as payload.
+
+/// Channel that carries the id of every inserted, updated or deleted rule.
+pub const RULES_CHANNEL: &str = "offsite_rules";
+
+impl sqlx::Type<sqlx::Postgres> for Level {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <i16 as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <i16 as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Level {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let n = <i16 as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(Level::new(u8::try_from(n).map_err(|_| format!("warning level out of range: {n}"))?)?)
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for Level {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <i16 as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&i16::from(self.0), buf)
+    }
+}
+
+/// A rule to write (insert or replace). Validated like [`Rule::validate`] before writing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewRule {
+    pub name: String,
+    #[serde(default)]
+    pub scope: Scope,
+    pub level: Level,
+    pub condition: Condition,
+    #[serde(default)]
+    pub item: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl NewRule {
+    /// The name's length and everything [`Rule::validate`] checks.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.name.chars().count();
+        if n == 0 || n > 200 || self.name.trim().is_empty() {
+            return Err("rule name must be 1..=200 characters".into());
+        }
+        self.to_rule(0).validate()
+    }
+
+    fn to_rule(&self, id: i64) -> Rule {
+        Rule {
+            id,
+            name: self.name.clone(),
+            scope: self.scope.clone(),
+            level: self.level,
+            condition: self.condition.clone(),
+            item: self.item.clone(),
+            enabled: self.enabled,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RuleRow {
+    id: i64,
+    name: String,
+    scope: sqlx::types::Json<Scope>,
+    level: Level,
+    condition: sqlx::types::Json<Condition>,
+    item: Option<String>,
+    enabled: bool,
+}
+
+impl From<RuleRow> for Rule {
+    fn from(r: RuleRow) -> Rule {
+        Rule {
+            id: r.id,
+            name: r.name,
+            scope: r.scope.0,
+            level: r.level,
+            condition: r.condition.0,
+            item: r.item,
+            enabled: r.enabled,
+        }
+    }
+}
+
+const RULE_COLUMNS: &str = "id, name, scope, level, condition, item, enabled";
+
+impl crate::Store {
+    /// Every rule, enabled or not, by id.
+    pub async fn list_rules(&self) -> anyhow::Result<Vec<Rule>> {
+        let rows: Vec<RuleRow> =
+            sqlx::query_as(&format!("SELECT {RULE_COLUMNS} FROM rules ORDER BY id")).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Rule::from).collect())
+    }
+
+    pub async fn rule(&self, id: i64) -> anyhow::Result<Option<Rule>> {
+        let row: Option<RuleRow> = sqlx::query_as(&format!("SELECT {RULE_COLUMNS} FROM rules WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Rule::from))
+    }
+
+    /// Inserts a rule; refuses an invalid one without writing.
+    pub async fn insert_rule(&self, r: &NewRule) -> anyhow::Result<Rule> {
+        r.validate().map_err(|e| anyhow::anyhow!("invalid rule: {e}"))?;
+        let row: RuleRow = sqlx::query_as(&format!(
+            "INSERT INTO rules (name, scope, level, condition, item, enabled) VALUES ($1, $2, $3, $4, $5, $6) \
+             RETURNING {RULE_COLUMNS}"
+        ))
+        .bind(&r.name)
+        .bind(sqlx::types::Json(&r.scope))
+        .bind(r.level)
+        .bind(sqlx::types::Json(&r.condition))
+        .bind(&r.item)
+        .bind(r.enabled)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.into())
+    }
+
+    /// Replaces a rule; `None` if there is no such rule. Refuses an invalid one without writing.
+    pub async fn update_rule(&self, id: i64, r: &NewRule) -> anyhow::Result<Option<Rule>> {
+        r.validate().map_err(|e| anyhow::anyhow!("invalid rule: {e}"))?;
+        let row: Option<RuleRow> = sqlx::query_as(&format!(
+            "UPDATE rules SET name = $2, scope = $3, level = $4, condition = $5, item = $6, enabled = $7, \
+             updated_at = now() WHERE id = $1 RETURNING {RULE_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(&r.name)
+        .bind(sqlx::types::Json(&r.scope))
+        .bind(r.level)
+        .bind(sqlx::types::Json(&r.condition))
+        .bind(&r.item)
+        .bind(r.enabled)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Rule::from))
+    }
+
+    /// Deletes a rule; false if there was none. Its past warnings keep their event name (`rule:<id>`).
+    pub async fn delete_rule(&self, id: i64) -> anyhow::Result<bool> {
+        let r = sqlx::query("DELETE FROM rules WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
 
 #[cfg(test)]
 mod tests {

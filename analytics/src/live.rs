@@ -1,0 +1,370 @@
+//! The analytics tier on the live stream: committed samples in (a bounded queue fed by ingest),
+//! the detector chain over them, warnings out (database + live notifications).
+//!
+//! Warnings: one open warning per dedup key (source, device, metric, event); repeats bump its
+//! counter; a clearing condition resolves it; an offline device's data warnings and warnings during
+//! maintenance are inhibited (counted, not stored); silences are applied by the store. Each new
+//! warning carries its evidence: the series' recent values, the detector and its version, the score.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use offsite_store::warnings::{NewWarning, Upserted, WarningChange};
+use offsite_store::{SampleRow, Store};
+use prometheus::{register_histogram, register_int_counter_vec, register_int_gauge, Histogram, IntCounterVec, IntGauge};
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::chain::Chain;
+use crate::detector::{Level, Observation, SeriesKey, SeriesMeta, Transition};
+
+/// Committed rows from ingest, with when they were committed (for the latency figure).
+pub type Committed = (Instant, Vec<SampleRow>);
+
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Warnings of one regulated object within this window form a group.
+    pub group_window: Duration,
+    /// Recent values kept per series as evidence.
+    pub evidence_samples: usize,
+    /// How often data gaps, offline devices and rule changes are checked.
+    pub idle_every: Duration,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self { group_window: Duration::from_secs(600), evidence_samples: 30, idle_every: Duration::from_secs(5) }
+    }
+}
+
+pub static WARNINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_warnings_total", "Warnings opened, by level and source", &["level", "source"]).unwrap()
+});
+pub static INHIBITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_warnings_inhibited_total", "Warnings not opened: device offline or in maintenance", &["reason"])
+        .unwrap()
+});
+pub static DETECT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "offsite_detect_seconds",
+        "Time to run the detector chain over one batch",
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
+    )
+    .unwrap()
+});
+pub static WARNING_LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "offsite_warning_latency_seconds",
+        "From the commit of a sample to its warning being published",
+        vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5]
+    )
+    .unwrap()
+});
+pub static QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("offsite_analytics_queue_depth", "Committed batches waiting for the detectors").unwrap()
+});
+pub static SAMPLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_analytics_samples_total", "Samples run through the detectors", &["outcome"]).unwrap()
+});
+
+/// A running analytics tier.
+pub struct Analytics {
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Analytics {
+    /// Starts analysing what arrives on `rx`; warning changes go to `live` (and, through the
+    /// store, to PostgreSQL NOTIFY for other processes).
+    pub async fn start(
+        store: Store,
+        chain: Chain,
+        cfg: LiveConfig,
+        rx: flume::Receiver<Committed>,
+        live: broadcast::Sender<WarningChange>,
+    ) -> Result<Self> {
+        LazyLock::force(&WARNINGS);
+        LazyLock::force(&INHIBITED);
+        LazyLock::force(&SAMPLES);
+        LazyLock::force(&DETECT_SECONDS);
+        LazyLock::force(&WARNING_LATENCY);
+        LazyLock::force(&QUEUE_DEPTH);
+        let mut engine = Engine::new(store, chain, cfg, live).await?;
+        let (stop, mut stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut idle = tokio::time::interval(engine.cfg.idle_every);
+            loop {
+                tokio::select! {
+                    m = rx.recv_async() => match m {
+                        Ok((at, rows)) => {
+                            QUEUE_DEPTH.set(rx.len() as i64);
+                            engine.process(at, rows).await;
+                        }
+                        Err(_) => break,
+                    },
+                    _ = idle.tick() => engine.idle().await,
+                    _ = async { let _ = stop_rx.wait_for(|v| *v).await; } => {
+                        while let Ok((at, rows)) = rx.try_recv() {
+                            engine.process(at, rows).await;
+                        }
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Self { task, stop })
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Engine {
+    store: Store,
+    chain: Chain,
+    cfg: LiveConfig,
+    live: broadcast::Sender<WarningChange>,
+    devices: HashMap<i32, (String, Option<String>)>,
+    metrics: HashMap<i32, String>,
+    metas: HashMap<SeriesKey, Arc<SeriesMeta>>,
+    recent: HashMap<SeriesKey, VecDeque<(DateTime<Utc>, f64)>>,
+    offline: HashSet<i32>,
+    /// Offline status has been read once (devices offline at start raise nothing).
+    status_known: bool,
+    rules_seen: Option<Vec<offsite_store::rules::Rule>>,
+    registry_loaded: Instant,
+    /// Device keys looked up and not found, with when.
+    missing: HashMap<i32, Instant>,
+}
+
+impl Engine {
+    async fn new(store: Store, chain: Chain, cfg: LiveConfig, live: broadcast::Sender<WarningChange>) -> Result<Self> {
+        let mut e = Self {
+            store,
+            chain,
+            cfg,
+            live,
+            devices: HashMap::new(),
+            metrics: HashMap::new(),
+            metas: HashMap::new(),
+            recent: HashMap::new(),
+            offline: HashSet::new(),
+            status_known: false,
+            rules_seen: None,
+            registry_loaded: Instant::now(),
+            missing: HashMap::new(),
+        };
+        e.load_registry().await?;
+        e.reload_rules().await;
+        Ok(e)
+    }
+
+    async fn load_registry(&mut self) -> Result<()> {
+        let (devices, _) = self.store.list_devices(1_000_000, 0).await?;
+        self.devices = devices.into_iter().map(|d| (d.key, (d.id, d.object_id))).collect();
+        self.metrics = self.store.metrics().await?.into_iter().map(|m| (m.id, m.key)).collect();
+        self.registry_loaded = Instant::now();
+        Ok(())
+    }
+
+    /// Rules are data: re-read them and hand them to the detectors when they changed.
+    async fn reload_rules(&mut self) {
+        match self.store.list_rules().await {
+            Ok(rules) => {
+                if self.rules_seen.as_ref() != Some(&rules) {
+                    info!(rules = rules.len(), "rules loaded");
+                    self.chain.set_rules(&rules);
+                    self.rules_seen = Some(rules);
+                }
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "loading rules"),
+        }
+    }
+
+    async fn meta(&mut self, key: SeriesKey) -> Option<Arc<SeriesMeta>> {
+        if let Some(m) = self.metas.get(&key) {
+            return Some(m.clone());
+        }
+        // Something added since the registry was loaded: look it up (a device by its key, the
+        // metric catalog whole), remembering misses for a while so unknown rows cannot turn into
+        // a query each.
+        if !self.devices.contains_key(&key.device) && self.missing.get(&key.device).is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            match self.store.device_by_key(key.device).await {
+                Ok(Some(d)) => {
+                    self.devices.insert(d.key, (d.id, d.object_id));
+                }
+                Ok(None) => {
+                    self.missing.insert(key.device, Instant::now());
+                }
+                Err(e) => warn!(error = %format!("{e:#}"), "looking up a device"),
+            }
+        }
+        if !self.metrics.contains_key(&key.metric) && self.registry_loaded.elapsed() > Duration::from_secs(1) {
+            if let Err(e) = self.load_registry().await {
+                warn!(error = %format!("{e:#}"), "loading the registry");
+            }
+        }
+        let (device_id, object_id) = self.devices.get(&key.device)?.clone();
+        let metric_key = self.metrics.get(&key.metric)?.clone();
+        let m = Arc::new(SeriesMeta { device_id, metric_key, object_id });
+        self.metas.insert(key, m.clone());
+        Some(m)
+    }
+
+    async fn process(&mut self, committed_at: Instant, rows: Vec<SampleRow>) {
+        let mut batch = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let key = SeriesKey { device: r.device_key, metric: r.metric_id };
+            let Some(meta) = self.meta(key).await else {
+                SAMPLES.with_label_values(&["unknown_series"]).inc();
+                continue;
+            };
+            batch.push(Observation { key, meta, ts: r.ts, value: r.value });
+        }
+        let t = Instant::now();
+        let outcomes = self.chain.observe(&batch);
+        DETECT_SECONDS.observe(t.elapsed().as_secs_f64());
+        SAMPLES.with_label_values(&["analysed"]).inc_by(batch.len() as u64);
+        for (o, out) in batch.iter().zip(outcomes) {
+            let recent = self.recent.entry(o.key).or_default();
+            recent.push_back((o.ts, o.value));
+            while recent.len() > self.cfg.evidence_samples {
+                recent.pop_front();
+            }
+            for (source, t) in out.transitions {
+                self.apply(&source, o, out.score, t, committed_at).await;
+            }
+        }
+    }
+
+    async fn apply(&mut self, source: &str, o: &Observation, score: f64, t: Transition, committed_at: Instant) {
+        let version = self.chain.detectors().find(|d| d.name() == source).map(|d| d.version().to_owned()).unwrap_or_default();
+        match t {
+            Transition::Raise { event, level, detail } => {
+                if self.offline.contains(&o.key.device) {
+                    INHIBITED.with_label_values(&["offline"]).inc();
+                    return;
+                }
+                match self.store.in_maintenance(&o.meta.device_id, o.meta.object_id.as_deref(), o.ts).await {
+                    Ok(true) => {
+                        INHIBITED.with_label_values(&["maintenance"]).inc();
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %format!("{e:#}"), "checking maintenance"),
+                }
+                let series: Vec<_> = self.recent.get(&o.key).map(|r| r.iter().map(|(t, v)| json!([t, v])).collect()).unwrap_or_default();
+                let evidence = json!({
+                    "detector": source,
+                    "version": version,
+                    "score": score,
+                    "value": o.value,
+                    "at": o.ts,
+                    "series": series,
+                });
+                let w = NewWarning {
+                    dedup_key: format!("{source}|{}|{}|{event}", o.meta.device_id, o.meta.metric_key),
+                    source: source.to_owned(),
+                    source_version: version,
+                    event,
+                    level,
+                    device_key: o.key.device,
+                    metric_id: Some(o.key.metric),
+                    object_id: o.meta.object_id.clone(),
+                    detail,
+                    score,
+                    at: o.ts,
+                    evidence,
+                    group_window: chrono::Duration::from_std(self.cfg.group_window).unwrap_or_default(),
+                };
+                self.upsert(w, Some(committed_at)).await;
+            }
+            Transition::Clear { event } => {
+                let key = format!("{source}|{}|{}|{event}", o.meta.device_id, o.meta.metric_key);
+                self.resolve(&key, o.ts).await;
+            }
+        }
+    }
+
+    async fn upsert(&mut self, w: NewWarning, committed_at: Option<Instant>) {
+        match self.store.upsert_warning(&w).await {
+            Ok(u) => {
+                let kind = if u.is_opened() { "opened" } else { "repeated" };
+                if let Upserted::Opened(rec) = &u {
+                    WARNINGS.with_label_values(&[&rec.level.get().to_string(), &rec.source]).inc();
+                }
+                let _ = self.live.send(WarningChange { id: u.record().id, kind: kind.into() });
+                if let (Some(t), true) = (committed_at, u.is_opened()) {
+                    WARNING_LATENCY.observe(t.elapsed().as_secs_f64());
+                }
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), key = %w.dedup_key, "storing a warning"),
+        }
+    }
+
+    async fn resolve(&mut self, key: &str, at: DateTime<Utc>) {
+        match self.store.resolve_warning(key, at, "cleared").await {
+            Ok(Some(rec)) => {
+                let _ = self.live.send(WarningChange { id: rec.id, kind: "resolved".into() });
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %format!("{e:#}"), key, "resolving a warning"),
+        }
+    }
+
+    /// Time-driven checks: data gaps, devices going offline or coming back, rule changes.
+    async fn idle(&mut self) {
+        let now = Utc::now();
+        for (source, key, meta, t) in self.chain.idle(now) {
+            let o = Observation { key, meta, ts: now, value: f64::NAN };
+            self.apply(&source, &o, 1.0, t, Instant::now()).await;
+        }
+        match self.store.offline_devices().await {
+            Ok(list) => {
+                let now_offline: HashSet<i32> = list.iter().map(|(k, _)| *k).collect();
+                if self.status_known {
+                    for (k, id) in &list {
+                        if !self.offline.contains(k) {
+                            self.device_offline(*k, id, now).await;
+                        }
+                    }
+                    for k in self.offline.difference(&now_offline).copied().collect::<Vec<_>>() {
+                        let id = self.devices.get(&k).map(|d| d.0.clone()).unwrap_or_default();
+                        self.resolve(&format!("health|{id}||offline"), now).await;
+                    }
+                }
+                self.offline = now_offline;
+                self.status_known = true;
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "reading device status"),
+        }
+        self.reload_rules().await;
+    }
+
+    async fn device_offline(&mut self, key: i32, id: &str, now: DateTime<Utc>) {
+        let object_id = self.devices.get(&key).and_then(|d| d.1.clone());
+        let w = NewWarning {
+            dedup_key: format!("health|{id}||offline"),
+            source: "health".into(),
+            source_version: "1".into(),
+            event: "offline".into(),
+            level: Level::BLUE,
+            device_key: key,
+            metric_id: None,
+            object_id,
+            detail: "设备离线 / device offline".into(),
+            score: 1.0,
+            at: now,
+            evidence: json!({ "detector": "health", "version": "1", "at": now }),
+            group_window: chrono::Duration::from_std(self.cfg.group_window).unwrap_or_default(),
+        };
+        self.upsert(w, None).await;
+    }
+}
