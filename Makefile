@@ -16,7 +16,7 @@ ORT_LIB := third_party/onnxruntime/libonnxruntime.so
 MODELS_VENV := models/.venv
 
 .DEFAULT_GOAL := build
-.PHONY: setup build demo test bench-ingest bench-broker bench-edge models clean
+.PHONY: setup build demo test bench-ingest bench-broker bench-edge bench-detect models clean
 
 setup:
 	bash scripts/setup.sh
@@ -25,6 +25,8 @@ build: setup
 	$(CARGO) build --release --locked -p offsite-cli
 	@if [ -f $(ORT_LIB) ]; then cp -f $(ORT_LIB) target/release/libonnxruntime.so; \
 	else echo "note: $(ORT_LIB) is missing; ONNX Runtime will not be found next to $(BIN)"; fi
+	@mkdir -p target/release/models/anomaly && \
+		cp -f models/anomaly/model.json models/anomaly/forecaster.onnx target/release/models/anomaly/
 
 demo: build
 	./$(BIN) demo $(DEMO_ARGS)
@@ -47,6 +49,9 @@ bench-broker: build
 
 bench-edge: build
 	./$(BIN) bench edge
+
+bench-detect: build
+	./$(BIN) bench detect --json
 
 # Regenerates models/anomaly/forecaster.onnx, model.json and reference.json from a fixed seed
 # (synthetic data only, about a minute on 2 cores). Deterministic: on the same CPU architecture it

@@ -18,6 +18,11 @@ pub trait Predictor: Send {
     fn version(&self) -> &str;
     /// `x` holds `rows` windows of `window()` normalised values, row-major; appends one forecast per row.
     fn predict(&mut self, x: &[f32], rows: usize, out: &mut Vec<f32>) -> anyhow::Result<()>;
+    /// Picks up a changed model file, if the predictor has one: `Some(Ok(version))` when a new
+    /// model is in use, `Some(Err(why))` when the new file was refused (the old one keeps running).
+    fn reload_if_changed(&mut self) -> Option<Result<String, String>> {
+        None
+    }
 }
 
 /// Forecasts "same as the last value": the fallback when no model is available.
@@ -131,6 +136,23 @@ impl Detector for AnomalyDetector {
         &self.name
     }
 
+    fn idle(&mut self, _now: chrono::DateTime<chrono::Utc>) -> Vec<(SeriesKey, std::sync::Arc<crate::SeriesMeta>, Transition)> {
+        let window = self.predictor.window();
+        match self.predictor.reload_if_changed() {
+            Some(Ok(version)) => {
+                tracing::info!(detector = %self.name, %version, "model reloaded");
+                self.version = version;
+                // A new window length makes the kept windows meaningless.
+                if self.predictor.window() != window {
+                    self.series.clear();
+                }
+            }
+            Some(Err(e)) => tracing::error!(detector = %self.name, error = %e, "changed model refused; the previous one keeps running"),
+            None => {}
+        }
+        Vec::new()
+    }
+
     fn version(&self) -> &str {
         &self.version
     }
@@ -242,4 +264,69 @@ fn mean_std(w: &VecDeque<f64>) -> (f64, f64) {
     let mean = w.iter().sum::<f64>() / n;
     let var = w.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
     (mean, var.sqrt().max(1e-6 * mean.abs().max(1.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::detector::SeriesMeta;
+
+    /// Scores a series through a fresh detector; returns the indexes where a warning was raised.
+    fn raises(values: &[f64]) -> Vec<usize> {
+        let mut d = AnomalyDetector::new(Box::new(LastValue { window: 64 }), AnomalyConfig::default());
+        let meta = Arc::new(SeriesMeta::default());
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut out = Vec::new();
+        let batch: Vec<Observation> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Observation {
+                key: SeriesKey { device: 1, metric: 1 },
+                meta: meta.clone(),
+                ts: t0 + chrono::Duration::minutes(i as i64),
+                value: *v,
+            })
+            .collect();
+        d.observe(&batch, &mut out);
+        assert_eq!(out.len(), values.len(), "one finding per sample");
+        assert!(out.iter().all(|f| (0.0..=1.0).contains(&f.score)));
+        out.iter().filter(|f| f.transition.is_some()).map(|f| f.index).collect()
+    }
+
+    /// A daily cycle with bounded noise (deterministic).
+    fn normal(n: usize) -> Vec<f64> {
+        (0..n).map(|i| 50.0 + 10.0 * (i as f64 / 288.0 * std::f64::consts::TAU).sin() + ((i * 7919) % 13) as f64 / 13.0).collect()
+    }
+
+    #[test]
+    fn quiet_on_a_regular_series() {
+        assert_eq!(raises(&normal(3000)), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn fires_on_a_spike_soon_after_it() {
+        let mut v = normal(3000);
+        v[2000] = 200.0;
+        let r = raises(&v);
+        assert!(r.first().is_some_and(|i| (2000..2005).contains(i)), "raised at {r:?}");
+    }
+
+    #[test]
+    fn fires_on_a_level_shift() {
+        let mut v = normal(3000);
+        for x in &mut v[2000..] {
+            *x += 40.0;
+        }
+        let r = raises(&v);
+        assert!(r.first().is_some_and(|i| (2000..2010).contains(i)), "raised at {r:?}");
+    }
+
+    #[test]
+    fn nothing_during_the_learning_period() {
+        let mut v = normal(400);
+        v[100] = 1e6;
+        assert!(raises(&v).iter().all(|i| *i > AnomalyConfig::default().likelihood.learning));
+    }
 }

@@ -34,11 +34,19 @@ pub struct LiveConfig {
     pub evidence_samples: usize,
     /// How often data gaps, offline devices and rule changes are checked.
     pub idle_every: Duration,
+    /// Receives, for every warning opened from a sample, the time from that sample's commit to
+    /// the warning being published (benchmarks).
+    pub latency_probe: Option<flume::Sender<Duration>>,
 }
 
 impl Default for LiveConfig {
     fn default() -> Self {
-        Self { group_window: Duration::from_secs(600), evidence_samples: 30, idle_every: Duration::from_secs(5) }
+        Self {
+            group_window: Duration::from_secs(600),
+            evidence_samples: 30,
+            idle_every: Duration::from_secs(5),
+            latency_probe: None,
+        }
     }
 }
 
@@ -303,6 +311,9 @@ impl Engine {
                 let _ = self.live.send(WarningChange { id: u.record().id, kind: kind.into() });
                 if let (Some(t), true) = (committed_at, u.is_opened()) {
                     WARNING_LATENCY.observe(t.elapsed().as_secs_f64());
+                    if let Some(p) = &self.cfg.latency_probe {
+                        let _ = p.try_send(t.elapsed());
+                    }
                 }
             }
             Err(e) => warn!(error = %format!("{e:#}"), key = %w.dedup_key, "storing a warning"),

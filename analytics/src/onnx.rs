@@ -66,6 +66,14 @@ pub struct OnnxForecaster {
     session: Session,
     card: ModelCard,
     path: PathBuf,
+    dir: PathBuf,
+    /// Modification times of the card and the model when loaded.
+    stamp: Option<(std::time::SystemTime, std::time::SystemTime)>,
+}
+
+fn stamp(dir: &Path, file: &str) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let m = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((m(dir.join("model.json"))?, m(dir.join(file))?))
 }
 
 impl OnnxForecaster {
@@ -91,7 +99,8 @@ impl OnnxForecaster {
         if !session.outputs().iter().any(|o| o.name() == card.output.name) {
             bail!("model {} has no output named {:?}", path.display(), card.output.name);
         }
-        Ok(Self { session, card, path })
+        let stamp = stamp(dir, &card.file);
+        Ok(Self { session, card, path, dir: dir.to_path_buf(), stamp })
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -114,6 +123,22 @@ impl Predictor for OnnxForecaster {
 
     fn version(&self) -> &str {
         &self.card.version
+    }
+
+    fn reload_if_changed(&mut self) -> Option<std::result::Result<String, String>> {
+        let now = stamp(&self.dir, &self.card.file);
+        if now == self.stamp {
+            return None;
+        }
+        // Whatever happens, do not retry the same files on every tick.
+        self.stamp = now;
+        match OnnxForecaster::load(&self.dir) {
+            Ok(new) => {
+                *self = new;
+                Some(Ok(self.card.version.clone()))
+            }
+            Err(e) => Some(Err(format!("{e:#}"))),
+        }
     }
 
     fn predict(&mut self, x: &[f32], rows: usize, out: &mut Vec<f32>) -> Result<()> {

@@ -84,3 +84,32 @@ fn corrupt_or_mismatched_models_are_refused_clearly() {
     // Missing card.
     assert!(OnnxForecaster::load(&dir.path().join("nowhere")).err().unwrap().to_string().contains("model.json"));
 }
+
+#[test]
+fn a_changed_model_is_picked_up_and_a_broken_one_leaves_the_old_running() {
+    runtime();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["model.json", "forecaster.onnx"] {
+        std::fs::copy(model_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    let mut m = OnnxForecaster::load(dir.path()).unwrap();
+    assert!(m.reload_if_changed().is_none(), "nothing changed");
+    let x = vec![0.5f32; m.window()];
+    let mut before = Vec::new();
+    m.predict(&x, 1, &mut before).unwrap();
+
+    // A new version of the card (same model bytes): picked up.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let card = std::fs::read_to_string(dir.path().join("model.json")).unwrap();
+    std::fs::write(dir.path().join("model.json"), card.replace("\"version\": \"1\"", "\"version\": \"2\"")).unwrap();
+    assert_eq!(m.reload_if_changed(), Some(Ok("2".to_owned())));
+
+    // A corrupt model file: refused, the loaded one keeps predicting the same.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(dir.path().join("forecaster.onnx"), b"garbage").unwrap();
+    assert!(matches!(m.reload_if_changed(), Some(Err(e)) if e.contains("does not match")));
+    assert!(m.reload_if_changed().is_none(), "a refused file is not retried every tick");
+    let mut after = Vec::new();
+    m.predict(&x, 1, &mut after).unwrap();
+    assert_eq!(before, after);
+}

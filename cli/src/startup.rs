@@ -90,11 +90,22 @@ struct Tiers {
     portal_addr: SocketAddr,
 }
 
+/// Optional instruments for benchmarks.
+#[derive(Default)]
+pub struct Hooks {
+    /// Commit-to-warning latency of every warning opened from a sample.
+    pub warning_latency: Option<flume::Sender<Duration>>,
+}
+
 impl AllInOne {
     pub async fn start(cfg: &Config) -> Result<Self> {
+        Self::start_with(cfg, Hooks::default()).await
+    }
+
+    pub async fn start_with(cfg: &Config, hooks: Hooks) -> Result<Self> {
         crate::assets::report();
         let db = Database::open(cfg).await?;
-        match Self::start_tiers(cfg, &db).await {
+        match Self::start_tiers(cfg, &db, hooks).await {
             Ok(t) => Ok(Self {
                 db,
                 broker: t.broker,
@@ -113,7 +124,7 @@ impl AllInOne {
         }
     }
 
-    async fn start_tiers(cfg: &Config, db: &Database) -> Result<Tiers> {
+    async fn start_tiers(cfg: &Config, db: &Database, hooks: Hooks) -> Result<Tiers> {
         let store = db.store.clone();
         let pki = pki(cfg)?;
         let internal = offsite_broker::internal_password(&cfg.data_dir)?;
@@ -132,6 +143,7 @@ impl AllInOne {
             let live_cfg = LiveConfig {
                 group_window: Duration::from_secs(cfg.analytics.group_window_s),
                 evidence_samples: cfg.analytics.evidence_samples,
+                latency_probe: hooks.warning_latency,
                 ..LiveConfig::default()
             };
             let chain = crate::detectors::live_chain();

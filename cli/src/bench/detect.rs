@@ -23,6 +23,12 @@ pub struct Args {
     /// Samples per series measured (after a warm-up that fills windows and learning periods).
     #[arg(long, default_value_t = 200)]
     steps: usize,
+    /// Devices publishing the steady background load during the latency measurement.
+    #[arg(long, default_value_t = 20)]
+    devices: usize,
+    /// Seconds of the latency measurement.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
     /// Accepted for symmetry; the JSON line is always printed last.
     #[arg(long)]
     json: bool,
@@ -52,10 +58,106 @@ impl Predictor for Timed {
     }
 }
 
-pub async fn run(a: Args) -> Result<()> {
-    let out = tokio::task::spawn_blocking(move || measure(&a)).await??;
+pub async fn run(base: crate::configuration::Config, a: Args) -> Result<()> {
+    let a = Arc::new(a);
+    let a2 = a.clone();
+    let mut out = tokio::task::spawn_blocking(move || measure(&a2)).await??;
+    let live = latency(base, &a).await?;
+    if let (Some(o), Some(l)) = (out.as_object_mut(), live.as_object()) {
+        o.extend(l.clone());
+    }
     println!("{out}");
     Ok(())
+}
+
+/// Commit-to-warning latency on the live stream: the all-in-one platform under a steady load of
+/// devices over MQTT/TLS, one device repeatedly crossing a rule's threshold and coming back.
+async fn latency(base: crate::configuration::Config, a: &Args) -> Result<serde_json::Value> {
+    use offsite_edge_agent::{DeviceLink, Endpoint, LinkOptions};
+    use offsite_store::rules::NewRule;
+    use offsite_wire::{MetricKey, Sample};
+
+    let dir = super::support::scratch_dir("detect")?;
+    let mut cfg = base;
+    cfg.data_dir = dir.path().to_path_buf();
+    cfg.database.url = None;
+    cfg.broker.tls_listen = Some(format!("127.0.0.1:{}", super::support::free_port()?).parse()?);
+    cfg.broker.plain_listen = Some(format!("127.0.0.1:{}", super::support::free_port()?).parse()?);
+    cfg.portal.listen = "127.0.0.1:0".parse()?;
+    let (probe_tx, probe_rx) = flume::unbounded();
+    let p = crate::startup::AllInOne::start_with(&cfg, crate::startup::Hooks { warning_latency: Some(probe_tx) }).await?;
+    let r = async {
+        let store = &p.db.store;
+        store
+            .insert_rule(&NewRule {
+                name: "bench 超限".into(),
+                scope: Scope { metric: Some("pm10".into()), ..Scope::default() },
+                level: Level::ORANGE,
+                condition: Condition::Threshold { above: Some(1000.0), below: None, for_s: 0, hysteresis: 0.0 },
+                item: None,
+                enabled: true,
+            })
+            .await?;
+        let endpoint = Endpoint { host: "localhost".into(), port: p.broker.tls_addr().expect("tls").port() };
+        let mut links = Vec::new();
+        for i in 0..=a.devices {
+            let (_, creds) = offsite_broker::provision(store, &p.pki, &format!("bench-detect-{i}"), None).await?;
+            links.push(Arc::new(DeviceLink::connect(&creds, &endpoint, LinkOptions::default(), None)?));
+        }
+        // Rules are re-read on the analytics tier's idle tick.
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        let pm10 = MetricKey::parse("pm10")?;
+        let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mut tasks = Vec::new();
+        for (i, l) in links.iter().enumerate().skip(1) {
+            let (l, running, pm10) = (l.clone(), running.clone(), pm10.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut ms = Utc::now().timestamp_millis() - 3_600_000;
+                while running.load(Ordering::Relaxed) {
+                    let samples: Vec<Sample> = (0..100)
+                        .map(|k| {
+                            ms += 1;
+                            let ts = chrono::DateTime::from_timestamp_millis(ms).expect("valid");
+                            Sample { ts, metric: pm10.clone(), value: 50.0 + ((i + k) % 7) as f64 }
+                        })
+                        .collect();
+                    let _ = l.publish(samples).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }));
+        }
+        let injector = links[0].clone();
+        let start = Instant::now();
+        let mut ms = Utc::now().timestamp_millis() - 3_600_000;
+        let mut injected = 0;
+        while start.elapsed() < std::time::Duration::from_secs(a.duration) {
+            for v in [5000.0, 10.0] {
+                ms += 1000;
+                let ts = chrono::DateTime::from_timestamp_millis(ms).expect("valid");
+                injector.publish(vec![Sample { ts, metric: pm10.clone(), value: v }]).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            injected += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        running.store(false, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        let mut lat: Vec<f64> = probe_rx.try_iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        let background = a.devices as f64 * 1000.0;
+        eprintln!("  latency: {} warnings from {injected} crossings under ~{background} samples/s background", lat.len());
+        anyhow::Ok(json!({
+            "warnings_measured": lat.len(),
+            "crossings": injected,
+            "background_samples_per_sec": background,
+            "warning_latency_p50_ms": round(super::support::percentile(&mut lat, 50.0), 1),
+            "warning_latency_p99_ms": round(super::support::percentile(&mut lat, 99.0), 1),
+        }))
+    }
+    .await;
+    p.stop().await?;
+    r
 }
 
 fn measure(a: &Args) -> Result<serde_json::Value> {

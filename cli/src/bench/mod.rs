@@ -28,6 +28,6 @@ pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Ingest(a) => ingest::run(cfg, a).await,
         BenchCommand::Broker(a) => broker::run(cfg, a).await,
         BenchCommand::Edge(a) => edge::run(cfg, a).await,
-        BenchCommand::Detect(a) => detect::run(a).await,
+        BenchCommand::Detect(a) => detect::run(cfg, a).await,
     }
 }
