@@ -157,7 +157,7 @@ impl AllInOne {
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
         let portal_addr = listener.local_addr()?;
         let (stop_portal, mut stop_rx) = watch::channel(false);
-        let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store), async move {
+        let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_live(live.clone()), async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
         Ok(Tiers { broker, pki, live, ingest, analytics, portal, stop_portal, portal_addr })

@@ -50,6 +50,22 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message, message_zh)
     }
 
+    /// 422: the request was well-formed but its content is not acceptable (an invalid rule, a
+    /// silence that ends before it starts).
+    pub fn unprocessable(message: impl Into<Cow<'static, str>>, message_zh: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message, message_zh)
+    }
+
+    /// 409: the request conflicts with the resource's current state (resolving a resolved warning).
+    pub fn conflict(message: impl Into<Cow<'static, str>>, message_zh: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message, message_zh)
+    }
+
+    /// 503: a dependency of this endpoint is not available in this process.
+    pub fn unavailable(message: impl Into<Cow<'static, str>>, message_zh: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, message_zh)
+    }
+
     /// A generic 500. Callers log the cause before building this (see the `From` impl).
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error", "服务器内部错误")
@@ -67,6 +83,12 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => {
                 Self::new(status, "payload_too_large", "request body too large", "请求体过大")
             }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                status,
+                "unsupported_media_type",
+                "the request body must be JSON (Content-Type: application/json)",
+                "请求体必须是 JSON（Content-Type: application/json）",
+            ),
             StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
                 Self::new(status, "timeout", "the request took too long", "请求处理超时")
             }

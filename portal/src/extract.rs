@@ -1,7 +1,9 @@
 //! Extractors whose rejections are our JSON errors instead of axum's plain-text ones.
 
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Json, Path, Query, Request};
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -48,6 +50,46 @@ where
                 Err(ApiError::bad_request(format!("invalid path: {detail}"), format!("路径参数无效：{detail}")))
             }
         }
+    }
+}
+
+/// Like [`Json`], but every rejection is our JSON error: malformed JSON is a 400, JSON of the wrong
+/// shape (missing field, unknown variant, out-of-range value) a 422, a missing or wrong
+/// `Content-Type` a 415 and an oversized body a 413. The message names the problem.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(json_rejection(e)),
+        }
+    }
+}
+
+fn json_rejection(e: JsonRejection) -> ApiError {
+    // axum's texts only echo what the client sent (serde's path and problem, line and column).
+    let detail = e.body_text();
+    match e {
+        JsonRejection::JsonDataError(_) => {
+            ApiError::unprocessable(format!("invalid request body: {detail}"), format!("请求体内容无效：{detail}"))
+        }
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::bad_request(format!("malformed JSON: {detail}"), format!("请求体不是有效的 JSON：{detail}"))
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        other => match other.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE),
+            s if s.is_server_error() => anyhow::anyhow!("reading a JSON body: {detail}").into(),
+            s => ApiError::new(s, "bad_request", format!("unreadable request body: {detail}"), "无法读取请求体"),
+        },
     }
 }
 

@@ -1,8 +1,10 @@
-//! The portal: the read-only HTTP API the web UI and operators use, plus `/healthz` and
-//! `/metrics`. Every response outside `/metrics` is JSON, errors included.
+//! The portal: the HTTP API the web UI and operators use (devices, series, warnings and their
+//! live stream, rules, silences, maintenance windows), plus `/healthz` and `/metrics`. Every
+//! response outside `/metrics` and the SSE stream is JSON, errors included.
 
 pub mod error;
 pub mod extract;
+pub mod live;
 pub mod routes;
 pub mod time;
 
@@ -17,10 +19,11 @@ use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
-use offsite_store::Store;
+use offsite_store::{Store, WarningChange};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -28,10 +31,13 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, ApiResult};
 
-/// The API only reads; nothing legitimate sends a large body.
+/// Request bodies are small JSON documents (a rule, a silence); nothing legitimate sends more.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
-/// Longer than any sane series query; bounds how long graceful shutdown can wait.
+/// Longer than any sane series query; bounds how long graceful shutdown can wait. It bounds the time
+/// to the response head only, so it does not cut SSE streams (they end on shutdown instead).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`serve`] waits for its own warnings listener before accepting requests anyway.
+pub const LIVE_CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -52,11 +58,44 @@ pub struct AppState {
     /// False once shutdown has begun, so `/healthz` turns load balancers away while in-flight
     /// requests finish.
     pub ready: Arc<AtomicBool>,
+    /// Live warning changes; `None` until [`AppState::with_live`] or [`serve`] provides them.
+    live: Option<broadcast::Sender<WarningChange>>,
+    /// Turns true when shutdown begins, so long-lived responses (SSE) end and graceful shutdown
+    /// does not wait on them forever.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl AppState {
     pub fn new(store: Store) -> Self {
-        Self { store, ready: Arc::new(AtomicBool::new(true)) }
+        Self { store, ready: Arc::new(AtomicBool::new(true)), live: None, closing: Arc::new(watch::channel(false).0) }
+    }
+
+    /// Uses an in-process feed of warning changes (the all-in-one process passes the one its
+    /// detectors publish to) instead of listening on the database.
+    pub fn with_live(mut self, tx: broadcast::Sender<WarningChange>) -> Self {
+        self.live = Some(tx);
+        self
+    }
+
+    /// The live feed, if one is set.
+    pub fn live(&self) -> Option<&broadcast::Sender<WarningChange>> {
+        self.live.as_ref()
+    }
+
+    /// A receiver of live warning changes; `None` without a live feed.
+    pub fn subscribe_changes(&self) -> Option<broadcast::Receiver<WarningChange>> {
+        self.live.as_ref().map(broadcast::Sender::subscribe)
+    }
+
+    /// Marks the app not ready and ends open SSE streams.
+    pub fn begin_shutdown(&self) {
+        self.set_ready(false);
+        self.closing.send_replace(true);
+    }
+
+    /// Watches for [`AppState::begin_shutdown`].
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -77,6 +116,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}", get(routes::devices::get))
         .route("/api/v1/metrics", get(routes::devices::metric_catalog))
         .route("/api/v1/series", get(routes::series::series))
+        .route("/api/v1/warnings", get(routes::warnings::list))
+        .route("/api/v1/warnings/stream", get(routes::warnings::stream))
+        .route("/api/v1/warnings/{id}", get(routes::warnings::get))
+        .route("/api/v1/warnings/{id}/resolve", post(routes::warnings::resolve))
+        .route("/api/v1/rules", get(routes::rules::list).post(routes::rules::create))
+        .route("/api/v1/rules/{id}", get(routes::rules::get).put(routes::rules::update).delete(routes::rules::delete))
+        .route("/api/v1/silences", get(routes::silences::list_silences).post(routes::silences::create_silence))
+        .route("/api/v1/silences/{id}", delete(routes::silences::expire_silence))
+        .route(
+            "/api/v1/maintenance",
+            get(routes::silences::list_maintenance).post(routes::silences::create_maintenance),
+        )
         .fallback(not_found)
         // `Router::layer` wraps each route after matching, so the metrics middleware sees
         // `MatchedPath`. The last layer added is the outermost: tracing sees everything, the
@@ -91,19 +142,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, marks the app not ready and lets
-/// in-flight requests finish (each bounded by [`REQUEST_TIMEOUT`]).
+/// Serves until `shutdown` resolves, then stops accepting, marks the app not ready, ends SSE
+/// streams and lets in-flight requests finish (each bounded by [`REQUEST_TIMEOUT`]).
+///
+/// Without a live feed ([`AppState::with_live`]) it starts its own warnings listener for the
+/// lifetime of the server, and waits up to [`LIVE_CONNECT_WAIT`] for it before serving, so that
+/// changes made right after startup reach the streams.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let addr = listener.local_addr().context("portal listener address")?;
+    let (state, _listener_task) = if state.live.is_some() {
+        (state, None)
+    } else {
+        let tx = live::channel();
+        let (task, mut connected) = live::spawn_listener(state.store.clone(), tx.clone());
+        if tokio::time::timeout(LIVE_CONNECT_WAIT, connected.wait_for(|c| *c)).await.is_err() {
+            tracing::warn!("warnings listener not connected yet; live streams start once it is");
+        }
+        (state.with_live(tx), Some(live::AbortOnDrop(task)))
+    };
     tracing::info!(%addr, "portal listening");
     let app = router(state.clone());
     let signal = async move {
         shutdown.await;
-        state.set_ready(false);
+        state.begin_shutdown();
         tracing::info!("portal shutting down");
     };
     axum::serve(listener, app).with_graceful_shutdown(signal).await.context("serving the portal")?;

@@ -82,6 +82,8 @@ CREATE TABLE warnings (
     resolved_at     timestamptz,
     resolution      text CHECK (resolution IN ('cleared', 'manual', 'expired')),
     resolved_by     text,
+    -- Why a person resolved it by hand.
+    resolution_note text,
     silenced_by     bigint REFERENCES silences (id),
     evidence        jsonb NOT NULL DEFAULT '{}',
     CHECK (last_seen >= first_seen),

@@ -67,6 +67,7 @@ pub struct WarningRecord {
     pub resolved_at: Option<DateTime<Utc>>,
     pub resolution: Option<String>,
     pub resolved_by: Option<String>,
+    pub resolution_note: Option<String>,
     pub silenced_by: Option<i64>,
     pub evidence: serde_json::Value,
 }
@@ -208,7 +209,7 @@ pub struct MaintenanceRecord {
 
 const SELECT: &str = "SELECT w.id, w.dedup_key, w.source, w.source_version, w.event, w.level, w.device_key, \
      d.id AS device_id, w.metric_id, m.key AS metric_key, w.object_id, w.group_id, w.detail, w.score, w.first_seen, \
-     w.last_seen, w.count, w.resolved_at, w.resolution, w.resolved_by, w.silenced_by, w.evidence \
+     w.last_seen, w.count, w.resolved_at, w.resolution, w.resolved_by, w.resolution_note, w.silenced_by, w.evidence \
      FROM warnings w JOIN devices d ON d.key = w.device_key LEFT JOIN metrics m ON m.id = w.metric_id";
 
 // $1 dedup_key, $2 source, $3 source_version, $4 event, $5 level, $6 device_key, $7 metric_id,
@@ -368,24 +369,27 @@ impl Store {
         self.finish_resolve(tx, id).await
     }
 
-    /// Resolves warning `id` if it is open (`None` if there is no such open warning), recording who.
+    /// Resolves warning `id` if it is open (`None` if there is no such open warning), recording who
+    /// and why.
     pub async fn resolve_warning_by_id(
         &self,
         id: i64,
         at: DateTime<Utc>,
         resolution: &str,
         resolved_by: Option<&str>,
+        note: Option<&str>,
     ) -> Result<Option<WarningRecord>> {
         check_resolution(resolution)?;
         let mut tx = self.pool.begin().await?;
         let id: Option<i64> = sqlx::query_scalar(
-            "UPDATE warnings SET resolved_at = $2, resolution = $3, resolved_by = $4 \
+            "UPDATE warnings SET resolved_at = $2, resolution = $3, resolved_by = $4, resolution_note = $5 \
              WHERE id = $1 AND resolved_at IS NULL RETURNING id",
         )
         .bind(id)
         .bind(at)
         .bind(resolution)
         .bind(resolved_by)
+        .bind(note)
         .fetch_optional(&mut *tx)
         .await?;
         self.finish_resolve(tx, id).await

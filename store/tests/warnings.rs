@@ -151,9 +151,10 @@ async fn a_resolved_warning_is_reopened_as_a_new_one() -> Result<()> {
     assert_eq!(b.count, 1);
     assert_eq!(s.warning(a.id).await?.unwrap().count, 1, "the resolved one is left as it was");
 
-    let m = s.resolve_warning_by_id(b.id, t + Duration::seconds(90), "manual", Some("op1")).await?.unwrap();
+    let m = s.resolve_warning_by_id(b.id, t + Duration::seconds(90), "manual", Some("op1"), Some("现场已整改")).await?.unwrap();
+    assert_eq!(m.resolution_note.as_deref(), Some("现场已整改"));
     assert_eq!((m.resolution.as_deref(), m.resolved_by.as_deref()), (Some("manual"), Some("op1")));
-    assert!(s.resolve_warning_by_id(b.id, t + Duration::seconds(91), "manual", None).await?.is_none());
+    assert!(s.resolve_warning_by_id(b.id, t + Duration::seconds(91), "manual", None, None).await?.is_none());
     assert!(s.warning(999_999).await?.is_none());
     Ok(())
 }

@@ -1,4 +1,7 @@
 pub mod devices;
 pub mod health;
 pub mod metrics;
+pub mod rules;
 pub mod series;
+pub mod silences;
+pub mod warnings;
