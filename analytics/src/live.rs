@@ -144,6 +144,8 @@ struct Engine {
     metas: HashMap<SeriesKey, Arc<SeriesMeta>>,
     recent: HashMap<SeriesKey, VecDeque<(DateTime<Utc>, f64)>>,
     offline: HashSet<i32>,
+    /// Devices online at the last check.
+    online: HashSet<i32>,
     /// Offline status has been read once (devices offline at start raise nothing).
     status_known: bool,
     rules_seen: Option<Vec<offsite_store::rules::Rule>>,
@@ -164,6 +166,7 @@ impl Engine {
             metas: HashMap::new(),
             recent: HashMap::new(),
             offline: HashSet::new(),
+            online: HashSet::new(),
             status_known: false,
             rules_seen: None,
             registry_loaded: Instant::now(),
@@ -257,8 +260,17 @@ impl Engine {
         match t {
             Transition::Raise { event, level, detail } => {
                 if self.offline.contains(&o.key.device) {
-                    INHIBITED.with_label_values(&["offline"]).inc();
-                    return;
+                    // The set is refreshed on the idle tick; a device that has just come back may
+                    // already be online: ask before inhibiting.
+                    match self.store.device_by_key(o.key.device).await {
+                        Ok(Some(d)) if d.online => {
+                            self.offline.remove(&o.key.device);
+                        }
+                        _ => {
+                            INHIBITED.with_label_values(&["offline"]).inc();
+                            return;
+                        }
+                    }
                 }
                 match self.store.in_maintenance(&o.meta.device_id, o.meta.object_id.as_deref(), o.ts).await {
                     Ok(true) => {
@@ -341,8 +353,9 @@ impl Engine {
             Ok(list) => {
                 let now_offline: HashSet<i32> = list.iter().map(|(k, _)| *k).collect();
                 if self.status_known {
+                    // Only a device seen online goes offline (a newly provisioned one has never been).
                     for (k, id) in &list {
-                        if !self.offline.contains(k) {
+                        if self.online.contains(k) {
                             self.device_offline(*k, id, now).await;
                         }
                     }
@@ -350,6 +363,12 @@ impl Engine {
                         let id = self.devices.get(&k).map(|d| d.0.clone()).unwrap_or_default();
                         self.resolve(&format!("health|{id}||offline"), now).await;
                     }
+                }
+                match self.store.device_keys().await {
+                    Ok(keys) => {
+                        self.online = keys.iter().filter(|(_, k, revoked)| !revoked && !now_offline.contains(k)).map(|(_, k, _)| *k).collect();
+                    }
+                    Err(e) => warn!(error = %format!("{e:#}"), "reading device keys"),
                 }
                 self.offline = now_offline;
                 self.status_known = true;
@@ -360,6 +379,11 @@ impl Engine {
     }
 
     async fn device_offline(&mut self, key: i32, id: &str, now: DateTime<Utc>) {
+        if !self.devices.contains_key(&key) {
+            if let Ok(Some(d)) = self.store.device_by_key(key).await {
+                self.devices.insert(d.key, (d.id, d.object_id));
+            }
+        }
         let object_id = self.devices.get(&key).and_then(|d| d.1.clone());
         let w = NewWarning {
             dedup_key: format!("health|{id}||offline"),

@@ -9,7 +9,6 @@ use offsite_analytics::live::{Analytics, LiveConfig};
 use offsite_broker::{BrokerBuilder, BrokerHandle, Pki};
 use offsite_ingest::{Incoming, Ingest, LinkSource};
 use offsite_store::embedded::{EmbeddedOptions, EmbeddedPostgres, DATABASE};
-use offsite_store::warnings::WarningChange;
 use offsite_store::Store;
 use tokio::sync::{broadcast, watch};
 use tracing::info;
@@ -70,8 +69,6 @@ pub struct AllInOne {
     pub broker: BrokerHandle,
     pub pki: Pki,
     pub portal_addr: SocketAddr,
-    /// Warning changes as they happen (in-process; other processes use PostgreSQL NOTIFY).
-    pub live: broadcast::Sender<WarningChange>,
     ingest: Ingest,
     analytics: Option<Analytics>,
     portal: tokio::task::JoinHandle<Result<()>>,
@@ -82,7 +79,6 @@ pub struct AllInOne {
 struct Tiers {
     broker: BrokerHandle,
     pki: Pki,
-    live: broadcast::Sender<WarningChange>,
     ingest: Ingest,
     analytics: Option<Analytics>,
     portal: tokio::task::JoinHandle<Result<()>>,
@@ -111,7 +107,6 @@ impl AllInOne {
                 broker: t.broker,
                 pki: t.pki,
                 portal_addr: t.portal_addr,
-                live: t.live,
                 ingest: t.ingest,
                 analytics: t.analytics,
                 portal: t.portal,
@@ -160,7 +155,7 @@ impl AllInOne {
         let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_live(live.clone()), async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
-        Ok(Tiers { broker, pki, live, ingest, analytics, portal, stop_portal, portal_addr })
+        Ok(Tiers { broker, pki, ingest, analytics, portal, stop_portal, portal_addr })
     }
 
     pub async fn stop(self) -> Result<()> {
