@@ -124,7 +124,7 @@ pub struct FileResult {
 pub fn run(chain: &mut Chain, files: &[InputFile], mut progress: impl FnMut(u64)) -> Vec<FileResult> {
     let metas: Vec<Arc<SeriesMeta>> = files
         .iter()
-        .map(|f| Arc::new(SeriesMeta { device_id: "backtest".into(), metric_key: f.relative.display().to_string(), object_id: None }))
+        .map(|f| Arc::new(SeriesMeta { device_id: "backtest".into(), metric_key: f.relative.display().to_string(), object_id: None, class: None }))
         .collect();
     let mut results: Vec<FileResult> =
         files.iter().map(|f| FileResult { scores: Vec::with_capacity(f.parsed.len()), warnings: Vec::with_capacity(f.parsed.len()) }).collect();

@@ -20,6 +20,20 @@ pub struct SeriesMeta {
     pub metric_key: String,
     /// The regulated object (site) the device belongs to.
     pub object_id: Option<String>,
+    /// The device's class (kind of monitor).
+    pub class: Option<String>,
+}
+
+impl SeriesMeta {
+    /// What rule scopes are matched against.
+    pub fn target(&self) -> offsite_store::rules::Target<'_> {
+        offsite_store::rules::Target {
+            device_id: &self.device_id,
+            object_id: self.object_id.as_deref(),
+            class: self.class.as_deref(),
+            metric_key: &self.metric_key,
+        }
+    }
 }
 
 /// One sample as detectors see it.

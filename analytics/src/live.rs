@@ -134,12 +134,26 @@ impl Analytics {
     }
 }
 
+/// What the engine keeps of a device.
+#[derive(Debug, Clone)]
+struct DeviceInfo {
+    id: String,
+    object: Option<String>,
+    class: Option<String>,
+}
+
+impl From<offsite_store::DeviceRecord> for DeviceInfo {
+    fn from(d: offsite_store::DeviceRecord) -> Self {
+        Self { id: d.id, object: d.object_id, class: d.class }
+    }
+}
+
 struct Engine {
     store: Store,
     chain: Chain,
     cfg: LiveConfig,
     live: broadcast::Sender<WarningChange>,
-    devices: HashMap<i32, (String, Option<String>)>,
+    devices: HashMap<i32, DeviceInfo>,
     metrics: HashMap<i32, String>,
     metas: HashMap<SeriesKey, Arc<SeriesMeta>>,
     recent: HashMap<SeriesKey, VecDeque<(DateTime<Utc>, f64)>>,
@@ -179,7 +193,7 @@ impl Engine {
 
     async fn load_registry(&mut self) -> Result<()> {
         let (devices, _) = self.store.list_devices(1_000_000, 0).await?;
-        self.devices = devices.into_iter().map(|d| (d.key, (d.id, d.object_id))).collect();
+        self.devices = devices.into_iter().map(|d| (d.key, DeviceInfo::from(d))).collect();
         self.metrics = self.store.metrics().await?.into_iter().map(|m| (m.id, m.key)).collect();
         self.registry_loaded = Instant::now();
         Ok(())
@@ -209,7 +223,7 @@ impl Engine {
         if !self.devices.contains_key(&key.device) && self.missing.get(&key.device).is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             match self.store.device_by_key(key.device).await {
                 Ok(Some(d)) => {
-                    self.devices.insert(d.key, (d.id, d.object_id));
+                    self.devices.insert(d.key, DeviceInfo::from(d));
                 }
                 Ok(None) => {
                     self.missing.insert(key.device, Instant::now());
@@ -222,9 +236,9 @@ impl Engine {
                 warn!(error = %format!("{e:#}"), "loading the registry");
             }
         }
-        let (device_id, object_id) = self.devices.get(&key.device)?.clone();
+        let DeviceInfo { id: device_id, object: object_id, class } = self.devices.get(&key.device)?.clone();
         let metric_key = self.metrics.get(&key.metric)?.clone();
-        let m = Arc::new(SeriesMeta { device_id, metric_key, object_id });
+        let m = Arc::new(SeriesMeta { device_id, metric_key, object_id, class });
         self.metas.insert(key, m.clone());
         Some(m)
     }
@@ -360,7 +374,7 @@ impl Engine {
                         }
                     }
                     for k in self.offline.difference(&now_offline).copied().collect::<Vec<_>>() {
-                        let id = self.devices.get(&k).map(|d| d.0.clone()).unwrap_or_default();
+                        let id = self.devices.get(&k).map(|d| d.id.clone()).unwrap_or_default();
                         self.resolve(&format!("health|{id}||offline"), now).await;
                     }
                 }
@@ -381,10 +395,10 @@ impl Engine {
     async fn device_offline(&mut self, key: i32, id: &str, now: DateTime<Utc>) {
         if !self.devices.contains_key(&key) {
             if let Ok(Some(d)) = self.store.device_by_key(key).await {
-                self.devices.insert(d.key, (d.id, d.object_id));
+                self.devices.insert(d.key, DeviceInfo::from(d));
             }
         }
-        let object_id = self.devices.get(&key).and_then(|d| d.1.clone());
+        let object_id = self.devices.get(&key).and_then(|d| d.object.clone());
         let w = NewWarning {
             dedup_key: format!("health|{id}||offline"),
             source: "health".into(),

@@ -73,7 +73,7 @@ impl RuleDetector {
 }
 
 fn applicable<'a>(rules: &'a [Rule], meta: &'a SeriesMeta) -> impl Iterator<Item = usize> + 'a {
-    rules.iter().enumerate().filter(|(_, r)| r.scope.matches(&meta.device_id, meta.object_id.as_deref(), &meta.metric_key)).map(|(i, _)| i)
+    rules.iter().enumerate().filter(|(_, r)| r.scope.matches(meta.target())).map(|(i, _)| i)
 }
 
 impl Detector for RuleDetector {
@@ -227,7 +227,7 @@ mod tests {
     use crate::detector::Level;
 
     fn meta(device: &str, metric: &str) -> Arc<SeriesMeta> {
-        Arc::new(SeriesMeta { device_id: device.into(), metric_key: metric.into(), object_id: Some("site1".into()) })
+        Arc::new(SeriesMeta { device_id: device.into(), metric_key: metric.into(), object_id: Some("site1".into()), class: Some("dust-monitor".into()) })
     }
 
     fn rule(id: i64, condition: Condition) -> Rule {
@@ -274,15 +274,25 @@ mod tests {
     #[test]
     fn scope_limits_which_series_a_rule_sees() {
         let mut r = rule(2, Condition::Threshold { above: Some(1.0), below: None, for_s: 0, hysteresis: 0.0 });
-        r.scope = Scope { device: None, object: Some("site1".into()), metric: Some("noise".into()) };
+        r.scope = Scope { object: Some("site1".into()), metric: Some("noise".into()), ..Scope::default() };
         let mut d = RuleDetector::new(vec![r]);
         assert!(run(&mut d, &meta("d1", "pm10"), &[(0, 5.0)]).is_empty());
         assert_eq!(run(&mut d, &meta("d2", "noise"), &[(0, 5.0)]), vec![(0, "raise")]);
-        let other_site = Arc::new(SeriesMeta { device_id: "d3".into(), metric_key: "noise".into(), object_id: None });
+        let other_site = Arc::new(SeriesMeta { device_id: "d3".into(), metric_key: "noise".into(), object_id: None, class: None });
         let batch = [Observation { key: SeriesKey { device: 3, metric: 2 }, meta: other_site, ts: Utc::now(), value: 5.0 }];
         let mut out = Vec::new();
         d.observe(&batch, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_class_scope_covers_every_device_of_that_kind() {
+        let mut r = rule(6, Condition::Threshold { above: Some(1.0), below: None, for_s: 0, hysteresis: 0.0 });
+        r.scope = Scope { class: Some("dust-monitor".into()), ..Scope::default() };
+        let mut d = RuleDetector::new(vec![r]);
+        assert_eq!(run(&mut d, &meta("d7", "pm10"), &[(0, 5.0)]), vec![(0, "raise")]);
+        let other = Arc::new(SeriesMeta { device_id: "d8".into(), metric_key: "pm10".into(), object_id: None, class: Some("camera".into()) });
+        assert!(run(&mut d, &other, &[(0, 5.0)]).is_empty());
     }
 
     #[test]

@@ -112,6 +112,7 @@ async fn load_or_provision(store: &Store, p: &AllInOne, dir: &Path, n: usize) ->
     while kept.len() < n {
         let name = format!("演示工地监测仪 {:03}", kept.len() + 1);
         let (_, creds) = offsite_broker::provision(store, &p.pki, &name, Some(format!("demo-site-{:02}", kept.len() % 10 + 1))).await?;
+        store.set_device_class(&creds.device_id, Some("dust-monitor")).await?;
         kept.push(creds);
     }
     kept.truncate(n);

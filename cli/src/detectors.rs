@@ -34,14 +34,16 @@ pub fn live_chain() -> Chain {
     Chain::new(detectors)
 }
 
-/// The chain called `name`, or the default chain; returns the name results are filed under.
+/// The chain called `name`, or the default chain (what `offsite up` runs: the rule detector, which
+/// has no rules offline, and the ONNX anomaly detector, required here); returns the name results
+/// are filed under.
 pub fn build(name: Option<&str>) -> Result<(String, Chain)> {
     let cfg = AnomalyConfig::default();
-    let d: Box<dyn Detector> = match name {
-        None | Some("anomaly-onnx") => Box::new(onnx_anomaly(cfg)?),
-        Some("anomaly-naive") => Box::new(AnomalyDetector::new(Box::new(LastValue { window: 64 }), cfg)),
+    let detectors: Vec<Box<dyn Detector>> = match name {
+        None => vec![Box::new(RuleDetector::default()), Box::new(onnx_anomaly(cfg)?)],
+        Some("anomaly-onnx") => vec![Box::new(onnx_anomaly(cfg)?)],
+        Some("anomaly-naive") => vec![Box::new(AnomalyDetector::new(Box::new(LastValue { window: 64 }), cfg))],
         Some(other) => bail!("unknown detector {other:?}; known: {}", NAMES.join(", ")),
     };
-    let label = name.unwrap_or("offsite").to_owned();
-    Ok((label, Chain::new(vec![d])))
+    Ok((name.unwrap_or("offsite").to_owned(), Chain::new(detectors)))
 }

@@ -21,6 +21,9 @@ pub enum DeviceCommand {
         /// Regulated object the device belongs to.
         #[arg(long)]
         object: Option<String>,
+        /// Kind of device, e.g. `dust-monitor` (rules can cover a whole class).
+        #[arg(long)]
+        class: Option<String>,
         /// Write the credential bundle (JSON) to this file (mode 0600) instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -76,9 +79,17 @@ pub async fn run(cfg: Config, cmd: DeviceCommand) -> Result<()> {
 async fn run_with(cfg: &Config, db: &Database, cmd: DeviceCommand) -> Result<()> {
     let store = &db.store;
     match cmd {
-        DeviceCommand::Add { name, object, out } => {
+        DeviceCommand::Add { name, object, class, out } => {
+            if let Some(c) = &class {
+                if c.is_empty() || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+                    bail!("--class must be 1-64 characters of A-Z a-z 0-9 _ . -");
+                }
+            }
             let pki = startup::pki(cfg)?;
             let (rec, creds) = offsite_broker::provision(store, &pki, &name, object).await?;
+            if class.is_some() {
+                store.set_device_class(&creds.device_id, class.as_deref()).await?;
+            }
             emit(&creds, out)?;
             eprintln!("provisioned device {} ({}); credentials are shown only once", rec.id, rec.name);
         }

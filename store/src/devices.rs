@@ -23,6 +23,8 @@ pub struct DeviceRecord {
     pub key: i32,
     pub name: String,
     pub object_id: Option<String>,
+    /// Kind of device (e.g. `dust-monitor`), which rules can be scoped to.
+    pub class: Option<String>,
     pub cert_serial: Option<String>,
     pub cert_not_after: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -40,7 +42,7 @@ pub struct DeviceAuth {
     pub revoked: bool,
 }
 
-const SELECT: &str = "SELECT d.id, d.key, d.name, d.object_id, d.cert_serial, d.cert_not_after, d.created_at, \
+const SELECT: &str = "SELECT d.id, d.key, d.name, d.object_id, d.class, d.cert_serial, d.cert_not_after, d.created_at, \
      d.rotated_at, d.revoked_at, coalesce(s.online, false) AS online, s.last_seen \
      FROM devices d LEFT JOIN device_status s ON s.device_key = d.key";
 
@@ -69,6 +71,12 @@ impl Store {
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// Sets (or clears) a device's class; false if there is no such device.
+    pub async fn set_device_class(&self, id: &DeviceId, class: Option<&str>) -> Result<bool> {
+        let r = sqlx::query("UPDATE devices SET class = $2 WHERE id = $1").bind(id.as_str()).bind(class).execute(&self.pool).await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// A device by its compact key (as stored with samples).

@@ -76,15 +76,28 @@ pub struct Scope {
     /// A regulated object (site): every device of it.
     #[serde(default)]
     pub object: Option<String>,
+    /// A device class: every device of that kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
     #[serde(default)]
     pub metric: Option<String>,
 }
 
+/// What a scope is matched against: one series' device, its object and class, and the metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub device_id: &'a str,
+    pub object_id: Option<&'a str>,
+    pub class: Option<&'a str>,
+    pub metric_key: &'a str,
+}
+
 impl Scope {
-    pub fn matches(&self, device_id: &str, object_id: Option<&str>, metric_key: &str) -> bool {
-        self.device.as_deref().is_none_or(|d| d == device_id)
-            && self.object.as_deref().is_none_or(|o| object_id == Some(o))
-            && self.metric.as_deref().is_none_or(|k| k == metric_key)
+    pub fn matches(&self, t: Target<'_>) -> bool {
+        self.device.as_deref().is_none_or(|d| d == t.device_id)
+            && self.object.as_deref().is_none_or(|o| t.object_id == Some(o))
+            && self.class.as_deref().is_none_or(|c| t.class == Some(c))
+            && self.metric.as_deref().is_none_or(|k| k == t.metric_key)
     }
 }
 

@@ -313,7 +313,7 @@ async fn rules_crud_validates_and_notifies() -> Result<()> {
     let mut l = s.listen(&[RULES_CHANNEL]).await?;
     let new = NewRule {
         name: "PM10 over 150".into(),
-        scope: Scope { device: None, object: Some("site1".into()), metric: Some("pm10".into()) },
+        scope: Scope { object: Some("site1".into()), metric: Some("pm10".into()), ..Scope::default() },
         level: Level::ORANGE,
         condition: threshold(Some(150.0)),
         item: Some("ENV-001".into()),

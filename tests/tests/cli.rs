@@ -11,12 +11,17 @@ use serde_json::Value;
 #[tokio::test]
 async fn device_add_list_rotate_revoke() -> Result<()> {
     let site = Site::new().await?;
-    let out = site.command(&["device", "add", "扬尘监测仪 1号", "--object", "site-7"]).stdout(Stdio::piped()).output()?;
+    let out = site
+        .command(&["device", "add", "扬尘监测仪 1号", "--object", "site-7", "--class", "dust-monitor"])
+        .stdout(Stdio::piped())
+        .output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let creds: DeviceCredentials = serde_json::from_slice(&out.stdout)?;
     assert!(creds.cert_pem.contains("BEGIN CERTIFICATE") && creds.key_pem.contains("PRIVATE KEY"));
     let rec = site.db.store.device(&creds.device_id).await?.expect("stored");
     assert_eq!((rec.name.as_str(), rec.object_id.as_deref()), ("扬尘监测仪 1号", Some("site-7")));
+    assert_eq!(rec.class.as_deref(), Some("dust-monitor"));
+    assert!(!site.command(&["device", "add", "x", "--class", "bad class"]).status()?.success());
     // Only the digest is stored.
     let stored: Vec<u8> = sqlx::query_scalar("SELECT token_sha256 FROM devices WHERE id = $1").bind(creds.device_id.as_str()).fetch_one(site.db.store.pool()).await?;
     assert_eq!(stored, offsite_broker::token_digest(&creds.token).to_vec());

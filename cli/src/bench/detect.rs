@@ -187,7 +187,7 @@ fn measure(a: &Args) -> Result<serde_json::Value> {
     ]);
     let mut chain = Chain::new(vec![Box::new(rules), Box::new(anomaly)]);
     let metas: Vec<Arc<SeriesMeta>> = (0..a.series)
-        .map(|i| Arc::new(SeriesMeta { device_id: format!("d{}", i / 4), metric_key: format!("m{}", i % 4), object_id: None }))
+        .map(|i| Arc::new(SeriesMeta { device_id: format!("d{}", i / 4), metric_key: format!("m{}", i % 4), object_id: None, class: None }))
         .collect();
     let t0 = Utc::now() - Duration::days(1);
     let warmup = 64 + AnomalyConfig::default().likelihood.learning + 10;

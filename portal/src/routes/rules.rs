@@ -18,7 +18,7 @@ use crate::routes::devices::Page;
 use crate::AppState;
 
 const FIELDS: [&str; 6] = ["name", "scope", "level", "condition", "item", "enabled"];
-const SCOPE_FIELDS: [&str; 3] = ["device", "object", "metric"];
+const SCOPE_FIELDS: [&str; 4] = ["device", "object", "class", "metric"];
 
 /// The fields each condition kind takes, besides `kind`.
 fn condition_fields(kind: &str) -> Option<&'static [&'static str]> {
@@ -87,6 +87,7 @@ pub fn parse_rule(body: Value) -> ApiResult<NewRule> {
     for (name, v) in [
         ("scope.device", &rule.scope.device),
         ("scope.object", &rule.scope.object),
+        ("scope.class", &rule.scope.class),
         ("scope.metric", &rule.scope.metric),
         ("item", &rule.item),
     ] {
