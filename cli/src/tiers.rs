@@ -54,10 +54,30 @@ pub async fn ingest(cfg: Config) -> Result<()> {
         },
         queue_tx,
     );
-    let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, None).await?;
-    info!(broker = %format!("{}:{}", m.host, m.port), "ingest running");
+    // The analytics tier runs beside ingest on what it commits; warnings reach portals in other
+    // processes through PostgreSQL NOTIFY. (Several ingest replicas would split a series' samples
+    // between them: keyed distribution is the scale-out issue's.)
+    let (tap, analytics) = if cfg.analytics.enabled {
+        let (tap_tx, tap_rx) = flume::bounded(cfg.analytics.queue_capacity.max(1));
+        let (live, _) = tokio::sync::broadcast::channel(1024);
+        let live_cfg = offsite_analytics::live::LiveConfig {
+            group_window: std::time::Duration::from_secs(cfg.analytics.group_window_s),
+            evidence_samples: cfg.analytics.evidence_samples,
+            ..Default::default()
+        };
+        let chain = crate::detectors::live_chain();
+        let a = offsite_analytics::live::Analytics::start(db.store.clone(), chain, live_cfg, tap_rx, live).await?;
+        (Some(tap_tx), Some(a))
+    } else {
+        (None, None)
+    };
+    let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, tap).await?;
+    info!(broker = %format!("{}:{}", m.host, m.port), analytics = analytics.is_some(), "ingest running");
     shutdown_signal().await;
     ingest.shutdown().await;
+    if let Some(a) = analytics {
+        a.shutdown().await;
+    }
     db.close().await
 }
 
