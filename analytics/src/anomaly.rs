@@ -95,6 +95,8 @@ struct SeriesState {
     likelihood: Likelihood,
     /// Samples left in the quiet period after a raise.
     quiet: usize,
+    /// A raised warning has not been cleared yet.
+    raised: bool,
     /// Range seen so far, for "never seen before" values.
     min: f64,
     max: f64,
@@ -169,6 +171,7 @@ impl Detector for AnomalyDetector {
                 window: VecDeque::with_capacity(w + 1),
                 likelihood: Likelihood::new(self.cfg.likelihood),
                 quiet: 0,
+                raised: false,
                 min: f64::INFINITY,
                 max: f64::NEG_INFINITY,
                 seen: 0,
@@ -239,17 +242,26 @@ impl Detector for AnomalyDetector {
             if novel {
                 score = 1.0;
             }
-            if st.quiet > 0 {
+            let quiet = st.quiet > 0;
+            if quiet {
                 st.quiet -= 1;
                 score = 0.0;
             }
-            let transition = if score >= self.cfg.raise_at {
+            let transition = if quiet {
+                None
+            } else if score >= self.cfg.raise_at {
+                // Raised again if still anomalous after the quiet period (the open warning's
+                // counter goes up), else the warning clears.
                 st.quiet = self.cfg.refractory;
+                st.raised = true;
                 Some(Transition::Raise {
                     event: "anomaly".into(),
                     level: self.cfg.level,
                     detail: format!("score {score:.3}"),
                 })
+            } else if st.raised {
+                st.raised = false;
+                Some(Transition::Clear { event: "anomaly".into() })
             } else {
                 None
             };
@@ -292,7 +304,30 @@ mod tests {
         d.observe(&batch, &mut out);
         assert_eq!(out.len(), values.len(), "one finding per sample");
         assert!(out.iter().all(|f| (0.0..=1.0).contains(&f.score)));
-        out.iter().filter(|f| f.transition.is_some()).map(|f| f.index).collect()
+        out.iter().filter(|f| matches!(f.transition, Some(Transition::Raise { .. }))).map(|f| f.index).collect()
+    }
+
+    #[test]
+    fn a_raised_anomaly_clears_once_the_series_is_normal_again() {
+        let mut v = normal(3000);
+        v[2000] = 200.0;
+        let mut d = AnomalyDetector::new(Box::new(LastValue { window: 64 }), AnomalyConfig::default());
+        let meta = Arc::new(SeriesMeta::default());
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let batch: Vec<Observation> = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| Observation { key: SeriesKey { device: 1, metric: 1 }, meta: meta.clone(), ts: t0 + chrono::Duration::minutes(i as i64), value: *x })
+            .collect();
+        let mut out = Vec::new();
+        d.observe(&batch, &mut out);
+        let kinds: Vec<(usize, bool)> = out
+            .iter()
+            .filter_map(|f| f.transition.as_ref().map(|t| (f.index, matches!(t, Transition::Raise { .. }))))
+            .collect();
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert!(kinds[0].1 && !kinds[1].1, "raise then clear: {kinds:?}");
+        assert_eq!(kinds[1].0 - kinds[0].0, AnomalyConfig::default().refractory + 1, "cleared right after the quiet period");
     }
 
     /// A daily cycle with bounded noise (deterministic).

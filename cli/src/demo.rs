@@ -40,6 +40,7 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
 
 async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>) -> Result<()> {
     let fleet = load_or_provision(&p.db.store, p, &cfg.data_dir.join("demo"), cfg.demo.devices).await?;
+    seed_rules(&p.db.store).await?;
     let port = p.broker.tls_addr().context("the demo needs the TLS device listener (broker.tls_listen)")?.port();
     let agent_cfg = fleet_agent(cfg, &fleet, port)?;
     // In-process: the agent's metrics land in the platform's registry, so /metrics on the portal
@@ -93,6 +94,34 @@ fn fleet_agent(cfg: &Config, fleet: &[DeviceCredentials], port: u16) -> Result<A
         queue: QueueSection { max_bytes: 8 << 20, ..QueueSection::default() },
         devices,
     })
+}
+
+/// Typical construction-site rules, so the demo raises warnings within a minute (only into an
+/// empty rule table: an operator's edits are kept).
+async fn seed_rules(store: &Store) -> Result<()> {
+    use offsite_store::rules::{Condition, Level, NewRule, Scope};
+    if !store.list_rules().await?.is_empty() {
+        return Ok(());
+    }
+    let dust = Scope { class: Some("dust-monitor".into()), ..Scope::default() };
+    let rules = [
+        ("PM10 持续超标 (>150 μg/m³, 20 s)", "pm10", Level::ORANGE, 150.0, 20, 10.0),
+        ("噪声超标 (>80 dB(A), 10 s)", "noise", Level::YELLOW, 80.0, 10, 3.0),
+    ];
+    for (name, metric, level, above, for_s, hysteresis) in rules {
+        store
+            .insert_rule(&NewRule {
+                name: name.into(),
+                scope: Scope { metric: Some(metric.into()), ..dust.clone() },
+                level,
+                condition: Condition::Threshold { above: Some(above), below: None, for_s, hysteresis },
+                item: None,
+                enabled: true,
+            })
+            .await?;
+    }
+    info!(rules = rules.len(), "demo rules added");
+    Ok(())
 }
 
 /// Reuses the fleet's credentials from earlier runs while the registry still knows the devices.

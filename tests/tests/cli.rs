@@ -100,6 +100,9 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
         assert!(text.contains(&format!("offsite_edge_queue_depth{{device=\"{id}\"}}")), "no queue gauge for {id}");
         assert!(dir.path().join("demo/agent").join(id).join("queue").is_dir(), "no disk queue for {id}");
     }
+    // The demo comes with rules, so warnings appear without setting anything up.
+    let rules: Value = reqwest::get(format!("{base}/api/v1/rules")).await?.json().await?;
+    assert_eq!(rules["items"].as_array().map(Vec::len), Some(2), "{rules}");
     assert_eq!(demo.terminate(Duration::from_secs(30))?, Some(0));
     assert!(!pg_running(dir.path()), "demo stops the PostgreSQL it started");
     Ok(())
