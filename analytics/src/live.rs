@@ -42,7 +42,7 @@ pub struct LiveConfig {
 impl Default for LiveConfig {
     fn default() -> Self {
         Self {
-            group_window: Duration::from_secs(600),
+            group_window: Duration::from_secs(30),
             evidence_samples: 30,
             idle_every: Duration::from_secs(5),
             latency_probe: None,

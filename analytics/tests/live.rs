@@ -118,8 +118,8 @@ async fn threshold_warning_dedups_resolves_and_groups() -> Result<()> {
     assert_eq!(r.open().await?.len(), 1);
 
     // Same object within the group window: same group; another object: its own.
-    r.send(b, t(3), 300.0);
-    r.send(c, t(3), 300.0);
+    r.send(b, t(0) + chrono::Duration::seconds(10), 300.0);
+    r.send(c, t(0) + chrono::Duration::seconds(10), 300.0);
     r.settle().await;
     let open = r.open().await?;
     assert_eq!(open.len(), 3);

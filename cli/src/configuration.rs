@@ -119,7 +119,7 @@ pub struct AnalyticsConfig {
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
-        Self { enabled: true, queue_capacity: 1000, group_window_s: 600, evidence_samples: 30 }
+        Self { enabled: true, queue_capacity: 1000, group_window_s: 30, evidence_samples: 30 }
     }
 }
 
