@@ -2,6 +2,7 @@
 //! live stream, rules, silences, maintenance windows), plus `/healthz` and `/metrics`. Every
 //! response outside `/metrics` and the SSE stream is JSON, errors included.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod live;
@@ -112,6 +113,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/metrics", get(routes::metrics::metrics))
+        .route("/api/v1/auth/login", post(routes::auth::login))
+        .route("/api/v1/auth/logout", post(routes::auth::logout))
+        .route("/api/v1/auth/me", get(routes::auth::me))
+        .route("/api/v1/auth/password", post(routes::auth::change_password))
+        .route("/api/v1/auth/tokens", post(routes::auth::create_token))
+        .route("/api/v1/auth/tokens/{id}", delete(routes::auth::revoke_token))
+        .route("/api/v1/users", get(routes::auth::list_users).post(routes::auth::create_user))
+        .route("/api/v1/users/{id}/roles", axum::routing::put(routes::auth::set_roles))
+        .route("/api/v1/users/{id}/password", post(routes::auth::reset_password))
+        .route("/api/v1/users/{id}/disabled", axum::routing::put(routes::auth::set_disabled))
         .route("/api/v1/devices", get(routes::devices::list))
         .route("/api/v1/devices/{id}", get(routes::devices::get))
         .route("/api/v1/metrics", get(routes::devices::metric_catalog))
@@ -171,7 +182,11 @@ pub async fn serve(
         state.begin_shutdown();
         tracing::info!("portal shutting down");
     };
-    axum::serve(listener, app).with_graceful_shutdown(signal).await.context("serving the portal")?;
+    // Connection info gives handlers the client address (login throttling, audit).
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(signal)
+        .await
+        .context("serving the portal")?;
     tracing::info!("portal stopped");
     Ok(())
 }

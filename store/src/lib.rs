@@ -1,6 +1,7 @@
 //! Storage: the one migration stream, the pool, the embedded PostgreSQL launcher and the typed
 //! queries every tier calls. No other crate writes SQL against these tables.
 
+pub mod auth;
 pub mod commands;
 pub mod devices;
 pub mod embedded;

@@ -1,3 +1,4 @@
+pub mod auth;
 pub mod devices;
 pub mod health;
 pub mod metrics;
