@@ -22,6 +22,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub portal: PortalConfig,
     pub analytics: AnalyticsConfig,
+    pub auth: AuthConfig,
     /// How a tier running as its own process reaches the broker's internal listener.
     pub internal_mqtt: InternalMqttConfig,
     pub demo: DemoConfig,
@@ -37,6 +38,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             portal: PortalConfig::default(),
             analytics: AnalyticsConfig::default(),
+            auth: AuthConfig::default(),
             internal_mqtt: InternalMqttConfig::default(),
             demo: DemoConfig::default(),
             log: LogConfig::default(),
@@ -123,6 +125,16 @@ impl Default for AnalyticsConfig {
     }
 }
 
+/// Accounts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Password of the first administrator (`admin`), used only when the database has no users
+    /// yet. Unset: asked on the terminal, or without one generated and written to
+    /// `<data_dir>/secrets/initial-admin.pass`. There is no default password.
+    pub initial_admin_password: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LogConfig {
@@ -150,7 +162,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "internal_mqtt", "demo", "log"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "log"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));

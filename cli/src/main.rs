@@ -1,6 +1,8 @@
 //! `offsite`: the non-site supervision platform in one binary.
 
+mod accounts;
 mod assets;
+mod audit_cmd;
 mod backtest_cmd;
 mod bench;
 mod configuration;
@@ -46,6 +48,9 @@ enum Command {
     /// Provision and manage devices.
     #[command(subcommand)]
     Device(device_cmd::DeviceCommand),
+    /// The audit trail: `offsite audit verify` checks its hash chain against the anchors.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Run the edge agent (sensors -> disk queue -> platform) described by `--config FILE`.
     ///
     /// The file names each device's credentials and sources; see deploy/edge-agent.example.toml.
@@ -84,6 +89,7 @@ fn main() -> Result<()> {
             Command::Up => tiers::up(cfg).await,
             Command::Demo(args) => demo::run(cfg, args).await,
             Command::Device(c) => device_cmd::run(cfg, c).await,
+            Command::Audit(c) => audit_cmd::run(cfg, c).await,
             Command::EdgeAgent(_) => unreachable!("handled before the platform configuration is read"),
             Command::Broker => tiers::broker(cfg).await,
             Command::Ingest => tiers::ingest(cfg).await,

@@ -101,6 +101,10 @@ impl AllInOne {
     pub async fn start_with(cfg: &Config, hooks: Hooks) -> Result<Self> {
         crate::assets::report();
         let db = Database::open(cfg).await?;
+        if let Err(e) = crate::accounts::ensure_first_admin(cfg, &db.store).await {
+            db.close().await.ok();
+            return Err(e);
+        }
         match Self::start_tiers(cfg, &db, hooks).await {
             Ok(t) => Ok(Self {
                 db,

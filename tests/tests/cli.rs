@@ -128,3 +128,44 @@ fn help_everywhere() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
 }
+
+/// The first run creates the first administrator from the configured password, or generates one
+/// into a private file; never a built-in default.
+#[tokio::test]
+async fn first_administrator_from_config_or_generated() -> Result<()> {
+    let login = |site: &Site, password: String| {
+        let url = site.http("/api/v1/auth/login");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"username": "admin", "password": password}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    let site = Site::new().await?;
+    let mut up = site.command(&["up"]);
+    up.env("OFFSITE_AUTH__INITIAL_ADMIN_PASSWORD", "First#Chief2026");
+    let mut p = Proc(up.spawn()?);
+    wait_healthy(&site, Duration::from_secs(60)).await?;
+    assert_eq!(login(&site, "First#Chief2026".into()).await?, 200);
+    assert_eq!(login(&site, "Demo@2026".into()).await?, 401, "no default password");
+    p.terminate(Duration::from_secs(20))?;
+
+    let site = Site::new().await?;
+    let _p = site.spawn(&["up"])?;
+    wait_healthy(&site, Duration::from_secs(60)).await?;
+    let file = site.dir.path().join("secrets/initial-admin.pass");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file)?.permissions().mode() & 0o777, 0o600);
+    let generated = std::fs::read_to_string(&file)?;
+    assert_eq!(login(&site, generated).await?, 200);
+
+    // A weak configured password is refused at start, with a reason.
+    let site = Site::new().await?;
+    let out = site.command(&["up"]).env("OFFSITE_AUTH__INITIAL_ADMIN_PASSWORD", "admin").stderr(Stdio::piped()).output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+    Ok(())
+}

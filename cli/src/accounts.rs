@@ -1,0 +1,92 @@
+//! The first administrator on an empty database, and the demo's accounts.
+
+use std::io::IsTerminal;
+
+use anyhow::{bail, Context, Result};
+use offsite_store::auth::{check_password_policy, NewUser, Role};
+use offsite_store::Store;
+use tracing::info;
+
+use crate::configuration::Config;
+use crate::device_cmd::write_secret;
+
+pub const FIRST_ADMIN: &str = "admin";
+
+/// With no users yet, creates `admin` (system and security administrator, so that it can create
+/// the other accounts). Its password comes from the configuration, else the terminal, else it is
+/// generated and written to a private file; never a built-in default.
+pub async fn ensure_first_admin(cfg: &Config, store: &Store) -> Result<()> {
+    if store.user_count().await? > 0 {
+        return Ok(());
+    }
+    let (password, source) = match &cfg.auth.initial_admin_password {
+        Some(p) => (p.clone(), "configuration".to_owned()),
+        None if std::io::stdin().is_terminal() => (prompt()?, "terminal".to_owned()),
+        None => {
+            let p = generated();
+            let file = cfg.data_dir.join("secrets").join("initial-admin.pass");
+            write_secret(&file, p.as_bytes())?;
+            (p, format!("generated into {}", file.display()))
+        }
+    };
+    if let Err(e) = check_password_policy(FIRST_ADMIN, &password) {
+        bail!("the first administrator's password is refused: {} / {}", e.en, e.zh);
+    }
+    store
+        .insert_user(&NewUser {
+            username: FIRST_ADMIN.into(),
+            display_name: "系统管理员".into(),
+            password,
+            roles: vec![Role::SystemAdmin, Role::SecurityAdmin],
+            department_id: None,
+            region_codes: vec![],
+            must_change_password: false,
+        })
+        .await?;
+    info!(user = FIRST_ADMIN, password_from = %source, "first administrator created");
+    eprintln!("first administrator `{FIRST_ADMIN}` created (password: {source}) / 已创建首个管理员账号 {FIRST_ADMIN}");
+    Ok(())
+}
+
+fn prompt() -> Result<String> {
+    eprintln!("No accounts yet. Choose the password of the first administrator `{FIRST_ADMIN}`.");
+    eprintln!("尚无账号，请设置首个管理员 {FIRST_ADMIN} 的密码（至少 8 位，含大写、小写、数字、符号中的三类）。");
+    loop {
+        let a = rpassword::prompt_password("password / 密码: ").context("reading the password")?;
+        if let Err(e) = check_password_policy(FIRST_ADMIN, &a) {
+            eprintln!("{} / {}", e.en, e.zh);
+            continue;
+        }
+        let b = rpassword::prompt_password("again / 再次输入: ").context("reading the password")?;
+        if a == b {
+            return Ok(a);
+        }
+        eprintln!("the two entries differ / 两次输入不一致");
+    }
+}
+
+/// 20 random characters that satisfy the policy.
+fn generated() -> String {
+    use rand::Rng;
+    const SETS: [&[u8]; 4] = [b"ABCDEFGHJKLMNPQRSTUVWXYZ", b"abcdefghijkmnopqrstuvwxyz", b"23456789", b"@#%+=!"];
+    let mut rng = rand::rng();
+    let mut out: Vec<u8> = SETS.iter().map(|s| s[rng.random_range(0..s.len())]).collect();
+    let all: Vec<u8> = SETS.concat();
+    out.extend((0..16).map(|_| all[rng.random_range(0..all.len())]));
+    // Shuffle so the class order is not predictable.
+    for i in (1..out.len()).rev() {
+        out.swap(i, rng.random_range(0..=i));
+    }
+    String::from_utf8(out).expect("ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_passwords_meet_the_policy() {
+        for _ in 0..100 {
+            let p = super::generated();
+            assert!(offsite_store::auth::check_password_policy("admin", &p).is_ok(), "{p}");
+        }
+    }
+}
