@@ -37,6 +37,8 @@ pub struct LiveConfig {
     /// Receives, for every warning opened from a sample, the time from that sample's commit to
     /// the warning being published (benchmarks).
     pub latency_probe: Option<flume::Sender<Duration>>,
+    /// Where warnings opened and resolved are recorded as system changes.
+    pub audit: Option<offsite_store::AuditLog>,
 }
 
 impl Default for LiveConfig {
@@ -46,6 +48,7 @@ impl Default for LiveConfig {
             evidence_samples: 30,
             idle_every: Duration::from_secs(5),
             latency_probe: None,
+            audit: None,
         }
     }
 }
@@ -327,12 +330,20 @@ impl Engine {
         }
     }
 
+
     async fn upsert(&mut self, w: NewWarning, committed_at: Option<Instant>) {
         match self.store.upsert_warning(&w).await {
             Ok(u) => {
                 let kind = if u.is_opened() { "opened" } else { "repeated" };
                 if let Upserted::Opened(rec) = &u {
                     WARNINGS.with_label_values(&[&rec.level.get().to_string(), &rec.source]).inc();
+                    record_audit(
+                        self.cfg.audit.clone(),
+                        offsite_store::AuditEvent::system("analytics", "warning.open", "warning")
+                            .id(rec.id.to_string())
+                            .after(json!({"dedup_key": rec.dedup_key, "level": rec.level, "detail": rec.detail})),
+                    )
+                    .await;
                 }
                 let _ = self.live.send(WarningChange { id: u.record().id, kind: kind.into() });
                 if let (Some(t), true) = (committed_at, u.is_opened()) {
@@ -350,6 +361,13 @@ impl Engine {
         match self.store.resolve_warning(key, at, "cleared").await {
             Ok(Some(rec)) => {
                 let _ = self.live.send(WarningChange { id: rec.id, kind: "resolved".into() });
+                record_audit(
+                        self.cfg.audit.clone(),
+                    offsite_store::AuditEvent::system("analytics", "warning.resolve", "warning")
+                        .id(rec.id.to_string())
+                        .after(json!({"resolution": rec.resolution})),
+                )
+                .await;
             }
             Ok(None) => {}
             Err(e) => warn!(error = %format!("{e:#}"), key, "resolving a warning"),
@@ -415,5 +433,15 @@ impl Engine {
             group_window: chrono::Duration::from_std(self.cfg.group_window).unwrap_or_default(),
         };
         self.upsert(w, None).await;
+    }
+}
+
+/// Appends a system change to the audit trail, if there is one. (A free function: the engine
+/// itself is not `Sync`, so it must not be borrowed across the await.)
+async fn record_audit(audit: Option<offsite_store::AuditLog>, ev: offsite_store::AuditEvent) {
+    if let Some(a) = audit {
+        if let Err(e) = a.record_nowait(ev).await {
+            warn!(error = %format!("{e:#}"), "audit trail unavailable");
+        }
     }
 }

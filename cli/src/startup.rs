@@ -9,7 +9,8 @@ use offsite_analytics::live::{Analytics, LiveConfig};
 use offsite_broker::{BrokerBuilder, BrokerHandle, Pki};
 use offsite_ingest::{Incoming, Ingest, LinkSource};
 use offsite_store::embedded::{EmbeddedOptions, EmbeddedPostgres, DATABASE};
-use offsite_store::Store;
+use offsite_store::audit::{anchors_path, DEFAULT_ANCHOR_EVERY};
+use offsite_store::{AuditLog, Store};
 use tokio::sync::{broadcast, watch};
 use tracing::info;
 
@@ -69,6 +70,7 @@ pub struct AllInOne {
     pub broker: BrokerHandle,
     pub pki: Pki,
     pub portal_addr: SocketAddr,
+    pub audit: AuditLog,
     ingest: Ingest,
     analytics: Option<Analytics>,
     portal: tokio::task::JoinHandle<Result<()>>,
@@ -77,6 +79,7 @@ pub struct AllInOne {
 
 /// What `start_tiers` brings up besides the database.
 struct Tiers {
+    audit: AuditLog,
     broker: BrokerHandle,
     pki: Pki,
     ingest: Ingest,
@@ -111,6 +114,7 @@ impl AllInOne {
                 broker: t.broker,
                 pki: t.pki,
                 portal_addr: t.portal_addr,
+                audit: t.audit,
                 ingest: t.ingest,
                 analytics: t.analytics,
                 portal: t.portal,
@@ -125,6 +129,8 @@ impl AllInOne {
 
     async fn start_tiers(cfg: &Config, db: &Database, hooks: Hooks) -> Result<Tiers> {
         let store = db.store.clone();
+        // Writes the start anchor of the audit chain.
+        let audit = AuditLog::start(store.clone(), Some(anchors_path(&cfg.data_dir)), DEFAULT_ANCHOR_EVERY);
         let pki = pki(cfg)?;
         let internal = offsite_broker::internal_password(&cfg.data_dir)?;
         let mut builder = BrokerBuilder::new(&cfg.broker, &pki, store.clone(), internal)?;
@@ -143,6 +149,7 @@ impl AllInOne {
                 group_window: Duration::from_secs(cfg.analytics.group_window_s),
                 evidence_samples: cfg.analytics.evidence_samples,
                 latency_probe: hooks.warning_latency,
+                audit: Some(audit.clone()),
                 ..LiveConfig::default()
             };
             let chain = crate::detectors::live_chain();
@@ -156,10 +163,10 @@ impl AllInOne {
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
         let portal_addr = listener.local_addr()?;
         let (stop_portal, mut stop_rx) = watch::channel(false);
-        let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_live(live.clone()), async move {
+        let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_live(live.clone()).with_audit(audit.clone()), async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
-        Ok(Tiers { broker, pki, ingest, analytics, portal, stop_portal, portal_addr })
+        Ok(Tiers { audit, broker, pki, ingest, analytics, portal, stop_portal, portal_addr })
     }
 
     pub async fn stop(self) -> Result<()> {
@@ -171,6 +178,8 @@ impl AllInOne {
         if let Some(a) = self.analytics {
             let _ = tokio::time::timeout(Duration::from_secs(10), a.shutdown()).await;
         }
+        // Commits what is queued and writes the last anchor, while the database is still there.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.audit.shutdown()).await;
         // The broker goes with this process, and every device connection with it.
         self.db.store.mark_all_offline().await.ok();
         self.db.close().await

@@ -1,6 +1,6 @@
 //! `up` and the one-tier-per-process subcommands.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use offsite_broker::BrokerBuilder;
 use offsite_ingest::{Incoming, Ingest, MqttSource, MqttSourceConfig};
 use tracing::info;
@@ -57,12 +57,14 @@ pub async fn ingest(cfg: Config) -> Result<()> {
     // The analytics tier runs beside ingest on what it commits; warnings reach portals in other
     // processes through PostgreSQL NOTIFY. (Several ingest replicas would split a series' samples
     // between them: keyed distribution is the scale-out issue's.)
+    let audit = audit_log(&cfg, &db.store);
     let (tap, analytics) = if cfg.analytics.enabled {
         let (tap_tx, tap_rx) = flume::bounded(cfg.analytics.queue_capacity.max(1));
         let (live, _) = tokio::sync::broadcast::channel(1024);
         let live_cfg = offsite_analytics::live::LiveConfig {
             group_window: std::time::Duration::from_secs(cfg.analytics.group_window_s),
             evidence_samples: cfg.analytics.evidence_samples,
+            audit: Some(audit.clone()),
             ..Default::default()
         };
         let chain = crate::detectors::live_chain();
@@ -78,13 +80,32 @@ pub async fn ingest(cfg: Config) -> Result<()> {
     if let Some(a) = analytics {
         a.shutdown().await;
     }
+    if let Err(e) = audit.shutdown().await {
+        tracing::warn!(error = %format!("{e:#}"), "closing the audit trail");
+    }
     db.close().await
 }
 
 pub async fn portal(cfg: Config) -> Result<()> {
     let db = Database::open(&cfg).await?;
     let store = db.store.clone();
-    let r = offsite_portal::run(&cfg.portal, store, shutdown_signal()).await;
+    let audit = audit_log(&cfg, &store);
+    let r = async {
+        let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
+            .await
+            .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
+        offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_audit(audit.clone()), shutdown_signal()).await
+    }
+    .await;
+    if let Err(e) = audit.shutdown().await {
+        tracing::warn!(error = %format!("{e:#}"), "closing the audit trail");
+    }
     db.close().await?;
     r
+}
+
+/// This process's writer of the audit chain (several processes may share one chain).
+fn audit_log(cfg: &Config, store: &offsite_store::Store) -> offsite_store::AuditLog {
+    use offsite_store::audit::{anchors_path, DEFAULT_ANCHOR_EVERY};
+    offsite_store::AuditLog::start(store.clone(), Some(anchors_path(&cfg.data_dir)), DEFAULT_ANCHOR_EVERY)
 }

@@ -64,11 +64,34 @@ pub struct AppState {
     /// Turns true when shutdown begins, so long-lived responses (SSE) end and graceful shutdown
     /// does not wait on them forever.
     closing: Arc<watch::Sender<bool>>,
+    /// Where changes are recorded; `None` only in tests that do not look at the trail.
+    audit: Option<offsite_store::AuditLog>,
 }
 
 impl AppState {
     pub fn new(store: Store) -> Self {
-        Self { store, ready: Arc::new(AtomicBool::new(true)), live: None, closing: Arc::new(watch::channel(false).0) }
+        Self {
+            store,
+            ready: Arc::new(AtomicBool::new(true)),
+            live: None,
+            closing: Arc::new(watch::channel(false).0),
+            audit: None,
+        }
+    }
+
+    /// Records every change made through the API in this audit trail.
+    pub fn with_audit(mut self, audit: offsite_store::AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Appends an event to the audit trail (queued; committed in the writer's next batch).
+    pub async fn audit(&self, ev: offsite_store::AuditEvent) {
+        if let Some(a) = &self.audit {
+            if let Err(e) = a.record_nowait(ev).await {
+                tracing::error!(error = %format!("{e:#}"), "audit trail unavailable");
+            }
+        }
     }
 
     /// Uses an in-process feed of warning changes (the all-in-one process passes the one its
@@ -123,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/users/{id}/roles", axum::routing::put(routes::auth::set_roles))
         .route("/api/v1/users/{id}/password", post(routes::auth::reset_password))
         .route("/api/v1/users/{id}/disabled", axum::routing::put(routes::auth::set_disabled))
+        .route("/api/v1/audit", get(routes::auth::audit_search))
         .route("/api/v1/devices", get(routes::devices::list))
         .route("/api/v1/devices/{id}", get(routes::devices::get))
         .route("/api/v1/metrics", get(routes::devices::metric_catalog))

@@ -24,7 +24,8 @@ impl App {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(serve(listener, AppState::new(db.store.clone()), async move {
+        let audit = offsite_store::AuditLog::start(db.store.clone(), None, Duration::from_secs(60));
+        tokio::spawn(serve(listener, AppState::new(db.store.clone()).with_audit(audit), async move {
             let _ = rx.await;
         }));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
@@ -205,5 +206,32 @@ async fn passwords_and_account_management_follow_separated_powers() -> Result<()
     let (s, _, _) = app.call(Method::PUT, &format!("/api/v1/users/{h}/disabled"), Some(json!({"disabled": true})), Some(&sec), None, None).await?;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(app.login("handler2", "Reset#Pass3").await?.0, StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_audit_administrator_reads_the_trail() -> Result<()> {
+    let app = App::spawn().await?;
+    app.user("auditor", &[Role::AuditAdmin]).await?;
+    app.user("admin", &[Role::SystemAdmin]).await?;
+    let aud = app.login("auditor", "Demo@2026").await?.2["token"].as_str().unwrap().to_owned();
+    let adm = app.login("admin", "Demo@2026").await?.2["token"].as_str().unwrap().to_owned();
+    app.login("admin", "Wrong@2026").await?;
+    // Events are committed in batches: give the writer a moment.
+    let mut found = Value::Null;
+    for _ in 0..50 {
+        let (s, _, v) = app.call(Method::GET, "/api/v1/audit?action=user.*", None, Some(&aud), None, None).await?;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["total"].as_i64() >= Some(3) {
+            found = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let actions: Vec<&str> = found["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"user.login") && actions.contains(&"user.login_failed"), "{actions:?}");
+    // The system administrator cannot read (nor, having no endpoint, change) the trail.
+    let (s, _, _) = app.call(Method::GET, "/api/v1/audit", None, Some(&adm), None, None).await?;
+    assert_eq!(s, StatusCode::FORBIDDEN);
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! Storage: the one migration stream, the pool, the embedded PostgreSQL launcher and the typed
 //! queries every tier calls. No other crate writes SQL against these tables.
 
+pub mod audit;
 pub mod auth;
 pub mod commands;
 pub mod devices;
 pub mod embedded;
+pub mod registers;
 pub mod rules;
 pub mod samples;
 pub mod testing;
@@ -17,8 +19,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tracing::info;
 
+pub use audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, Break, BreakKind, VerifyReport};
 pub use commands::CommandRecord;
 pub use devices::{DeviceAuth, DeviceRecord, NewDevice};
+pub use registers::{
+    AccessScope, CatalogFields, CatalogItem, CatalogStatus, CreditCode, CreditCodeError, Department, DeviceMetadata,
+    FieldError, ImportOptions, ImportReport, NewDepartment, NewObject, ObjectFilter, ObjectRecord, OrphanObject, Region,
+    RegionLevel, RegionNode, RowError, SeedReport,
+};
 pub use rules::{Condition, Level, NewRule, Rule, Scope, RULES_CHANNEL};
 pub use samples::{MetricDef, Partitioning, SampleRow, SeriesPoint, WriteOutcome};
 pub use warnings::{

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use offsite_store::auth::{check_password_policy, Login, NewUser, Role, UserRecord};
+use offsite_store::AuditEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -64,6 +65,7 @@ pub async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJso
     match state.store.login(&body.username, &body.password, ip.as_deref()).await? {
         Login::Ok { token, session } => {
             tracing::info!(user = %session.user.username, ip = ?ip, "login");
+            state.audit(with_ip(AuditEvent::new(&session.user.username, "user.login", "user").id(session.user.id.to_string()), &ip)).await;
             let mut resp = Json(json!({
                 "token": token,
                 "csrf_token": session.csrf_token,
@@ -76,6 +78,7 @@ pub async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJso
         }
         Login::Refused => {
             tracing::warn!(user = %body.username, ip = ?ip, "login refused");
+            state.audit(with_ip(AuditEvent::new(&body.username, "user.login_failed", "user"), &ip)).await;
             Err(ApiError::new(StatusCode::UNAUTHORIZED, "login_failed", "wrong user name or password", "用户名或密码错误"))
         }
         Login::Throttled { retry_after_s } => {
@@ -94,8 +97,9 @@ pub async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJso
     }
 }
 
-pub async fn logout(State(state): State<AppState>, p: Principal) -> ApiResult<Response> {
+pub async fn logout(State(state): State<AppState>, ClientIp(ip): ClientIp, p: Principal) -> ApiResult<Response> {
     state.store.logout(&p.token).await?;
+    state.audit(with_ip(AuditEvent::new(p.username(), "user.logout", "user").id(p.user_id().to_string()), &ip)).await;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
@@ -121,6 +125,7 @@ pub async fn change_password(State(state): State<AppState>, p: Principal, ApiJso
     }
     policy(p.username(), &b.new)?;
     state.store.set_password(p.user_id(), &b.new, false).await?;
+    state.audit(AuditEvent::new(p.username(), "user.password_change", "user").id(p.user_id().to_string())).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -140,11 +145,13 @@ pub async fn create_token(State(state): State<AppState>, p: Principal, ApiJson(b
         return Err(ApiError::bad_request("name: 1 to 100 characters", "name：须为 1 至 100 个字符"));
     }
     let (id, token) = state.store.create_api_token(p.user_id(), name).await?;
+    state.audit(AuditEvent::new(p.username(), "token.create", "api_token").id(id.to_string()).after(json!({"name": name}))).await;
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": name, "token": token }))))
 }
 
 pub async fn revoke_token(State(state): State<AppState>, p: Principal, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
     if state.store.revoke_api_token(p.user_id(), id).await? {
+        state.audit(AuditEvent::new(p.username(), "token.revoke", "api_token").id(id.to_string())).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no token {id}"), format!("令牌 {id} 不存在")))
@@ -170,6 +177,8 @@ pub async fn create_user(State(state): State<AppState>, p: Principal, ApiJson(u)
         return Err(ApiError::conflict(format!("user {} exists", u.username), format!("用户 {} 已存在", u.username)));
     }
     let rec = state.store.insert_user(&NewUser { must_change_password: true, ..u }).await?;
+    let after = serde_json::to_value(UserView::from(rec.clone())).unwrap_or_default();
+    state.audit(AuditEvent::new(p.username(), "user.create", "user").id(rec.id.to_string()).after(after)).await;
     Ok((StatusCode::CREATED, Json(rec.into())))
 }
 
@@ -185,9 +194,15 @@ pub async fn set_roles(State(state): State<AppState>, p: Principal, ApiPath(id):
     if id == p.user_id() {
         return Err(forbidden());
     }
+    let before = state.store.user(id).await?.map(|u| json!({"roles": u.roles}));
     if !state.store.set_user_roles(id, &b.roles).await? {
         return Err(ApiError::not_found(format!("no user {id}"), format!("用户 {id} 不存在")));
     }
+    let mut ev = AuditEvent::new(p.username(), "user.roles", "user").id(id.to_string()).after(json!({"roles": b.roles}));
+    if let Some(b) = before {
+        ev = ev.before(b);
+    }
+    state.audit(ev).await;
     Ok(Json(state.store.user(id).await?.map(UserView::from).ok_or_else(ApiError::internal)?))
 }
 
@@ -204,6 +219,7 @@ pub async fn reset_password(State(state): State<AppState>, p: Principal, ApiPath
     };
     policy(&u.username, &b.password)?;
     state.store.set_password(id, &b.password, true).await?;
+    state.audit(AuditEvent::new(p.username(), "user.password_reset", "user").id(id.to_string())).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -219,8 +235,28 @@ pub async fn set_disabled(State(state): State<AppState>, p: Principal, ApiPath(i
         return Err(forbidden());
     }
     if state.store.set_user_disabled(id, b.disabled).await? {
+        state.audit(AuditEvent::new(p.username(), "user.disable", "user").id(id.to_string()).after(json!({"disabled": b.disabled}))).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no user {id}"), format!("用户 {id} 不存在")))
     }
+}
+
+fn with_ip(ev: AuditEvent, ip: &Option<String>) -> AuditEvent {
+    match ip {
+        Some(ip) => ev.ip(ip.clone()),
+        None => ev,
+    }
+}
+
+// --- the audit trail (audit administrator only: separated powers) ---
+
+pub async fn audit_search(
+    State(state): State<AppState>,
+    p: Principal,
+    crate::extract::ApiQuery(f): crate::extract::ApiQuery<offsite_store::AuditFilter>,
+) -> ApiResult<Json<serde_json::Value>> {
+    p.require(&[Role::AuditAdmin])?;
+    let (items, total) = state.store.audit_search(&f).await?;
+    Ok(Json(json!({ "items": items, "total": total })))
 }
