@@ -48,6 +48,56 @@ pub async fn ensure_first_admin(cfg: &Config, store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// The demo's password for every seeded account (never used outside the demo).
+pub const DEMO_PASSWORD: &str = "Demo@2026";
+
+/// One account per role for the demo, handlers and the leader in the seeded departments; the first
+/// administrator keeps only the system administrator's role (separated powers). Idempotent.
+pub async fn seed_demo_accounts(store: &Store) -> Result<Vec<(String, Role, Option<String>)>> {
+    let housing = store.department_by_code("housing-construction").await?.map(|d| d.id);
+    let ecology = store.department_by_code("ecology").await?.map(|d| d.id);
+    let accounts: [(&str, &str, Role, Option<i64>); 9] = [
+        (FIRST_ADMIN, "系统管理员", Role::SystemAdmin, None),
+        ("secadmin", "安全管理员", Role::SecurityAdmin, None),
+        ("auditor", "审计管理员", Role::AuditAdmin, None),
+        ("monitor", "监控中心值班员", Role::Monitor, None),
+        ("handler1", "住建局承办人", Role::Handler, housing),
+        ("handler2", "生态环境局承办人", Role::Handler, ecology),
+        ("leader1", "住建局负责人", Role::Leader, housing),
+        ("reviewer", "审核人", Role::Reviewer, None),
+        ("resup", "再监管（司法局）", Role::Resupervision, None),
+    ];
+    let mut out = Vec::new();
+    for (name, display, role, department) in accounts {
+        match store.user_by_name(name).await? {
+            Some(u) => {
+                if u.roles != [role] {
+                    store.set_user_roles(u.id, &[role]).await?;
+                }
+            }
+            None => {
+                store
+                    .insert_user(&NewUser {
+                        username: name.into(),
+                        display_name: display.into(),
+                        password: DEMO_PASSWORD.into(),
+                        roles: vec![role],
+                        department_id: department,
+                        region_codes: vec![],
+                        must_change_password: false,
+                    })
+                    .await?;
+            }
+        }
+        let dept = match department {
+            Some(id) => store.department(id).await?.map(|d| d.name),
+            None => None,
+        };
+        out.push((name.to_owned(), role, dept));
+    }
+    Ok(out)
+}
+
 fn prompt() -> Result<String> {
     eprintln!("No accounts yet. Choose the password of the first administrator `{FIRST_ADMIN}`.");
     eprintln!("尚无账号，请设置首个管理员 {FIRST_ADMIN} 的密码（至少 8 位，含大写、小写、数字、符号中的三类）。");

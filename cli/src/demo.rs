@@ -32,6 +32,10 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
     if let Some(n) = args.devices {
         cfg.demo.devices = n;
     }
+    // Every demo account, the first administrator included, has the published demo password.
+    if cfg.auth.initial_admin_password.is_none() {
+        cfg.auth.initial_admin_password = Some(crate::accounts::DEMO_PASSWORD.into());
+    }
     let p = AllInOne::start(&cfg).await?;
     let r = run_fleet(&cfg, &p, args.duration).await;
     let stop = p.stop().await;
@@ -39,6 +43,8 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
 }
 
 async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>) -> Result<()> {
+    p.db.store.seed_demo_registers().await?;
+    let accounts = crate::accounts::seed_demo_accounts(&p.db.store).await?;
     let fleet = load_or_provision(&p.db.store, p, &cfg.data_dir.join("demo"), cfg.demo.devices).await?;
     seed_rules(&p.db.store).await?;
     let port = p.broker.tls_addr().context("the demo needs the TLS device listener (broker.tls_listen)")?.port();
@@ -48,6 +54,10 @@ async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>) -> Result<
     let agent = Agent::start(&agent_cfg, &cfg.data_dir).await?;
     print_banner(cfg, p);
     eprintln!("demo: {} simulated devices publishing every {} ms through the edge agent", fleet.len(), cfg.demo.interval_ms);
+    eprintln!("demo accounts / 演示账号 (password / 密码 {}):", crate::accounts::DEMO_PASSWORD);
+    for (name, role, dept) in &accounts {
+        eprintln!("  {name:<10} {:<14} {}{}", role.as_str(), role.name_zh(), dept.as_ref().map(|d| format!(" · {d}")).unwrap_or_default());
+    }
     let progress = async {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.tick().await;

@@ -2,6 +2,7 @@
 //! live stream, rules, silences, maintenance windows), plus `/healthz` and `/metrics`. Every
 //! response outside `/metrics` and the SSE stream is JSON, errors included.
 
+pub mod access;
 pub mod auth;
 pub mod error;
 pub mod extract;

@@ -32,7 +32,7 @@ impl App {
         let server = tokio::spawn(serve(listener, state.clone(), async move {
             let _ = rx.await;
         }));
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let http = authorized_client(&db).await?;
         Ok(Self { base, http, db, state, shutdown: Some(tx), server })
     }
 
@@ -381,4 +381,27 @@ async fn shutdown_drains_and_stops() -> Result<()> {
     assert!(!app.state.is_ready(), "shutdown marks the app not ready");
     assert!(app.http.get(app.url("/healthz")).send().await.is_err(), "still accepting after shutdown");
     Ok(())
+}
+
+/// A client logged in as an operator who may do everything these tests exercise (system
+/// administrator and monitoring center); access control has tests of its own.
+async fn authorized_client(db: &TestDb) -> Result<reqwest::Client> {
+    use offsite_store::auth::{Login, NewUser, Role};
+    db.store
+        .insert_user(&NewUser {
+            username: "operator".into(),
+            display_name: "operator".into(),
+            password: "Test#Pass2026".into(),
+            roles: vec![Role::SystemAdmin, Role::Monitor],
+            department_id: None,
+            region_codes: vec![],
+            must_change_password: false,
+        })
+        .await?;
+    let Login::Ok { token, .. } = db.store.login("operator", "Test#Pass2026", None).await? else {
+        anyhow::bail!("test login refused");
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?)
 }

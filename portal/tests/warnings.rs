@@ -43,7 +43,7 @@ impl App {
         let server = tokio::spawn(serve(listener, state, async move {
             let _ = rx.await;
         }));
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let http = authorized_client(&db).await?;
         Ok(Self { base, http, db, shutdown: Some(tx), server })
     }
 
@@ -301,7 +301,15 @@ impl SseEvent {
 impl SseClient {
     async fn connect(app: &App, path: &str) -> Result<Self> {
         // No overall timeout: the body never ends by itself.
-        let resp = reqwest::Client::new().get(app.url(path)).header("accept", "text/event-stream").send().await?;
+        let offsite_store::auth::Login::Ok { token, .. } = app.db.store.login("operator", "Test#Pass2026", None).await? else {
+            anyhow::bail!("test login refused");
+        };
+        let resp = reqwest::Client::new()
+            .get(app.url(path))
+            .header("accept", "text/event-stream")
+            .bearer_auth(token)
+            .send()
+            .await?;
         assert_eq!(resp.status(), StatusCode::OK);
         let ctype = resp.headers()[reqwest::header::CONTENT_TYPE].to_str()?.to_owned();
         assert!(ctype.starts_with("text/event-stream"), "{ctype}");
@@ -671,4 +679,27 @@ async fn maintenance_create_and_list() -> Result<()> {
     let (_, body) = app.get("/api/v1/maintenance").await?;
     assert_eq!(body["total"], 1, "a refused window was stored: {body}");
     Ok(())
+}
+
+/// A client logged in as an operator who may do everything these tests exercise (system
+/// administrator and monitoring center); access control has tests of its own.
+async fn authorized_client(db: &TestDb) -> Result<reqwest::Client> {
+    use offsite_store::auth::{Login, NewUser, Role};
+    db.store
+        .insert_user(&NewUser {
+            username: "operator".into(),
+            display_name: "operator".into(),
+            password: "Test#Pass2026".into(),
+            roles: vec![Role::SystemAdmin, Role::Monitor],
+            department_id: None,
+            region_codes: vec![],
+            must_change_password: false,
+        })
+        .await?;
+    let Login::Ok { token, .. } = db.store.login("operator", "Test#Pass2026", None).await? else {
+        anyhow::bail!("test login refused");
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?)
 }

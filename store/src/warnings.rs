@@ -127,6 +127,8 @@ pub struct WarningFilter {
     /// `first_seen < until`.
     pub until: Option<DateTime<Utc>>,
     pub group_id: Option<i64>,
+    /// Only warnings of these devices (the caller's visible devices); `None`: every device.
+    pub device_keys: Option<Vec<i32>>,
     /// Clamped to 1..=1000.
     pub limit: i64,
     pub offset: i64,
@@ -143,6 +145,7 @@ impl Default for WarningFilter {
             since: None,
             until: None,
             group_id: None,
+            device_keys: None,
             limit: 100,
             offset: 0,
         }
@@ -303,6 +306,9 @@ fn push_filters<'a>(b: &mut QueryBuilder<'a, Postgres>, f: &'a WarningFilter) {
     }
     if let Some(g) = f.group_id {
         b.push(" AND w.group_id = ").push_bind(g);
+    }
+    if let Some(keys) = &f.device_keys {
+        b.push(" AND w.device_key = ANY(").push_bind(keys.clone()).push(")");
     }
 }
 

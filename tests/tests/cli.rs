@@ -71,10 +71,11 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
     })
     .await?;
     assert!(pg_running(dir.path()), "embedded cluster runs inside the data directory");
+    let admin = login_client(&base, "admin", "Demo@2026").await?;
     let t0 = std::time::Instant::now();
     let mut last = (0, 0.0);
     while t0.elapsed() < Duration::from_secs(30) {
-        let d: Value = reqwest::get(format!("{base}/api/v1/devices?limit=500")).await?.json().await?;
+        let d: Value = admin.get(format!("{base}/api/v1/devices?limit=500")).send().await?.json().await?;
         let online = d["items"].as_array().unwrap().iter().filter(|i| i["online"] == true).count();
         let text = reqwest::get(format!("{base}/metrics")).await?.text().await?;
         let committed: f64 = text
@@ -101,8 +102,20 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
         assert!(dir.path().join("demo/agent").join(id).join("queue").is_dir(), "no disk queue for {id}");
     }
     // The demo comes with rules, so warnings appear without setting anything up.
-    let rules: Value = reqwest::get(format!("{base}/api/v1/rules")).await?.json().await?;
+    let rules: Value = admin.get(format!("{base}/api/v1/rules")).send().await?.json().await?;
     assert_eq!(rules["items"].as_array().map(Vec::len), Some(2), "{rules}");
+    // One account per role, all with the demo password; a department's handler sees its own
+    // department's devices: some, not all.
+    let count = |c: reqwest::Client| {
+        let url = format!("{base}/api/v1/devices?limit=500");
+        async move { anyhow::Ok(c.get(url).send().await?.json::<Value>().await?["total"].as_i64().unwrap_or(-1)) }
+    };
+    assert_eq!(count(admin.clone()).await?, 50);
+    let h1 = count(login_client(&base, "handler1", "Demo@2026").await?).await?;
+    assert!(h1 > 0 && h1 < 50, "handler1 sees {h1} of 50 devices");
+    for user in ["secadmin", "auditor", "monitor", "handler2", "leader1", "reviewer", "resup"] {
+        login_client(&base, user, "Demo@2026").await?;
+    }
     assert_eq!(demo.terminate(Duration::from_secs(30))?, Some(0));
     assert!(!pg_running(dir.path()), "demo stops the PostgreSQL it started");
     Ok(())

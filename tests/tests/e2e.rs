@@ -67,7 +67,7 @@ async fn stores_exact_rows_from_rumqttc_and_mosquitto_pub() -> Result<()> {
     );
 
     // The API sees A online, and out-of-range values are stored flagged.
-    let devices: Value = reqwest::get(site.http("/api/v1/devices")).await?.json().await?;
+    let devices: Value = site.admin_client().await?.get(site.http("/api/v1/devices")).send().await?.json().await?;
     let item = devices["items"].as_array().unwrap().iter().find(|d| d["id"] == a.device_id.as_str()).unwrap().clone();
     assert_eq!(item["online"], true, "{item}");
     assert!(item["last_seen"].is_string());

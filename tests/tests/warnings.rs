@@ -17,8 +17,8 @@ struct Sse {
 }
 
 impl Sse {
-    async fn connect(url: &str) -> Result<Self> {
-        let resp = reqwest::get(url).await?;
+    async fn connect(http: &reqwest::Client, url: &str) -> Result<Self> {
+        let resp = http.get(url).send().await?;
         if !resp.status().is_success() {
             bail!("stream answered {}", resp.status());
         }
@@ -68,12 +68,13 @@ async fn rule_and_anomaly_warnings_reach_the_live_stream_with_evidence() -> Resu
     wait_healthy(&site, Duration::from_secs(60)).await?;
     let d = site.provision("工地扬尘监测仪").await?;
     let id = d.device_id.to_string();
-    let mut sse = Sse::connect(&site.http("/api/v1/warnings/stream")).await?;
+    let http = site.admin_client().await?;
+    let mut sse = Sse::connect(&http, &site.http("/api/v1/warnings/stream")).await?;
 
     // A rule through the API: PM10 above 150.
     let rule = json!({"name": "PM10 超标", "scope": {"metric": "pm10"}, "level": 2,
                       "condition": {"kind": "threshold", "above": 150, "for_s": 0, "hysteresis": 10}});
-    let resp = reqwest::Client::new().post(site.http("/api/v1/rules")).json(&rule).send().await?;
+    let resp = http.post(site.http("/api/v1/rules")).json(&rule).send().await?;
     assert_eq!(resp.status(), 201, "{}", resp.text().await?);
     // The analytics tier re-reads rules every 5 s.
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -110,9 +111,9 @@ async fn rule_and_anomaly_warnings_reach_the_live_stream_with_evidence() -> Resu
     assert!(link.flush(Duration::from_secs(10)).await);
 
     // The same warnings through the REST API.
-    let list: Value = reqwest::get(site.http(&format!("/api/v1/warnings?device={id}"))).await?.json().await?;
+    let list: Value = http.get(site.http(&format!("/api/v1/warnings?device={id}"))).send().await?.json().await?;
     assert_eq!(list["total"], 2, "{list}");
-    let metrics = reqwest::get(site.http("/metrics")).await?.text().await?;
+    let metrics = http.get(site.http("/metrics")).send().await?.text().await?;
     assert!(metrics.contains("offsite_warnings_total{level=\"2\",source=\"rules\"} 1"), "warnings counted");
     assert!(metrics.contains("offsite_detect_seconds_count"));
     Ok(())

@@ -7,6 +7,7 @@ use offsite_store::{DeviceRecord, MetricDef};
 use offsite_wire::DeviceId;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{int_param, ApiPath, ApiQuery};
 use crate::AppState;
@@ -69,8 +70,10 @@ pub struct ListParams {
 
 pub async fn list(
     State(state): State<AppState>,
+    who: Principal,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<DeviceView>>> {
+    let visible = crate::access::visible_devices(&state, &who).await?;
     let limit = int_param("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
     if !(0..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -82,19 +85,34 @@ pub async fn list(
     if offset < 0 {
         return Err(ApiError::bad_request("offset must not be negative", "offset 不能为负数"));
     }
-    let (items, total) = state.store.list_devices(limit, offset).await?;
+    let (items, total) = match &visible {
+        None => state.store.list_devices(limit, offset).await?,
+        Some(keys) => {
+            // A department sees few devices: filter the whole list, then page it.
+            let (all, _) = state.store.list_devices(1_000_000, 0).await?;
+            let mine: Vec<_> = all.into_iter().filter(|d| keys.contains(&d.key)).collect();
+            let total = mine.len() as i64;
+            (mine.into_iter().skip(offset as usize).take(limit as usize).collect(), total)
+        }
+    };
     Ok(Json(Page { items: items.into_iter().map(DeviceView::from).collect(), total }))
 }
 
-pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<DeviceView>> {
+pub async fn get(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Json<DeviceView>> {
     let id = parse_device_id(&id)?;
-    match state.store.device(&id).await? {
-        Some(d) => Ok(Json(d.into())),
-        None => Err(device_not_found(&id)),
+    Ok(Json(visible_device(&state, &who, &id).await?.into()))
+}
+
+/// The device if the caller may see it; 404 otherwise, as if it did not exist.
+pub(crate) async fn visible_device(state: &AppState, who: &Principal, id: &DeviceId) -> ApiResult<offsite_store::DeviceRecord> {
+    let visible = crate::access::visible_devices(state, who).await?;
+    match state.store.device(id).await? {
+        Some(d) if visible.as_ref().is_none_or(|v| v.contains(&d.key)) => Ok(d),
+        _ => Err(device_not_found(id)),
     }
 }
 
-pub async fn metric_catalog(State(state): State<AppState>) -> ApiResult<Json<Page<MetricDef>>> {
+pub async fn metric_catalog(State(state): State<AppState>, _who: Principal) -> ApiResult<Json<Page<MetricDef>>> {
     let items = state.store.metrics().await?;
     let total = items.len() as i64;
     Ok(Json(Page { items, total }))

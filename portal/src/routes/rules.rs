@@ -12,6 +12,8 @@ use offsite_store::{Condition, Level, NewRule, Rule, Scope};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::auth::Principal;
+use offsite_store::AuditEvent;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::devices::Page;
@@ -120,40 +122,63 @@ fn rule_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("rule {id} not found"), format!("规则 {id} 不存在"))
 }
 
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Page<Rule>>> {
+pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Page<Rule>>> {
+    crate::access::scope(&state, &who).await?;
     let items = state.store.list_rules().await?;
     let total = items.len() as i64;
     Ok(Json(Page { items, total }))
 }
 
-pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Rule>> {
+pub async fn get(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Rule>> {
+    crate::access::scope(&state, &who).await?;
     state.store.rule(id).await?.map(Json).ok_or_else(|| rule_not_found(id))
 }
 
-pub async fn create(State(state): State<AppState>, ApiJson(body): ApiJson<Value>) -> ApiResult<Response> {
+pub async fn create(State(state): State<AppState>, who: Principal, ApiJson(body): ApiJson<Value>) -> ApiResult<Response> {
+    who.require(&crate::access::CONFIGURE)?;
     let rule = parse_rule(body)?;
     let created = state.store.insert_rule(&rule).await?;
     tracing::info!(rule = created.id, name = %created.name, "rule created");
+    state.audit(AuditEvent::new(who.username(), "rule.create", "rule").id(created.id.to_string()).after(json_of(&created))).await;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 pub async fn update(
     State(state): State<AppState>,
+    who: Principal,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Rule>> {
+    who.require(&crate::access::CONFIGURE)?;
     let rule = parse_rule(body)?;
+    let before = state.store.rule(id).await?;
     let updated = state.store.update_rule(id, &rule).await?.ok_or_else(|| rule_not_found(id))?;
     tracing::info!(rule = id, "rule updated");
+    let mut ev = AuditEvent::new(who.username(), "rule.update", "rule").id(id.to_string()).after(json_of(&updated));
+    if let Some(b) = before {
+        ev = ev.before(json_of(&b));
+    }
+    state.audit(ev).await;
     Ok(Json(updated))
 }
 
-pub async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
+    who.require(&crate::access::CONFIGURE)?;
+    let before = state.store.rule(id).await?;
     if !state.store.delete_rule(id).await? {
         return Err(rule_not_found(id));
     }
     tracing::info!(rule = id, "rule deleted");
+    let mut ev = AuditEvent::new(who.username(), "rule.delete", "rule").id(id.to_string());
+    if let Some(b) = before {
+        ev = ev.before(json_of(&b));
+    }
+    state.audit(ev).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn json_of(r: &Rule) -> Value {
+    serde_json::to_value(r).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{int_param, ApiQuery};
-use crate::routes::devices::{device_not_found, parse_device_id};
+use crate::routes::devices::parse_device_id;
 use crate::AppState;
 
 pub const DEFAULT_LIMIT: i64 = 10_000;
@@ -173,10 +173,11 @@ fn parse_step(s: &str) -> Option<i64> {
 
 pub async fn series(
     State(state): State<AppState>,
+    who: crate::auth::Principal,
     ApiQuery(p): ApiQuery<SeriesParams>,
 ) -> ApiResult<Json<SeriesResponse>> {
     let q = validate(&p, Utc::now())?;
-    let device = state.store.device(&q.device).await?.ok_or_else(|| device_not_found(&q.device))?;
+    let device = super::devices::visible_device(&state, &who, &q.device).await?;
     let metric = state.store.metric_by_key(q.metric.as_str()).await?.ok_or_else(|| {
         ApiError::not_found(format!("metric {} not found", q.metric), format!("指标 {} 不存在", q.metric))
     })?;

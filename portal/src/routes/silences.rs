@@ -13,6 +13,7 @@ use offsite_store::{MaintenanceRecord, NewMaintenance, NewSilence, SilenceRecord
 use offsite_wire::{DeviceId, MetricKey};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::devices::Page;
@@ -296,21 +297,32 @@ fn maintenance(body: &MaintenanceBody, now: DateTime<Utc>) -> ApiResult<NewMaint
 }
 
 /// Silences in force now.
-pub async fn list_silences(State(state): State<AppState>) -> ApiResult<Json<Page<SilenceView>>> {
+pub async fn list_silences(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Page<SilenceView>>> {
+    crate::access::scope(&state, &who).await?;
     let items: Vec<SilenceView> =
         state.store.active_silences(Utc::now()).await?.into_iter().map(SilenceView::from).collect();
     Ok(Json(Page { total: items.len() as i64, items }))
 }
 
-pub async fn create_silence(State(state): State<AppState>, ApiJson(body): ApiJson<SilenceBody>) -> ApiResult<Response> {
-    let new = silence(&body, Utc::now())?;
+pub async fn create_silence(State(state): State<AppState>, who: Principal, ApiJson(body): ApiJson<SilenceBody>) -> ApiResult<Response> {
+    who.require(&crate::access::OPERATE)?;
+    let mut new = silence(&body, Utc::now())?;
+    new.created_by = Some(who.username().to_owned());
     let rec = state.store.insert_silence(&new).await?;
     tracing::info!(silence = rec.id, reason = %rec.reason, "silence created");
+    state
+        .audit(
+            offsite_store::AuditEvent::new(who.username(), "silence.create", "silence")
+                .id(rec.id.to_string())
+                .after(serde_json::to_value(SilenceView::from(rec.clone())).unwrap_or_default()),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(SilenceView::from(rec))).into_response())
 }
 
 /// Ends a silence now (one not started yet is cancelled); 404 if there is none or it is over.
-pub async fn expire_silence(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
+pub async fn expire_silence(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
+    who.require(&crate::access::OPERATE)?;
     if !state.store.expire_silence(id, Utc::now()).await? {
         return Err(ApiError::not_found(
             format!("no active or pending silence {id}"),
@@ -318,11 +330,13 @@ pub async fn expire_silence(State(state): State<AppState>, ApiPath(id): ApiPath<
         ));
     }
     tracing::info!(silence = id, "silence expired");
+    state.audit(offsite_store::AuditEvent::new(who.username(), "silence.expire", "silence").id(id.to_string())).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Maintenance windows in force now.
-pub async fn list_maintenance(State(state): State<AppState>) -> ApiResult<Json<Page<MaintenanceView>>> {
+pub async fn list_maintenance(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Page<MaintenanceView>>> {
+    crate::access::scope(&state, &who).await?;
     let items: Vec<MaintenanceView> =
         state.store.active_maintenance(Utc::now()).await?.into_iter().map(MaintenanceView::from).collect();
     Ok(Json(Page { total: items.len() as i64, items }))
@@ -330,11 +344,21 @@ pub async fn list_maintenance(State(state): State<AppState>) -> ApiResult<Json<P
 
 pub async fn create_maintenance(
     State(state): State<AppState>,
+    who: Principal,
     ApiJson(body): ApiJson<MaintenanceBody>,
 ) -> ApiResult<Response> {
-    let new = maintenance(&body, Utc::now())?;
+    who.require(&crate::access::OPERATE)?;
+    let mut new = maintenance(&body, Utc::now())?;
+    new.created_by = Some(who.username().to_owned());
     let rec = state.store.insert_maintenance(&new).await?;
     tracing::info!(maintenance = rec.id, reason = %rec.reason, "maintenance window created");
+    state
+        .audit(
+            offsite_store::AuditEvent::new(who.username(), "maintenance.create", "maintenance")
+                .id(rec.id.to_string())
+                .after(serde_json::to_value(MaintenanceView::from(rec.clone())).unwrap_or_default()),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(MaintenanceView::from(rec))).into_response())
 }
 

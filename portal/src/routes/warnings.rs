@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{int_param, ApiJson, ApiPath, ApiQuery};
 use crate::routes::devices::{parse_device_id, Page};
@@ -184,6 +185,7 @@ fn parse_filter(p: &ListParams) -> ApiResult<WarningFilter> {
         since,
         until,
         group_id: int_param("group", p.group.as_deref())?,
+        device_keys: None,
         limit,
         offset,
     })
@@ -191,9 +193,11 @@ fn parse_filter(p: &ListParams) -> ApiResult<WarningFilter> {
 
 pub async fn list(
     State(state): State<AppState>,
+    who: Principal,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<WarningView>>> {
-    let filter = parse_filter(&p)?;
+    let mut filter = parse_filter(&p)?;
+    filter.device_keys = crate::access::visible_devices(&state, &who).await?.map(|v| v.into_iter().collect());
     let (items, total) = state.store.warnings(&filter).await?;
     Ok(Json(Page { items: items.into_iter().map(WarningView::from).collect(), total }))
 }
@@ -202,10 +206,16 @@ fn warning_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("warning {id} not found"), format!("预警 {id} 不存在"))
 }
 
-pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<WarningView>> {
+pub async fn get(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<WarningView>> {
+    Ok(Json(visible_warning(&state, &who, id).await?.into()))
+}
+
+/// The warning if the caller may see its device; 404 otherwise, as if it did not exist.
+async fn visible_warning(state: &AppState, who: &Principal, id: i64) -> ApiResult<offsite_store::WarningRecord> {
+    let visible = crate::access::visible_devices(state, who).await?;
     match state.store.warning(id).await? {
-        Some(w) => Ok(Json(w.into())),
-        None => Err(warning_not_found(id)),
+        Some(w) if visible.as_ref().is_none_or(|v| v.contains(&w.device_key)) => Ok(w),
+        _ => Err(warning_not_found(id)),
     }
 }
 
@@ -221,9 +231,13 @@ pub struct ResolveBody {
 /// it does; `resolved_by` stays empty until the API knows its users.
 pub async fn resolve(
     State(state): State<AppState>,
+    who: Principal,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> ApiResult<Json<WarningView>> {
+    // Out of scope is "not found" even for the permission check, so nothing leaks.
+    visible_warning(&state, &who, id).await?;
+    who.require(&crate::access::OPERATE)?;
     let reason = body.reason.trim();
     if reason.is_empty() {
         return Err(ApiError::unprocessable("a reason is required", "必须填写处理原因 reason"));
@@ -234,9 +248,16 @@ pub async fn resolve(
             format!("处理原因 reason 最多 {MAX_REASON_CHARS} 个字符"),
         ));
     }
-    match state.store.resolve_warning_by_id(id, Utc::now(), "manual", None, Some(reason)).await? {
+    match state.store.resolve_warning_by_id(id, Utc::now(), "manual", Some(who.username()), Some(reason)).await? {
         Some(w) => {
             tracing::info!(warning = id, reason, "warning resolved manually");
+            state
+                .audit(
+                    offsite_store::AuditEvent::new(who.username(), "warning.resolve", "warning")
+                        .id(id.to_string())
+                        .after(serde_json::json!({"resolution": "manual", "reason": reason})),
+                )
+                .await;
             Ok(Json(w.into()))
         }
         None => match state.store.warning(id).await? {
@@ -260,12 +281,13 @@ pub struct StreamParams {
 /// Server-Sent Events: one event per change (`event: opened|repeated|resolved`, `id: <warning id>`,
 /// `data: <warning JSON>`), a keep-alive comment every [`KEEP_ALIVE`], and `event: lagged` when
 /// changes were missed (the client should refetch). The stream ends when the server shuts down.
-pub async fn stream(State(state): State<AppState>, ApiQuery(p): ApiQuery<StreamParams>) -> ApiResult<Response> {
+pub async fn stream(State(state): State<AppState>, who: Principal, ApiQuery(p): ApiQuery<StreamParams>) -> ApiResult<Response> {
     let level = parse_level(p.level.as_deref())?;
+    let visible = crate::access::visible_devices(&state, &who).await?;
     let rx = state
         .subscribe_changes()
         .ok_or_else(|| ApiError::unavailable("live warning updates are not available", "实时预警推送暂不可用"))?;
-    let feed = Feed { rx, closing: state.closing(), store: state.store.clone(), level };
+    let feed = Feed { rx, closing: state.closing(), store: state.store.clone(), level, visible };
     let events = futures::stream::unfold(feed, |mut feed| async move {
         let event = feed.next_event().await?;
         Some((Ok::<_, Infallible>(event), feed))
@@ -284,6 +306,8 @@ struct Feed {
     closing: watch::Receiver<bool>,
     store: Store,
     level: Option<Level>,
+    /// Devices the client may see (`None`: all), fixed when the stream opens.
+    visible: Option<std::collections::HashSet<i32>>,
 }
 
 impl Feed {
@@ -327,6 +351,9 @@ impl Feed {
             }
         };
         if self.level.is_some_and(|max| w.level > max) {
+            return None;
+        }
+        if self.visible.as_ref().is_some_and(|v| !v.contains(&w.device_key)) {
             return None;
         }
         match Event::default().event(change.kind.as_str()).id(w.id.to_string()).json_data(WarningView::from(w)) {
