@@ -50,10 +50,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message, message_zh)
     }
 
-    /// 422: the request was well-formed but its content is not acceptable (an invalid rule, a
-    /// silence that ends before it starts).
+    /// 400 with code `invalid`: well-formed, but a value is not acceptable (an invalid rule, a
+    /// silence that ends before it starts, a bad credit code). Validation errors are 400s naming
+    /// the field, one status for every validation failure, as clients expect.
     pub fn unprocessable(message: impl Into<Cow<'static, str>>, message_zh: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message, message_zh)
+        Self::new(StatusCode::BAD_REQUEST, "invalid", message, message_zh)
     }
 
     /// 409: the request conflicts with the resource's current state (resolving a resolved warning).
@@ -111,6 +112,11 @@ impl IntoResponse for ApiError {
 /// Store and other internal failures: log the full chain, answer generically.
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        // A value the store refused (bad credit code, unknown region, duplicate id): the caller's
+        // mistake, named by field.
+        if let Some(f) = e.downcast_ref::<offsite_store::FieldError>() {
+            return Self::bad_request(format!("{}: {}", f.field, f.message_en), format!("{}：{}", f.field, f.message_zh));
+        }
         tracing::error!(error = format!("{e:#}"), "request failed");
         Self::internal()
     }

@@ -54,7 +54,7 @@ where
 }
 
 /// Like [`Json`], but every rejection is our JSON error: malformed JSON is a 400, JSON of the wrong
-/// shape (missing field, unknown variant, out-of-range value) a 422, a missing or wrong
+/// shape (missing field, unknown variant, out-of-range value) a 400 with code `invalid`, a missing or wrong
 /// `Content-Type` a 415 and an oversized body a 413. The message names the problem.
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);

@@ -148,6 +148,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/users/{id}/password", post(routes::auth::reset_password))
         .route("/api/v1/users/{id}/disabled", axum::routing::put(routes::auth::set_disabled))
         .route("/api/v1/audit", get(routes::auth::audit_search))
+        .route("/api/v1/regions", get(routes::registers::regions).post(routes::registers::upsert_region))
+        .route("/api/v1/departments", get(routes::registers::departments).post(routes::registers::create_department))
+        .route("/api/v1/departments/{id}/regions", axum::routing::put(routes::registers::set_department_regions))
+        .route("/api/v1/objects", get(routes::registers::objects).post(routes::registers::create_object))
+        .route("/api/v1/objects/import", post(routes::registers::import_objects))
+        .route("/api/v1/objects/export", get(routes::registers::export_objects))
+        .route(
+            "/api/v1/objects/{id}",
+            get(routes::registers::object).put(routes::registers::update_object).delete(routes::registers::delete_object),
+        )
+        .route("/api/v1/catalog", get(routes::registers::catalog))
+        .route("/api/v1/catalog/import", post(routes::registers::import_catalog))
+        .route("/api/v1/catalog/export", get(routes::registers::export_catalog))
+        .route("/api/v1/catalog/{code}/history", get(routes::registers::catalog_history))
+        .route("/api/v1/catalog/{code}/draft", axum::routing::put(routes::registers::catalog_draft))
+        .route("/api/v1/catalog/{code}/publish", post(routes::registers::catalog_publish))
         .route("/api/v1/devices", get(routes::devices::list))
         .route("/api/v1/devices/{id}", get(routes::devices::get))
         .route("/api/v1/metrics", get(routes::devices::metric_catalog))

@@ -175,6 +175,15 @@ async fn every_endpoint_with_every_role() -> Result<()> {
         (Method::GET, "/api/v1/users".into(), None, [Forbidden, Ok, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden]),
         (Method::GET, "/api/v1/audit".into(), None, [Forbidden, Forbidden, Ok, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden]),
         (Method::GET, "/api/v1/warnings/stream".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, "/api/v1/objects".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, "/api/v1/objects/site-a".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, "/api/v1/objects/site-b".into(), None, [Ok, Forbidden, Forbidden, Ok, NotFound, NotFound, Ok, Ok]),
+        (Method::GET, "/api/v1/objects/export".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::POST, "/api/v1/objects".into(), Some(json!({"id": "site-x", "name": "x"})), [Ok, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden]),
+        (Method::GET, "/api/v1/regions".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, "/api/v1/departments".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, "/api/v1/catalog".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::PUT, "/api/v1/catalog/X1/draft".into(), Some(json!({"department": "d", "main_item": "m", "method": "非现场监管"})), [Ok, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden]),
     ];
     let users = ["sysadmin", "secadmin", "auditor", "monitor", "handlera", "leadera", "reviewer", "resup"];
     let mut tokens = Vec::new();

@@ -247,11 +247,11 @@ async fn manual_resolve_once_then_conflict() -> Result<()> {
 
     // Refusals first: none of them may resolve anything.
     let (status, body) = app.post(&path, json!({"reason": "   "})).await?;
-    assert_eq!(assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "blank reason"), "invalid");
+    assert_eq!(assert_error(status, &body, StatusCode::BAD_REQUEST, "blank reason"), "invalid");
     let (status, body) = app.post(&path, json!({})).await?;
-    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "no reason");
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "no reason");
     let (status, body) = app.post(&path, json!({"reason": 5})).await?;
-    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "reason not a string");
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "reason not a string");
     let (status, body) = app.post_raw(&path, Some("application/json"), b"{\"reason\": ".to_vec()).await?;
     assert_eq!(assert_error(status, &body, StatusCode::BAD_REQUEST, "truncated JSON"), "bad_request");
     let (status, body) = app.post_raw(&path, None, br#"{"reason":"x"}"#.to_vec()).await?;
@@ -551,7 +551,7 @@ async fn rules_refuse_invalid_bodies() -> Result<()> {
         (json!("a rule"), "object"),
     ] {
         let (status, resp) = app.post("/api/v1/rules", body.clone()).await?;
-        assert_eq!(assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, &body.to_string()), "invalid");
+        assert_eq!(assert_error(status, &resp, StatusCode::BAD_REQUEST, &body.to_string()), "invalid");
         let msg = resp["error"]["message"].as_str().unwrap();
         assert!(msg.contains(needle), "{body}: message {msg:?} does not name {needle:?}");
     }
@@ -564,7 +564,7 @@ async fn rules_refuse_invalid_bodies() -> Result<()> {
     let id = created["id"].as_i64().unwrap();
     let (status, body) =
         app.put(&format!("/api/v1/rules/{id}"), json!({"name": "x", "level": 9, "condition": gap})).await?;
-    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid update");
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid update");
     assert_eq!(app.db.store.rule(id).await?.unwrap().level, Level::YELLOW);
     Ok(())
 }
@@ -634,7 +634,7 @@ async fn silences_create_list_expire() -> Result<()> {
         json!({"duration_s": "60", "reason": "r"}),
     ] {
         let (status, resp) = app.post("/api/v1/silences", body.clone()).await?;
-        assert_eq!(assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, &body.to_string()), "invalid");
+        assert_eq!(assert_error(status, &resp, StatusCode::BAD_REQUEST, &body.to_string()), "invalid");
     }
     let (status, body) = app.post_raw("/api/v1/silences", Some("application/json"), b"[".to_vec()).await?;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "malformed JSON");
@@ -674,7 +674,7 @@ async fn maintenance_create_and_list() -> Result<()> {
         json!({"device": "d1", "duration_s": 60, "reason": "r", "metric": "pm10"}),
     ] {
         let (status, resp) = app.post("/api/v1/maintenance", body.clone()).await?;
-        assert_eq!(assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, &body.to_string()), "invalid");
+        assert_eq!(assert_error(status, &resp, StatusCode::BAD_REQUEST, &body.to_string()), "invalid");
     }
     let (_, body) = app.get("/api/v1/maintenance").await?;
     assert_eq!(body["total"], 1, "a refused window was stored: {body}");

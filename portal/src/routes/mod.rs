@@ -2,6 +2,7 @@ pub mod auth;
 pub mod devices;
 pub mod health;
 pub mod metrics;
+pub mod registers;
 pub mod rules;
 pub mod series;
 pub mod silences;

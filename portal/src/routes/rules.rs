@@ -1,6 +1,6 @@
 //! Warning rules: `GET /api/v1/rules`, `POST /api/v1/rules`, `GET|PUT|DELETE /api/v1/rules/{id}`.
 //!
-//! The body is the store's [`NewRule`] JSON. Unknown fields are refused (422) rather than ignored:
+//! The body is the store's [`NewRule`] JSON. Unknown fields are refused (400) rather than ignored:
 //! a misspelt scope field (`"device_id"`) would otherwise widen a rule to every device, and a
 //! misspelt condition field (`"for"`) silently fall back to its default.
 
@@ -55,7 +55,7 @@ fn field<T: DeserializeOwned>(obj: &Map<String, Value>, key: &str) -> Result<(),
     }
 }
 
-/// Parses and validates a rule body; every refusal is a 422 naming the problem.
+/// Parses and validates a rule body; every refusal is a 400 naming the problem.
 pub fn parse_rule(body: Value) -> ApiResult<NewRule> {
     let Value::Object(obj) = &body else {
         return Err(invalid("the rule must be a JSON object".into(), "规则必须是 JSON 对象".into()));
@@ -217,7 +217,7 @@ mod tests {
             (json!([1, 2]), "object"),
         ] {
             let e = parse_rule(body.clone()).unwrap_err();
-            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
             assert!(e.message.contains(needle), "{body}: {}", e.message);
             assert!(!e.message_zh.is_empty());
         }

@@ -402,7 +402,7 @@ mod tests {
             (window(Some("soon"), None, Some(60), Some("r")), "bad time"),
         ] {
             let e = parse(&bad, now).unwrap_err();
-            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{what}");
             assert!(!e.message_zh.is_empty(), "{what}");
         }
     }

@@ -1,0 +1,249 @@
+//! The registers: regions, departments, regulated objects (with CSV import/export) and the
+//! regulatory item catalog. Reading follows the caller's scope; changing is the system
+//! administrator's.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use offsite_store::{AuditEvent, CatalogFields, ImportOptions, NewDepartment, NewObject, ObjectFilter, Region};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::access::{scope, CONFIGURE};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::AppState;
+
+fn page<T: serde::Serialize>(items: Vec<T>, total: i64) -> Json<Value> {
+    Json(json!({ "items": items, "total": total }))
+}
+
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::not_found(format!("{what} {id} not found"), format!("{what} {id} 不存在"))
+}
+
+// --- regions ---
+
+pub async fn regions(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Value>> {
+    scope(&state, &who).await?;
+    let tree = state.store.region_tree().await?;
+    Ok(Json(json!({ "items": tree })))
+}
+
+pub async fn upsert_region(State(state): State<AppState>, who: Principal, ApiJson(r): ApiJson<Region>) -> ApiResult<Json<Region>> {
+    who.require(&CONFIGURE)?;
+    let saved = state.store.upsert_region(&r).await?;
+    state.audit(AuditEvent::new(who.username(), "region.upsert", "region").id(saved.code.clone()).after(json!(saved))).await;
+    Ok(Json(saved))
+}
+
+// --- departments ---
+
+pub async fn departments(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Value>> {
+    scope(&state, &who).await?;
+    let items = state.store.departments().await?;
+    let total = items.len() as i64;
+    Ok(page(items, total))
+}
+
+pub async fn create_department(State(state): State<AppState>, who: Principal, ApiJson(d): ApiJson<NewDepartment>) -> ApiResult<(StatusCode, Json<Value>)> {
+    who.require(&CONFIGURE)?;
+    let saved = state.store.insert_department(&d).await?;
+    state.audit(AuditEvent::new(who.username(), "department.create", "department").id(saved.id.to_string()).after(json!(saved))).await;
+    Ok((StatusCode::CREATED, Json(json!(saved))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionsBody {
+    region_codes: Vec<String>,
+}
+
+pub async fn set_department_regions(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(b): ApiJson<RegionsBody>,
+) -> ApiResult<StatusCode> {
+    who.require(&CONFIGURE)?;
+    if !state.store.set_department_regions(id, &b.region_codes).await? {
+        return Err(not_found("department", &id.to_string()));
+    }
+    state.audit(AuditEvent::new(who.username(), "department.regions", "department").id(id.to_string()).after(json!(b.region_codes))).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// --- objects ---
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ObjectQuery {
+    q: Option<String>,
+    #[serde(rename = "type")]
+    object_type: Option<String>,
+    region: Option<String>,
+    department: Option<i64>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+pub async fn objects(State(state): State<AppState>, who: Principal, ApiQuery(q): ApiQuery<ObjectQuery>) -> ApiResult<Json<Value>> {
+    let s = scope(&state, &who).await?;
+    let f = ObjectFilter {
+        q: q.q,
+        object_type: q.object_type,
+        region_code: q.region,
+        department_id: q.department,
+        limit: q.limit.unwrap_or(100),
+        offset: q.offset.unwrap_or(0).max(0),
+    };
+    let (items, total) = state.store.list_objects(&f, &s).await?;
+    Ok(page(items, total))
+}
+
+pub async fn object(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
+    let s = scope(&state, &who).await?;
+    match state.store.visible_object(&id, &s).await? {
+        Some(o) => Ok(Json(json!(o))),
+        None => Err(not_found("object", &id)),
+    }
+}
+
+pub async fn create_object(State(state): State<AppState>, who: Principal, ApiJson(o): ApiJson<NewObject>) -> ApiResult<(StatusCode, Json<Value>)> {
+    who.require(&CONFIGURE)?;
+    let saved = state.store.insert_object(&o).await?;
+    state.audit(AuditEvent::new(who.username(), "object.create", "object").id(saved.id.clone()).after(json!(saved))).await;
+    Ok((StatusCode::CREATED, Json(json!(saved))))
+}
+
+pub async fn update_object(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(mut o): ApiJson<NewObject>,
+) -> ApiResult<Json<Value>> {
+    who.require(&CONFIGURE)?;
+    o.id = id.clone();
+    let before = state.store.object(&id).await?;
+    let saved = state.store.update_object(&o).await?.ok_or_else(|| not_found("object", &id))?;
+    state
+        .audit(AuditEvent::new(who.username(), "object.update", "object").id(id).before(json!(before)).after(json!(saved)))
+        .await;
+    Ok(Json(json!(saved)))
+}
+
+pub async fn delete_object(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
+    who.require(&CONFIGURE)?;
+    let before = state.store.object(&id).await?;
+    if !state.store.delete_object(&id).await? {
+        return Err(not_found("object", &id));
+    }
+    state.audit(AuditEvent::new(who.username(), "object.delete", "object").id(id).before(json!(before))).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ImportQuery {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    publish: bool,
+}
+
+/// CSV in the body; answers the per-row report (rows with errors are skipped, the rest stored).
+pub async fn import_objects(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<ImportQuery>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    who.require(&CONFIGURE)?;
+    let opts = ImportOptions { dry_run: q.dry_run, publish: false, actor: Some(who.username().to_owned()) };
+    let report = state.store.import_objects_csv(&body[..], &opts).await?;
+    if !q.dry_run {
+        state
+            .audit(AuditEvent::new(who.username(), "object.import", "object").after(json!({
+                "inserted": report.inserted, "updated": report.updated, "errors": report.errors.len()
+            })))
+            .await;
+    }
+    Ok(Json(json!(report)))
+}
+
+fn csv_response(body: Vec<u8>, name: &str) -> Response {
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
+pub async fn export_objects(State(state): State<AppState>, who: Principal) -> ApiResult<Response> {
+    let s = scope(&state, &who).await?;
+    let mut out = Vec::new();
+    state.store.export_objects_csv(&mut out, &s).await?;
+    Ok(csv_response(out, "objects.csv"))
+}
+
+// --- catalog ---
+
+pub async fn catalog(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Value>> {
+    scope(&state, &who).await?;
+    let items = state.store.catalog_current().await?;
+    let total = items.len() as i64;
+    Ok(page(items, total))
+}
+
+pub async fn catalog_history(State(state): State<AppState>, who: Principal, ApiPath(code): ApiPath<String>) -> ApiResult<Json<Value>> {
+    scope(&state, &who).await?;
+    let items = state.store.catalog_history(&code).await?;
+    if items.is_empty() {
+        return Err(not_found("catalog item", &code));
+    }
+    let total = items.len() as i64;
+    Ok(page(items, total))
+}
+
+pub async fn catalog_draft(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(code): ApiPath<String>,
+    ApiJson(fields): ApiJson<CatalogFields>,
+) -> ApiResult<Json<Value>> {
+    who.require(&CONFIGURE)?;
+    let item = state.store.catalog_save_draft(&code, &fields, Some(who.username())).await?;
+    state.audit(AuditEvent::new(who.username(), "catalog.draft", "catalog_item").id(code).after(json!(item))).await;
+    Ok(Json(json!(item)))
+}
+
+pub async fn catalog_publish(State(state): State<AppState>, who: Principal, ApiPath(code): ApiPath<String>) -> ApiResult<Json<Value>> {
+    who.require(&CONFIGURE)?;
+    let item = state.store.catalog_publish(&code, Some(who.username())).await?.ok_or_else(|| not_found("catalog draft", &code))?;
+    state.audit(AuditEvent::new(who.username(), "catalog.publish", "catalog_item").id(code).after(json!(item))).await;
+    Ok(Json(json!(item)))
+}
+
+pub async fn import_catalog(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<ImportQuery>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    who.require(&CONFIGURE)?;
+    let opts = ImportOptions { dry_run: q.dry_run, publish: q.publish, actor: Some(who.username().to_owned()) };
+    let report = state.store.import_catalog_csv(&body[..], &opts).await?;
+    if !q.dry_run {
+        state.audit(AuditEvent::new(who.username(), "catalog.import", "catalog_item").after(json!({"inserted": report.inserted}))).await;
+    }
+    Ok(Json(json!(report)))
+}
+
+pub async fn export_catalog(State(state): State<AppState>, who: Principal) -> ApiResult<Response> {
+    scope(&state, &who).await?;
+    let mut out = Vec::new();
+    state.store.export_catalog_csv(&mut out).await?;
+    Ok(csv_response(out, "catalog.csv"))
+}
