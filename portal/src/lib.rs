@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod live;
+pub mod openapi;
 pub mod routes;
 pub mod time;
 
@@ -180,6 +181,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/maintenance",
             get(routes::silences::list_maintenance).post(routes::silences::create_maintenance),
         )
+        .merge(openapi::swagger_ui())
         .fallback(not_found)
         // `Router::layer` wraps each route after matching, so the metrics middleware sees
         // `MatchedPath`. The last layer added is the outermost: tracing sees everything, the

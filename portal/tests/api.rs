@@ -405,3 +405,20 @@ async fn authorized_client(db: &TestDb) -> Result<reqwest::Client> {
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
     Ok(reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?)
 }
+
+/// The API description and its browsable UI are served without login, from the binary itself.
+#[tokio::test]
+async fn openapi_document_and_docs_ui_need_no_login() -> Result<()> {
+    let app = App::spawn().await?;
+    let anon = reqwest::Client::new();
+    let doc: Value = anon.get(app.url("/api/openapi.json")).send().await?.json().await?;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/api/v1/warnings/{id}"]["get"].is_object());
+    assert!(doc["paths"]["/api/v1/auth/login"]["post"]["security"].as_array().is_some_and(|s| s.is_empty()));
+    let ui = anon.get(app.url("/api/docs/")).send().await?;
+    assert_eq!(ui.status(), StatusCode::OK);
+    let html = ui.text().await?;
+    assert!(html.contains("swagger"), "Swagger UI page");
+    assert!(!html.contains("https://"), "no asset is loaded from the internet");
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! The API's OpenAPI 3.1 description (`/api/openapi.json`) and a browsable UI (`/api/docs`,
+//! Swagger UI bundled into the binary: nothing is loaded from the internet).
+//!
+//! The document is generated from [`ENDPOINTS`], one row per operation; a test checks the table
+//! against the router in `lib.rs`, so an endpoint cannot be added without being described.
+
+use serde_json::{json, Map, Value};
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No login (health, metrics, login itself, public complaint intake).
+    Public,
+    /// A session or API token; roles and scope decide further (see each description).
+    Login,
+}
+
+/// (method, path, tag, summary in Chinese, summary in English, access, roles note)
+pub type Endpoint = (&'static str, &'static str, &'static str, &'static str, &'static str, Access, &'static str);
+
+use Access::{Login, Public};
+
+pub const ENDPOINTS: &[Endpoint] = &[
+    ("get", "/healthz", "system", "健康检查", "Health check", Public, ""),
+    ("get", "/metrics", "system", "Prometheus 指标", "Prometheus metrics (bind to an internal interface in production)", Public, ""),
+    ("post", "/api/v1/auth/login", "auth", "登录", "Log in: returns a bearer token and sets an HttpOnly session cookie", Public, "throttled after repeated failures"),
+    ("post", "/api/v1/auth/logout", "auth", "退出登录", "Log out", Login, ""),
+    ("get", "/api/v1/auth/me", "auth", "当前用户与 CSRF 令牌", "Who am I, and the session's CSRF token", Login, ""),
+    ("post", "/api/v1/auth/password", "auth", "修改本人密码", "Change one's own password", Login, ""),
+    ("post", "/api/v1/auth/tokens", "auth", "创建个人 API 令牌", "Create a personal API token (shown once)", Login, ""),
+    ("delete", "/api/v1/auth/tokens/{id}", "auth", "吊销个人 API 令牌", "Revoke a personal API token", Login, ""),
+    ("get", "/api/v1/users", "users", "用户列表", "List accounts", Login, "security administrator"),
+    ("post", "/api/v1/users", "users", "创建用户", "Create an account", Login, "security administrator"),
+    ("put", "/api/v1/users/{id}/roles", "users", "设置用户角色", "Set an account's roles (not one's own)", Login, "security administrator"),
+    ("post", "/api/v1/users/{id}/password", "users", "重置用户密码", "Reset an account's password (must change at next login)", Login, "security administrator"),
+    ("put", "/api/v1/users/{id}/disabled", "users", "停用或启用用户", "Disable or enable an account", Login, "security administrator"),
+    ("get", "/api/v1/audit", "audit", "查询审计日志", "Search the audit trail", Login, "audit administrator only"),
+    ("get", "/api/v1/regions", "registers", "行政区划树", "Region tree", Login, ""),
+    ("post", "/api/v1/regions", "registers", "新增或修改行政区划", "Create or update a region", Login, "system administrator"),
+    ("get", "/api/v1/departments", "registers", "部门列表", "Departments", Login, ""),
+    ("post", "/api/v1/departments", "registers", "新增部门", "Create a department", Login, "system administrator"),
+    ("put", "/api/v1/departments/{id}/regions", "registers", "设置部门管辖区域", "Set the regions a department covers", Login, "system administrator"),
+    ("get", "/api/v1/objects", "registers", "监管对象列表", "Regulated objects (within the caller's scope)", Login, ""),
+    ("post", "/api/v1/objects", "registers", "新增监管对象", "Create a regulated object", Login, "system administrator"),
+    ("post", "/api/v1/objects/import", "registers", "导入监管对象（CSV）", "Import objects from CSV, with a per-row error report (?dry_run=true)", Login, "system administrator"),
+    ("get", "/api/v1/objects/export", "registers", "导出监管对象（CSV）", "Export objects as CSV (within the caller's scope)", Login, ""),
+    ("get", "/api/v1/objects/{id}", "registers", "监管对象详情", "A regulated object", Login, ""),
+    ("put", "/api/v1/objects/{id}", "registers", "修改监管对象", "Update a regulated object", Login, "system administrator"),
+    ("delete", "/api/v1/objects/{id}", "registers", "删除监管对象", "Delete a regulated object (no devices attached)", Login, "system administrator"),
+    ("get", "/api/v1/catalog", "catalog", "监管事项目录（现行）", "The regulatory item catalog (current published versions)", Login, ""),
+    ("post", "/api/v1/catalog/import", "catalog", "导入监管事项（CSV）", "Import catalog items from CSV (?publish=true)", Login, "system administrator"),
+    ("get", "/api/v1/catalog/export", "catalog", "导出监管事项（CSV）", "Export the catalog as CSV", Login, ""),
+    ("get", "/api/v1/catalog/{code}/history", "catalog", "事项版本历史", "Version history of an item", Login, ""),
+    ("put", "/api/v1/catalog/{code}/draft", "catalog", "保存事项草稿", "Save a draft of an item", Login, "system administrator"),
+    ("post", "/api/v1/catalog/{code}/publish", "catalog", "发布事项草稿", "Publish an item's draft", Login, "system administrator"),
+    ("get", "/api/v1/devices", "devices", "设备列表", "Devices (within the caller's scope)", Login, ""),
+    ("get", "/api/v1/devices/{id}", "devices", "设备详情", "A device", Login, ""),
+    ("get", "/api/v1/metrics", "devices", "指标目录", "The metric catalog", Login, ""),
+    ("get", "/api/v1/series", "devices", "时序数据", "A device's metric over time (?device&metric&from&to&step)", Login, ""),
+    ("get", "/api/v1/warnings", "warnings", "预警列表", "Warnings (filters: open, level, device, object, source, since, until, group)", Login, ""),
+    ("get", "/api/v1/warnings/stream", "warnings", "实时预警推送（SSE）", "Live warning changes as server-sent events", Login, ""),
+    ("get", "/api/v1/warnings/{id}", "warnings", "预警详情（含证据）", "A warning with its evidence", Login, ""),
+    ("post", "/api/v1/warnings/{id}/resolve", "warnings", "人工处理预警", "Resolve a warning by hand, with a reason", Login, "monitoring center, system administrator"),
+    ("get", "/api/v1/rules", "rules", "预警规则列表", "Warning rules", Login, ""),
+    ("post", "/api/v1/rules", "rules", "新增预警规则", "Create a rule", Login, "system administrator"),
+    ("get", "/api/v1/rules/{id}", "rules", "预警规则详情", "A rule", Login, ""),
+    ("put", "/api/v1/rules/{id}", "rules", "修改预警规则", "Update a rule (takes effect without restart)", Login, "system administrator"),
+    ("delete", "/api/v1/rules/{id}", "rules", "删除预警规则", "Delete a rule", Login, "system administrator"),
+    ("get", "/api/v1/silences", "warnings", "生效中的静默", "Active silences", Login, ""),
+    ("post", "/api/v1/silences", "warnings", "新增静默", "Silence warnings for a bounded time, with a reason", Login, "monitoring center, system administrator"),
+    ("delete", "/api/v1/silences/{id}", "warnings", "结束静默", "End a silence now", Login, "monitoring center, system administrator"),
+    ("get", "/api/v1/maintenance", "warnings", "生效中的维护窗口", "Active maintenance windows", Login, ""),
+    ("post", "/api/v1/maintenance", "warnings", "新增维护窗口", "Create a maintenance window (inhibits data warnings)", Login, "monitoring center, system administrator"),
+];
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, tag, zh, en, access, roles) in ENDPOINTS {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut desc = en.to_string();
+        if !roles.is_empty() {
+            desc.push_str(&format!(". Allowed: {roles}."));
+        }
+        let mut responses = json!({
+            "200": {"description": "OK"},
+            "400": {"description": "Invalid input: the error names the field, in English and Chinese", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        });
+        if *access == Login {
+            responses["401"] = json!({"description": "Not logged in", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+            responses["403"] = json!({"description": "The role does not allow it (or a missing CSRF token on a cookie session)"});
+            responses["404"] = json!({"description": "Not found, or outside the caller's scope (indistinguishable)"});
+        }
+        let mut op = json!({
+            "tags": [tag],
+            "summary": format!("{zh} / {en}"),
+            "description": desc,
+            "operationId": format!("{method}_{}", path.trim_start_matches('/').replace(['/', '{', '}'], "_")),
+            "parameters": params,
+            "responses": responses,
+        });
+        if *access == Public {
+            op["security"] = json!([]);
+        }
+        if matches!(*method, "post" | "put") && !path.ends_with("/logout") {
+            op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "offsite 非现场监管平台 API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "JSON over HTTP. Log in with POST /api/v1/auth/login; send the token as `Authorization: Bearer <token>`, or use the session cookie and send `X-CSRF-Token` on changes. Times are RFC 3339 UTC.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"cookie": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": crate::auth::SESSION_COOKIE},
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {"error": {"type": "object", "properties": {
+                        "code": {"type": "string"}, "message": {"type": "string"}, "message_zh": {"type": "string"}
+                    }}}
+                }
+            }
+        },
+        "paths": paths,
+    })
+}
+
+/// Swagger UI on `/api/docs` and the document on `/api/openapi.json` (assets bundled at build
+/// time).
+pub fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
+    let doc: utoipa::openapi::OpenApi = serde_json::from_value(document()).expect("the generated document is valid OpenAPI");
+    utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every `(method, path)` the router in lib.rs registers.
+    fn routed() -> BTreeSet<(String, String)> {
+        let src = include_str!("lib.rs");
+        let mut out = BTreeSet::new();
+        for chunk in src.split(".route(").skip(1) {
+            let chunk = chunk.split(".fallback(").next().unwrap_or(chunk);
+            let path = chunk.split('"').nth(1).expect("a path literal").to_owned();
+            for m in ["get", "post", "put", "delete"] {
+                let needle = format!("{m}(routes::");
+                let dotted = format!(".{m}(routes::");
+                let qualified = format!("routing::{m}(routes::");
+                if chunk.trim_start().starts_with(&format!("\"{path}\", {m}(routes::"))
+                    || chunk.contains(&format!(", {needle}"))
+                    || chunk.contains(&dotted)
+                    || chunk.contains(&qualified)
+                    || chunk.contains(&format!("\n            {needle}"))
+                {
+                    out.insert((m.to_owned(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_routed_operation_is_described_and_nothing_else() {
+        let described: BTreeSet<(String, String)> = ENDPOINTS
+            .iter()
+            .filter(|e| !e.1.starts_with("/api/docs") && e.1 != "/api/openapi.json")
+            .map(|e| (e.0.to_owned(), e.1.to_owned()))
+            .collect();
+        let routed: BTreeSet<(String, String)> =
+            routed().into_iter().filter(|(_, p)| !p.starts_with("/api/docs") && p != "/api/openapi.json").collect();
+        let missing: Vec<_> = routed.difference(&described).collect();
+        let extra: Vec<_> = described.difference(&routed).collect();
+        assert!(missing.is_empty(), "routed but not in the OpenAPI table: {missing:?}");
+        assert!(extra.is_empty(), "in the OpenAPI table but not routed: {extra:?}");
+    }
+
+    #[test]
+    fn the_document_is_valid_openapi_for_the_ui() {
+        let doc: utoipa::openapi::OpenApi = serde_json::from_value(document()).unwrap();
+        assert!(doc.paths.paths.contains_key("/api/v1/warnings/{id}"));
+    }
+}
