@@ -60,6 +60,30 @@ impl Database {
     }
 }
 
+/// The key that encrypts complainants' phone and ID numbers: `<data_dir>/secrets/complaints.key`,
+/// 32 random bytes made on first start (mode 0600). Every portal of one installation must read the
+/// same file; losing it makes the stored contact details unreadable.
+pub fn complaints_key(data_dir: &std::path::Path) -> Result<[u8; 32]> {
+    let path = data_dir.join("secrets").join("complaints.key");
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        // Written aside, then linked into place (which never replaces): processes starting at once
+        // all end up with the first one's key.
+        let tmp = path.with_extension(format!("key.{}.tmp", std::process::id()));
+        crate::device_cmd::write_secret(&tmp, &key)?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        std::fs::remove_file(&tmp).ok();
+        match linked {
+            Ok(()) => info!(path = %path.display(), "generated the complaints contact key"),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("{} must hold exactly 32 bytes", path.display()))
+}
+
 pub fn pki(cfg: &Config) -> Result<Pki> {
     Pki::load_or_create(&cfg.data_dir.join("pki")).context("loading the device CA")
 }
@@ -133,6 +157,7 @@ impl AllInOne {
         let audit = AuditLog::start(store.clone(), Some(anchors_path(&cfg.data_dir)), DEFAULT_ANCHOR_EVERY);
         let pki = pki(cfg)?;
         let internal = offsite_broker::internal_password(&cfg.data_dir)?;
+        let complaints_key = complaints_key(&cfg.data_dir)?;
         let mut builder = BrokerBuilder::new(&cfg.broker, &pki, store.clone(), internal)?;
         let (link_tx, link_rx) = builder.link("offsite-ingest")?;
         // A fresh broker knows no sessions: every device is offline until it says otherwise.
@@ -163,7 +188,7 @@ impl AllInOne {
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
         let portal_addr = listener.local_addr()?;
         let (stop_portal, mut stop_rx) = watch::channel(false);
-        let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_live(live.clone()).with_audit(audit.clone()), async move {
+        let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_live(live.clone()).with_audit(audit.clone()).with_secret_key(complaints_key), async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
         Ok(Tiers { audit, broker, pki, ingest, analytics, portal, stop_portal, portal_addr })

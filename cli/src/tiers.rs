@@ -91,10 +91,11 @@ pub async fn portal(cfg: Config) -> Result<()> {
     let store = db.store.clone();
     let audit = audit_log(&cfg, &store);
     let r = async {
+        let complaints_key = startup::complaints_key(&cfg.data_dir)?;
         let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
             .await
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
-        offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_audit(audit.clone()), shutdown_signal()).await
+        offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_audit(audit.clone()).with_secret_key(complaints_key), shutdown_signal()).await
     }
     .await;
     if let Err(e) = audit.shutdown().await {

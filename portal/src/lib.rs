@@ -4,12 +4,14 @@
 
 pub mod access;
 pub mod auth;
+pub mod captcha;
 pub mod error;
 pub mod extract;
 pub mod live;
 pub mod openapi;
 pub mod routes;
 pub mod time;
+pub mod xlsx;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -28,7 +30,6 @@ use offsite_store::{Store, WarningChange};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -68,6 +69,12 @@ pub struct AppState {
     closing: Arc<watch::Sender<bool>>,
     /// Where changes are recorded; `None` only in tests that do not look at the trail.
     audit: Option<offsite_store::AuditLog>,
+    /// Encrypts complainants' phone and ID numbers. [`AppState::new`] draws a random key per
+    /// process, fine for tests only: what it encrypted is unreadable after a restart. Real use must
+    /// configure a persistent key with [`AppState::with_secret_key`].
+    contact_cipher: routes::complaints::ContactCipher,
+    /// Pending answers of the public complaint form's CAPTCHAs.
+    captchas: captcha::CaptchaStore,
 }
 
 impl AppState {
@@ -78,7 +85,26 @@ impl AppState {
             live: None,
             closing: Arc::new(watch::channel(false).0),
             audit: None,
+            contact_cipher: routes::complaints::ContactCipher::random(),
+            captchas: captcha::CaptchaStore::default(),
         }
+    }
+
+    /// The key (32 bytes, AES-256-GCM) that encrypts complainants' contact details at rest; the CLI
+    /// keeps it in `<data_dir>/secrets/complaints.key`. Every replica must use the same key.
+    pub fn with_secret_key(mut self, key: [u8; 32]) -> Self {
+        self.contact_cipher = routes::complaints::ContactCipher::new(key);
+        self
+    }
+
+    pub fn contact_cipher(&self) -> &routes::complaints::ContactCipher {
+        &self.contact_cipher
+    }
+
+    /// The CAPTCHAs awaiting an answer. Reachable from Rust only (no route exposes the answers):
+    /// tests solve CAPTCHAs with [`captcha::CaptchaStore::answer`].
+    pub fn captchas(&self) -> &captcha::CaptchaStore {
+        &self.captchas
     }
 
     /// Records every change made through the API in this audit trail.
@@ -139,6 +165,19 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/metrics", get(routes::metrics::metrics))
         .route("/api/v1/auth/login", post(routes::auth::login))
+        .route("/api/v1/complaints/services", get(routes::complaints::services))
+        .route("/api/v1/complaints/captcha", get(routes::complaints::captcha))
+        .route(
+            "/api/v1/complaints",
+            get(routes::complaints::list)
+                .post(routes::complaints::submit)
+                .layer(axum::extract::DefaultBodyLimit::max(routes::complaints::UPLOAD_BODY_LIMIT)),
+        )
+        .route("/api/v1/complaints/track/{tracking_no}", get(routes::complaints::track))
+        .route("/api/v1/complaints/{id}", get(routes::complaints::get))
+        .route("/api/v1/complaints/{id}/contact", get(routes::complaints::contact))
+        .route("/api/v1/complaints/{id}/close", post(routes::complaints::close))
+        .route("/api/v1/complaints/{id}/attachments/{attachment_id}", get(routes::complaints::attachment))
         .route("/api/v1/auth/logout", post(routes::auth::logout))
         .route("/api/v1/auth/me", get(routes::auth::me))
         .route("/api/v1/auth/password", post(routes::auth::change_password))
@@ -188,7 +227,8 @@ pub fn router(state: AppState) -> Router {
         // counter sees the final status, and JSON normalisation covers the statuses the inner
         // layers produce (timeout, body limit, caught panic).
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        // BODY_LIMIT_BYTES, except the complaint intake (attachments).
+        .layer(middleware::from_fn(routes::complaints::body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, REQUEST_TIMEOUT))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(routes::metrics::track))

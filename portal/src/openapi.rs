@@ -42,14 +42,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("put", "/api/v1/departments/{id}/regions", "registers", "设置部门管辖区域", "Set the regions a department covers", Login, "system administrator"),
     ("get", "/api/v1/objects", "registers", "监管对象列表", "Regulated objects (within the caller's scope)", Login, ""),
     ("post", "/api/v1/objects", "registers", "新增监管对象", "Create a regulated object", Login, "system administrator"),
-    ("post", "/api/v1/objects/import", "registers", "导入监管对象（CSV）", "Import objects from CSV, with a per-row error report (?dry_run=true)", Login, "system administrator"),
-    ("get", "/api/v1/objects/export", "registers", "导出监管对象（CSV）", "Export objects as CSV (within the caller's scope)", Login, ""),
+    ("post", "/api/v1/objects/import", "registers", "导入监管对象（CSV/XLSX）", "Import objects from CSV or XLSX (recognised by content), with a per-row error report (?dry_run=true)", Login, "system administrator"),
+    ("get", "/api/v1/objects/export", "registers", "导出监管对象（CSV/XLSX）", "Export objects as CSV, or XLSX with ?format=xlsx (within the caller's scope)", Login, ""),
     ("get", "/api/v1/objects/{id}", "registers", "监管对象详情", "A regulated object", Login, ""),
     ("put", "/api/v1/objects/{id}", "registers", "修改监管对象", "Update a regulated object", Login, "system administrator"),
     ("delete", "/api/v1/objects/{id}", "registers", "删除监管对象", "Delete a regulated object (no devices attached)", Login, "system administrator"),
     ("get", "/api/v1/catalog", "catalog", "监管事项目录（现行）", "The regulatory item catalog (current published versions)", Login, ""),
-    ("post", "/api/v1/catalog/import", "catalog", "导入监管事项（CSV）", "Import catalog items from CSV (?publish=true)", Login, "system administrator"),
-    ("get", "/api/v1/catalog/export", "catalog", "导出监管事项（CSV）", "Export the catalog as CSV", Login, ""),
+    ("post", "/api/v1/catalog/import", "catalog", "导入监管事项（CSV/XLSX）", "Import catalog items from CSV or XLSX (?publish=true)", Login, "system administrator"),
+    ("get", "/api/v1/catalog/export", "catalog", "导出监管事项（CSV/XLSX）", "Export the catalog as CSV, or XLSX with ?format=xlsx", Login, ""),
     ("get", "/api/v1/catalog/{code}/history", "catalog", "事项版本历史", "Version history of an item", Login, ""),
     ("put", "/api/v1/catalog/{code}/draft", "catalog", "保存事项草稿", "Save a draft of an item", Login, "system administrator"),
     ("post", "/api/v1/catalog/{code}/publish", "catalog", "发布事项草稿", "Publish an item's draft", Login, "system administrator"),
@@ -71,6 +71,15 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("delete", "/api/v1/silences/{id}", "warnings", "结束静默", "End a silence now", Login, "monitoring center, system administrator"),
     ("get", "/api/v1/maintenance", "warnings", "生效中的维护窗口", "Active maintenance windows", Login, ""),
     ("post", "/api/v1/maintenance", "warnings", "新增维护窗口", "Create a maintenance window (inhibits data warnings)", Login, "monitoring center, system administrator"),
+    ("get", "/api/v1/complaints/services", "complaints", "投诉举报类别", "Complaint services (Open311 service codes)", Public, ""),
+    ("get", "/api/v1/complaints/captcha", "complaints", "获取图片验证码", "An image CAPTCHA for the public form (rate-limited per address)", Public, ""),
+    ("post", "/api/v1/complaints", "complaints", "提交投诉举报", "File a complaint: multipart/form-data with the CAPTCHA answer and up to 3 JPEG/PNG/PDF attachments; returns a tracking number", Public, "rate-limited per address"),
+    ("get", "/api/v1/complaints/track/{tracking_no}", "complaints", "按受理编号查询进度", "Status and public notes of a complaint, by tracking number (nothing private)", Public, "rate-limited per address"),
+    ("get", "/api/v1/complaints", "complaints", "投诉举报列表", "Complaints (contact details masked; within the caller's scope)", Login, ""),
+    ("get", "/api/v1/complaints/{id}", "complaints", "投诉举报详情", "A complaint, contact details masked, with its Open311 view", Login, ""),
+    ("get", "/api/v1/complaints/{id}/attachments/{attachment_id}", "complaints", "下载附件", "Download an attachment", Login, ""),
+    ("get", "/api/v1/complaints/{id}/contact", "complaints", "查看联系方式（留痕）", "The complainant's contact details, unmasked (audited)", Login, "monitoring center"),
+    ("post", "/api/v1/complaints/{id}/close", "complaints", "办结投诉举报", "Close a complaint with a reason and an optional public note", Login, "monitoring center"),
 ];
 
 /// The OpenAPI document.
@@ -106,7 +115,9 @@ pub fn document() -> Value {
         if *access == Public {
             op["security"] = json!([]);
         }
-        if matches!(*method, "post" | "put") && !path.ends_with("/logout") {
+        if *path == "/api/v1/complaints" && *method == "post" {
+            op["requestBody"] = json!({"required": true, "content": {"multipart/form-data": {"schema": {"type": "object"}}}});
+        } else if matches!(*method, "post" | "put") && !path.ends_with("/logout") {
             op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));

@@ -128,3 +128,25 @@ async fn catalog_versions_and_history() -> Result<()> {
     assert!(item.to_string().contains("在线监测与视频巡查"), "{item}");
     Ok(())
 }
+
+#[tokio::test]
+async fn objects_round_trip_through_xlsx() -> Result<()> {
+    let app = app().await?;
+    let sys = app.client("sys").await?;
+    let x = sys.get(app.url("/api/v1/objects/export?format=xlsx")).send().await?;
+    assert_eq!(x.status(), StatusCode::OK);
+    assert!(x.headers()["content-type"].to_str()?.contains("spreadsheetml"));
+    let bytes = x.bytes().await?;
+    assert!(bytes.starts_with(b"PK"), "an XLSX (zip) file");
+    // Re-importing the export changes nothing and reports no error.
+    let report: Value = sys.post(app.url("/api/v1/objects/import?dry_run=true")).body(bytes.to_vec()).send().await?.json().await?;
+    assert_eq!(report["errors"].as_array().map(Vec::len), Some(0), "{report}");
+    assert_eq!(report["inserted"], 0);
+    assert!(report["unchanged"].as_i64().unwrap() >= 10, "{report}");
+    // A broken spreadsheet is a 400 naming the file.
+    let r = sys.post(app.url("/api/v1/objects/import")).body(b"PK\x03\x04garbage".to_vec()).send().await?;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let bad = sys.get(app.url("/api/v1/objects/export?format=pdf")).send().await?;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    Ok(())
+}

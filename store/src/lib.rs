@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod commands;
+pub mod complaints;
 pub mod devices;
 pub mod embedded;
 pub mod registers;
@@ -21,6 +22,9 @@ use tracing::info;
 
 pub use audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, Break, BreakKind, VerifyReport};
 pub use commands::CommandRecord;
+pub use complaints::{
+    AttachmentMeta, ComplaintFilter, ComplaintRecord, ComplaintStatus, NewAttachment, NewComplaint, RateLimit, StatusNote,
+};
 pub use devices::{DeviceAuth, DeviceRecord, NewDevice};
 pub use registers::{
     AccessScope, CatalogFields, CatalogItem, CatalogStatus, CreditCode, CreditCodeError, Department, DeviceMetadata,

@@ -1,4 +1,5 @@
 pub mod auth;
+pub mod complaints;
 pub mod devices;
 pub mod health;
 pub mod metrics;

@@ -152,6 +152,43 @@ pub struct ImportQuery {
     publish: bool,
 }
 
+/// An upload as CSV bytes: XLSX (recognised by its content) is converted, CSV passes through.
+fn as_csv(body: &[u8]) -> ApiResult<std::borrow::Cow<'_, [u8]>> {
+    if crate::xlsx::is_xlsx(body) {
+        crate::xlsx::xlsx_to_csv(body)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| ApiError::bad_request(format!("file: {e:#}"), format!("file：无法读取 XLSX 文件（{e:#}）")))
+    } else {
+        Ok(std::borrow::Cow::Borrowed(body))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ExportQuery {
+    /// `csv` (default) or `xlsx`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+fn export_response(csv: Vec<u8>, stem: &str, q: &ExportQuery) -> ApiResult<Response> {
+    match q.format.as_deref() {
+        None | Some("csv") => Ok(csv_response(csv, &format!("{stem}.csv"))),
+        Some("xlsx") => {
+            let x = crate::xlsx::csv_to_xlsx(&csv, stem)?;
+            let mut resp = x.into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{stem}.xlsx\"")) {
+                resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            Ok(resp)
+        }
+        Some(other) => Err(ApiError::bad_request(format!("format: {other:?} is not csv or xlsx"), "format：只支持 csv 或 xlsx")),
+    }
+}
+
 /// CSV in the body; answers the per-row report (rows with errors are skipped, the rest stored).
 pub async fn import_objects(
     State(state): State<AppState>,
@@ -161,7 +198,8 @@ pub async fn import_objects(
 ) -> ApiResult<Json<Value>> {
     who.require(&CONFIGURE)?;
     let opts = ImportOptions { dry_run: q.dry_run, publish: false, actor: Some(who.username().to_owned()) };
-    let report = state.store.import_objects_csv(&body[..], &opts).await?;
+    let csv = as_csv(&body)?;
+    let report = state.store.import_objects_csv(&csv[..], &opts).await?;
     if !q.dry_run {
         state
             .audit(AuditEvent::new(who.username(), "object.import", "object").after(json!({
@@ -181,11 +219,11 @@ fn csv_response(body: Vec<u8>, name: &str) -> Response {
     resp
 }
 
-pub async fn export_objects(State(state): State<AppState>, who: Principal) -> ApiResult<Response> {
+pub async fn export_objects(State(state): State<AppState>, who: Principal, ApiQuery(q): ApiQuery<ExportQuery>) -> ApiResult<Response> {
     let s = scope(&state, &who).await?;
     let mut out = Vec::new();
     state.store.export_objects_csv(&mut out, &s).await?;
-    Ok(csv_response(out, "objects.csv"))
+    export_response(out, "objects", &q)
 }
 
 // --- catalog ---
@@ -234,16 +272,17 @@ pub async fn import_catalog(
 ) -> ApiResult<Json<Value>> {
     who.require(&CONFIGURE)?;
     let opts = ImportOptions { dry_run: q.dry_run, publish: q.publish, actor: Some(who.username().to_owned()) };
-    let report = state.store.import_catalog_csv(&body[..], &opts).await?;
+    let csv = as_csv(&body)?;
+    let report = state.store.import_catalog_csv(&csv[..], &opts).await?;
     if !q.dry_run {
         state.audit(AuditEvent::new(who.username(), "catalog.import", "catalog_item").after(json!({"inserted": report.inserted}))).await;
     }
     Ok(Json(json!(report)))
 }
 
-pub async fn export_catalog(State(state): State<AppState>, who: Principal) -> ApiResult<Response> {
+pub async fn export_catalog(State(state): State<AppState>, who: Principal, ApiQuery(q): ApiQuery<ExportQuery>) -> ApiResult<Response> {
     scope(&state, &who).await?;
     let mut out = Vec::new();
     state.store.export_catalog_csv(&mut out).await?;
-    Ok(csv_response(out, "catalog.csv"))
+    export_response(out, "catalog", &q)
 }
