@@ -205,7 +205,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/catalog/{code}/draft", axum::routing::put(routes::registers::catalog_draft))
         .route("/api/v1/catalog/{code}/publish", post(routes::registers::catalog_publish))
         .route("/api/v1/devices", get(routes::devices::list))
+        .route("/api/v1/devices/export", get(routes::device_registry::export))
+        .route("/api/v1/devices/import", post(routes::device_registry::import))
         .route("/api/v1/devices/{id}", get(routes::devices::get))
+        .route(
+            "/api/v1/devices/{id}/metadata",
+            get(routes::device_registry::get_metadata).put(routes::device_registry::put_metadata),
+        )
         .route("/api/v1/metrics", get(routes::devices::metric_catalog))
         .route("/api/v1/series", get(routes::series::series))
         .route("/api/v1/warnings", get(routes::warnings::list))

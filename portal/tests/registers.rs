@@ -150,3 +150,44 @@ async fn objects_round_trip_through_xlsx() -> Result<()> {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     Ok(())
 }
+
+#[tokio::test]
+async fn device_metadata_import_and_export() -> Result<()> {
+    let app = app().await?;
+    for (id, object) in [("devx1", "demo-site-01"), ("devx2", "demo-site-02")] {
+        app.db
+            .store
+            .insert_device(&offsite_store::NewDevice {
+                id: offsite_wire::DeviceId::parse(id)?,
+                name: id.into(),
+                object_id: Some(object.into()),
+                token_sha256: [5; 32],
+                cert_serial: None,
+                cert_not_after: None,
+            })
+            .await?;
+    }
+    let sys = app.client("sys").await?;
+    let csv = "id,location,lon,lat,installed_at,model,metrics,class\n\
+               devx1,东门,120.15,30.25,2026-03-01,DM-200,pm10 pm25 noise,dust-monitor\n\
+               devx2,,500,30,,,,\n\
+               nosuch,,,,,,,\n\
+               devx2,,,,yesterday,,,\n";
+    let r: Value = sys.post(app.url("/api/v1/devices/import")).body(csv).send().await?.json().await?;
+    assert_eq!(r["updated"], 1, "{r}");
+    let errs: Vec<(i64, String)> =
+        r["errors"].as_array().unwrap().iter().map(|e| (e["row"].as_i64().unwrap(), e["field"].as_str().unwrap().to_owned())).collect();
+    assert_eq!(errs, vec![(3, "lon".into()), (4, "id".into()), (5, "installed_at".into())]);
+    let m: Value = sys.get(app.url("/api/v1/devices/devx1/metadata")).send().await?.json().await?;
+    assert_eq!((m["model"].as_str(), m["lon"].as_f64()), (Some("DM-200"), Some(120.15)));
+    let out = sys.get(app.url("/api/v1/devices/export")).send().await?.text().await?;
+    assert!(out.contains("devx1") && out.contains("DM-200") && out.contains("dust-monitor"), "{out}");
+    // The handler of 住建局 (odd demo sites) exports only its own devices, and cannot import.
+    let h1 = app.client("h1").await?;
+    let mine = h1.get(app.url("/api/v1/devices/export")).send().await?.text().await?;
+    assert!(mine.contains("devx1") && !mine.contains("devx2"), "{mine}");
+    assert_eq!(h1.post(app.url("/api/v1/devices/import")).body(csv).send().await?.status(), StatusCode::FORBIDDEN);
+    let x = sys.get(app.url("/api/v1/devices/export?format=xlsx")).send().await?.bytes().await?;
+    assert!(x.starts_with(b"PK"));
+    Ok(())
+}

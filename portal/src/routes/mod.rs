@@ -1,5 +1,6 @@
 pub mod auth;
 pub mod complaints;
+pub mod device_registry;
 pub mod devices;
 pub mod health;
 pub mod metrics;

@@ -153,6 +153,10 @@ pub struct ImportQuery {
 }
 
 /// An upload as CSV bytes: XLSX (recognised by its content) is converted, CSV passes through.
+pub(crate) fn upload_as_csv(body: &[u8]) -> ApiResult<std::borrow::Cow<'_, [u8]>> {
+    as_csv(body)
+}
+
 fn as_csv(body: &[u8]) -> ApiResult<std::borrow::Cow<'_, [u8]>> {
     if crate::xlsx::is_xlsx(body) {
         crate::xlsx::xlsx_to_csv(body)
@@ -168,6 +172,11 @@ pub struct ExportQuery {
     /// `csv` (default) or `xlsx`.
     #[serde(default)]
     format: Option<String>,
+}
+
+/// A CSV export as the format asked for (`csv` or `xlsx`).
+pub(crate) fn export_as(csv: Vec<u8>, stem: &str, format: Option<&str>) -> ApiResult<Response> {
+    export_response(csv, stem, &ExportQuery { format: format.map(str::to_owned) })
 }
 
 fn export_response(csv: Vec<u8>, stem: &str, q: &ExportQuery) -> ApiResult<Response> {
