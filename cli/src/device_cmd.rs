@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use offsite_store::AuditEvent;
 use offsite_wire::{Channel, Command, CommandAction, DeviceCredentials, DeviceId, SourceSettings, Topic};
 
 use crate::configuration::Config;
@@ -71,12 +72,25 @@ pub enum DeviceCommand {
 
 pub async fn run(cfg: Config, cmd: DeviceCommand) -> Result<()> {
     let db = Database::open(&cfg).await?;
-    let r = run_with(&cfg, &db, cmd).await;
+    let audit = offsite_store::AuditLog::start(
+        db.store.clone(),
+        Some(offsite_store::audit::anchors_path(&cfg.data_dir)),
+        offsite_store::audit::DEFAULT_ANCHOR_EVERY,
+    );
+    let r = run_with(&cfg, &db, &audit, cmd).await;
+    if let Err(e) = audit.shutdown().await {
+        eprintln!("warning: closing the audit trail: {e:#}");
+    }
     db.close().await?;
     r
 }
 
-async fn run_with(cfg: &Config, db: &Database, cmd: DeviceCommand) -> Result<()> {
+/// Who made a change from the command line: the operating-system user.
+fn actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+async fn run_with(cfg: &Config, db: &Database, audit: &offsite_store::AuditLog, cmd: DeviceCommand) -> Result<()> {
     let store = &db.store;
     match cmd {
         DeviceCommand::Add { name, object, class, out } => {
@@ -91,6 +105,13 @@ async fn run_with(cfg: &Config, db: &Database, cmd: DeviceCommand) -> Result<()>
                 store.set_device_class(&creds.device_id, class.as_deref()).await?;
             }
             emit(&creds, out)?;
+            audit
+                .record(
+                    AuditEvent::new(actor(), "device.provision", "device")
+                        .id(rec.id.clone())
+                        .after(serde_json::json!({"name": rec.name, "object_id": rec.object_id, "class": class})),
+                )
+                .await?;
             eprintln!("provisioned device {} ({}); credentials are shown only once", rec.id, rec.name);
         }
         DeviceCommand::List { json } => {
@@ -116,10 +137,14 @@ async fn run_with(cfg: &Config, db: &Database, cmd: DeviceCommand) -> Result<()>
             if !store.revoke_device(&id).await? {
                 bail!("no device {id}");
             }
+            audit.record(AuditEvent::new(actor(), "device.revoke", "device").id(id.to_string())).await?;
             eprintln!("device {id} revoked");
         }
         DeviceCommand::Config { id, intervals, enable, disable, wait } => {
             let sources = source_settings(&intervals, &enable, &disable)?;
+            audit
+                .record(AuditEvent::new(actor(), "device.configure", "device").id(id.clone()).after(serde_json::json!(sources)))
+                .await?;
             send_config(cfg, store, &id, sources, wait).await?;
         }
         DeviceCommand::Commands { id, limit } => {
@@ -135,6 +160,7 @@ async fn run_with(cfg: &Config, db: &Database, cmd: DeviceCommand) -> Result<()>
             match offsite_broker::rotate(store, &pki, &id).await? {
                 Some(creds) => {
                     emit(&creds, out)?;
+                    audit.record(AuditEvent::new(actor(), "device.rotate", "device").id(id.to_string())).await?;
                     eprintln!("device {id}: new credentials issued; the old token no longer works");
                 }
                 None => bail!("no active device {id}"),

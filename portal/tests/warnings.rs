@@ -33,6 +33,15 @@ impl App {
 
     async fn spawn_with(live: Option<broadcast::Sender<WarningChange>>) -> Result<Self> {
         let db = TestDb::new().await?;
+        // Rules refer to published catalog items.
+        let item = offsite_store::CatalogFields {
+            department: "生态环境局".into(),
+            main_item: "大气污染物排放监管".into(),
+            method: "非现场监管".into(),
+            ..Default::default()
+        };
+        db.store.catalog_save_draft("GB3095-PM10", &item, None).await?;
+        db.store.catalog_publish("GB3095-PM10", None).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let mut state = AppState::new(db.store.clone());
@@ -497,6 +506,11 @@ async fn rules_crud_round_trip() -> Result<()> {
     assert_eq!(created["condition"]["kind"], "threshold");
     assert_eq!(created["condition"]["above"], 150.0);
     assert_eq!(created["item"], "GB3095-PM10");
+    let mut unknown = threshold_rule("unknown item", 2);
+    unknown["item"] = json!("NO-SUCH-ITEM");
+    let (status, body) = app.post("/api/v1/rules", unknown).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("item:"));
     assert_eq!(app.db.store.rule(id).await?.expect("stored").name, "PM10 超标");
 
     let (status, body) = app

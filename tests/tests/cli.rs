@@ -38,6 +38,15 @@ async fn device_add_list_rotate_revoke() -> Result<()> {
 
     assert!(site.command(&["device", "revoke", creds.device_id.as_str()]).status()?.success());
     assert!(site.db.store.device(&creds.device_id).await?.unwrap().revoked_at.is_some());
+    // Each change from the command line is in the audit trail, and the chain verifies.
+    let filter = offsite_store::AuditFilter { entity_id: Some(creds.device_id.to_string()), ..Default::default() };
+    let (events, _) = site.db.store.audit_search(&filter).await?;
+    let mut actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    actions.sort();
+    assert_eq!(actions, vec!["device.provision", "device.revoke", "device.rotate"]);
+    assert!(events.iter().all(|e| e.actor.starts_with("cli:")));
+    let verify = site.output(&["audit", "verify"])?;
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
     assert!(!site.command(&["device", "revoke", "nosuchdevice"]).status()?.success());
     assert!(!site.command(&["device", "revoke", "bad-id"]).status()?.success());
     Ok(())

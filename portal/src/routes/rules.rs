@@ -137,6 +137,7 @@ pub async fn get(State(state): State<AppState>, who: Principal, ApiPath(id): Api
 pub async fn create(State(state): State<AppState>, who: Principal, ApiJson(body): ApiJson<Value>) -> ApiResult<Response> {
     who.require(&crate::access::CONFIGURE)?;
     let rule = parse_rule(body)?;
+    check_item(&state, &rule).await?;
     let created = state.store.insert_rule(&rule).await?;
     tracing::info!(rule = created.id, name = %created.name, "rule created");
     state.audit(AuditEvent::new(who.username(), "rule.create", "rule").id(created.id.to_string()).after(json_of(&created))).await;
@@ -151,6 +152,7 @@ pub async fn update(
 ) -> ApiResult<Json<Rule>> {
     who.require(&crate::access::CONFIGURE)?;
     let rule = parse_rule(body)?;
+    check_item(&state, &rule).await?;
     let before = state.store.rule(id).await?;
     let updated = state.store.update_rule(id, &rule).await?.ok_or_else(|| rule_not_found(id))?;
     tracing::info!(rule = id, "rule updated");
@@ -175,6 +177,19 @@ pub async fn delete(State(state): State<AppState>, who: Principal, ApiPath(id): 
     }
     state.audit(ev).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A rule's regulatory item must be a published item of the catalog.
+async fn check_item(state: &AppState, rule: &NewRule) -> ApiResult<()> {
+    if let Some(item) = &rule.item {
+        if state.store.catalog_published(item).await?.is_none() {
+            return Err(ApiError::unprocessable(
+                format!("item: no published catalog item {item:?}"),
+                format!("item：监管事项目录中没有已发布的事项 {item:?}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn json_of(r: &Rule) -> Value {
