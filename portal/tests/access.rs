@@ -183,6 +183,11 @@ async fn every_endpoint_with_every_role() -> Result<()> {
         (Method::GET, "/api/v1/regions".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, "/api/v1/departments".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, "/api/v1/catalog".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, "/api/v1/complaints".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, "/api/v1/devices/export".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, format!("/api/v1/devices/{a}/metadata"), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, format!("/api/v1/devices/{b}/metadata"), None, [Ok, Forbidden, Forbidden, Ok, NotFound, NotFound, Ok, Ok]),
+        (Method::PUT, format!("/api/v1/devices/{a}/metadata"), Some(json!({"model": "X"})), [Ok, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden]),
         (Method::PUT, "/api/v1/catalog/X1/draft".into(), Some(json!({"department": "d", "main_item": "m", "method": "非现场监管"})), [Ok, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden]),
     ];
     let users = ["sysadmin", "secadmin", "auditor", "monitor", "handlera", "leadera", "reviewer", "resup"];
