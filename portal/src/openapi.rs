@@ -86,6 +86,41 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("post", "/api/v1/complaints/{id}/close", "complaints", "办结投诉举报", "Close a complaint with a reason and an optional public note", Login, "monitoring center"),
 ];
 
+/// An example request body, so the browsable UI shows what to send.
+fn example(method: &str, path: &str) -> Option<Value> {
+    Some(match (method, path) {
+        ("post", "/api/v1/auth/login") => json!({"username": "monitor", "password": "••••••••"}),
+        ("post", "/api/v1/auth/password") => json!({"current": "••••••••", "new": "••••••••"}),
+        ("post", "/api/v1/auth/tokens") => json!({"name": "数据对接"}),
+        ("post", "/api/v1/users") => json!({"username": "handler3", "display_name": "承办人", "password": "••••••••", "roles": ["handler"], "department_id": 1}),
+        ("put", "/api/v1/users/{id}/roles") => json!({"roles": ["reviewer"]}),
+        ("post", "/api/v1/users/{id}/password") => json!({"password": "••••••••"}),
+        ("put", "/api/v1/users/{id}/disabled") => json!({"disabled": true}),
+        ("post", "/api/v1/regions") => json!({"code": "330108", "name": "滨江区", "parent_code": "330100", "level": "county"}),
+        ("post", "/api/v1/departments") => json!({"code": "market", "name": "市场监管局", "parent_id": null}),
+        ("put", "/api/v1/departments/{id}/regions") => json!({"region_codes": ["330102"]}),
+        ("post", "/api/v1/objects") | ("put", "/api/v1/objects/{id}") => json!({
+            "id": "site-42", "name": "某某建设工程项目", "credit_code": "91350100M000100Y43", "type": "construction-site",
+            "address": "杭州市上城区", "lon": 120.17, "lat": 30.25, "region_code": "330102", "department_id": 1
+        }),
+        ("put", "/api/v1/catalog/{code}/draft") => json!({
+            "department": "住建局", "main_item": "建筑施工扬尘监管", "sub_item": "扬尘在线监测", "method": "非现场监管",
+            "measures": "在线监测、视频巡查", "object_type": "建筑工地", "legal_basis": "《大气污染防治法》",
+            "process": "预警-派单-处置-反馈", "result": "责令整改", "level": "市级"
+        }),
+        ("post", "/api/v1/rules") | ("put", "/api/v1/rules/{id}") => json!({
+            "name": "PM10 超标", "scope": {"class": "dust-monitor", "metric": "pm10"}, "level": 2,
+            "condition": {"kind": "threshold", "above": 150, "for_s": 600, "hysteresis": 10}, "item": "demo-dust"
+        }),
+        ("post", "/api/v1/silences") => json!({"device": "d123", "event": "rule:1", "duration_s": 3600, "reason": "设备校准"}),
+        ("post", "/api/v1/maintenance") => json!({"object": "site-42", "duration_s": 7200, "reason": "停工检修"}),
+        ("post", "/api/v1/warnings/{id}/resolve") => json!({"reason": "误报：传感器被遮挡"}),
+        ("post", "/api/v1/complaints/{id}/close") => json!({"reason": "已核实并整改", "public_note": "已处理完毕"}),
+        ("put", "/api/v1/devices/{id}/metadata") => json!({"location": "东门", "lon": 120.15, "lat": 30.25, "installed_at": "2026-03-01T00:00:00Z", "model": "DM-200", "metric_list": ["pm10", "pm25"]}),
+        _ => return None,
+    })
+}
+
 /// The OpenAPI document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -120,9 +155,28 @@ pub fn document() -> Value {
             op["security"] = json!([]);
         }
         if *path == "/api/v1/complaints" && *method == "post" {
-            op["requestBody"] = json!({"required": true, "content": {"multipart/form-data": {"schema": {"type": "object"}}}});
-        } else if matches!(*method, "post" | "put") && !path.ends_with("/logout") {
-            op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
+            op["requestBody"] = json!({"required": true, "content": {"multipart/form-data": {"schema": {
+                "type": "object",
+                "required": ["service_code", "description", "captcha_id", "captcha_answer"],
+                "properties": {
+                    "service_code": {"type": "string"}, "description": {"type": "string"}, "address": {"type": "string"},
+                    "lon": {"type": "number"}, "lat": {"type": "number"}, "contact_name": {"type": "string"},
+                    "phone": {"type": "string"}, "id_number": {"type": "string"},
+                    "captcha_id": {"type": "string"}, "captcha_answer": {"type": "string"},
+                    "attachment": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                }
+            }}}});
+        } else if path.ends_with("/import") {
+            op["requestBody"] = json!({"required": true, "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {"schema": {"type": "string", "format": "binary"}}
+            }});
+        } else if matches!(*method, "post" | "put") && !path.ends_with("/logout") && !path.ends_with("/publish") {
+            let mut media = json!({"schema": {"type": "object"}});
+            if let Some(ex) = example(method, path) {
+                media["example"] = ex;
+            }
+            op["requestBody"] = json!({"required": true, "content": {"application/json": media}});
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;
@@ -204,6 +258,20 @@ mod tests {
         let extra: Vec<_> = described.difference(&routed).collect();
         assert!(missing.is_empty(), "routed but not in the OpenAPI table: {missing:?}");
         assert!(extra.is_empty(), "in the OpenAPI table but not routed: {extra:?}");
+    }
+
+    #[test]
+    fn every_json_body_operation_has_an_example() {
+        for (method, path, ..) in ENDPOINTS {
+            let json_body = matches!(*method, "post" | "put")
+                && !path.ends_with("/logout")
+                && !path.ends_with("/import")
+                && !path.ends_with("/publish")
+                && *path != "/api/v1/complaints";
+            if json_body {
+                assert!(example(method, path).is_some(), "{method} {path} has no example body");
+            }
+        }
     }
 
     #[test]
