@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+mod common;
+
 use anyhow::Result;
 use chrono::Utc;
 use offsite_portal::{serve, AppState};
-use offsite_store::auth::{Login, NewUser, Role};
+use offsite_store::auth::Role;
 use offsite_store::testing::TestDb;
 use offsite_store::warnings::NewWarning;
 use offsite_store::{Level, NewDevice, NewObject};
@@ -90,16 +92,7 @@ async fn world() -> Result<World> {
         ("resup", Role::Resupervision, None),
     ];
     for (name, role, dept) in users {
-        s.insert_user(&NewUser {
-            username: name.into(),
-            display_name: name.into(),
-            password: "Test#Pass2026".into(),
-            roles: vec![role],
-            department_id: dept,
-            region_codes: vec![],
-            must_change_password: false,
-        })
-        .await?;
+        common::add_user(s, name, &[role], dept).await?;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -113,10 +106,7 @@ async fn world() -> Result<World> {
 
 impl World {
     async fn token(&self, user: &str) -> Result<String> {
-        match self.db.store.login(user, "Test#Pass2026", None).await? {
-            Login::Ok { token, .. } => Ok(token),
-            _ => anyhow::bail!("login {user}"),
-        }
+        common::token(&self.db.store, user).await
     }
 
     async fn call(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> Result<StatusCode> {

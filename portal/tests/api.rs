@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+mod common;
+
 use anyhow::Result;
 use chrono::{DateTime, TimeZone, Utc};
 use offsite_portal::{serve, AppState};
@@ -386,24 +388,9 @@ async fn shutdown_drains_and_stops() -> Result<()> {
 /// A client logged in as an operator who may do everything these tests exercise (system
 /// administrator and monitoring center); access control has tests of its own.
 async fn authorized_client(db: &TestDb) -> Result<reqwest::Client> {
-    use offsite_store::auth::{Login, NewUser, Role};
-    db.store
-        .insert_user(&NewUser {
-            username: "operator".into(),
-            display_name: "operator".into(),
-            password: "Test#Pass2026".into(),
-            roles: vec![Role::SystemAdmin, Role::Monitor],
-            department_id: None,
-            region_codes: vec![],
-            must_change_password: false,
-        })
-        .await?;
-    let Login::Ok { token, .. } = db.store.login("operator", "Test#Pass2026", None).await? else {
-        anyhow::bail!("test login refused");
-    };
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
-    Ok(reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?)
+    use offsite_store::auth::Role;
+    common::add_user(&db.store, "operator", &[Role::SystemAdmin, Role::Monitor], None).await?;
+    common::client(&db.store, "operator").await
 }
 
 /// The API description and its browsable UI are served without login, from the binary itself.

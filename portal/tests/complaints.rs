@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+mod common;
+
 use anyhow::Result;
 use base64::Engine;
 use offsite_portal::{serve, AppState};
-use offsite_store::auth::{Login, NewUser, Role};
+use offsite_store::auth::Role;
 use offsite_store::testing::TestDb;
 use offsite_store::AuditFilter;
 use reqwest::multipart::{Form, Part};
@@ -15,7 +17,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-const PASSWORD: &str = "Test#Pass2026";
 const PHONE: &str = "13987654321";
 const NAME: &str = "张三丰";
 const ADDRESS: &str = "杭州市上城区望江路88号工地东门";
@@ -55,17 +56,7 @@ async fn app() -> Result<App> {
         ("rev", Role::Reviewer, None),
     ];
     for (name, role, dept) in users {
-        db.store
-            .insert_user(&NewUser {
-                username: name.into(),
-                display_name: name.into(),
-                password: PASSWORD.into(),
-                roles: vec![role],
-                department_id: dept,
-                region_codes: vec![],
-                must_change_password: false,
-            })
-            .await?;
+        common::add_user(&db.store, name, &[role], dept).await?;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -84,10 +75,7 @@ async fn app() -> Result<App> {
 
 impl App {
     async fn client(&self, user: &str) -> Result<reqwest::Client> {
-        let Login::Ok { token, .. } = self.db.store.login(user, PASSWORD, None).await? else { anyhow::bail!("login") };
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
-        Ok(reqwest::Client::builder().default_headers(h).timeout(Duration::from_secs(30)).build()?)
+        common::client(&self.db.store, user).await
     }
 
     fn url(&self, p: &str) -> String {

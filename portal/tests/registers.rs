@@ -1,11 +1,11 @@
 //! The registers over HTTP: scoped objects, credit-code validation with named fields, CSV import
 //! with a per-row report and export, the catalog's draft/publish history.
 
-use std::time::Duration;
+mod common;
 
 use anyhow::Result;
 use offsite_portal::{serve, AppState};
-use offsite_store::auth::{Login, NewUser, Role};
+use offsite_store::auth::Role;
 use offsite_store::testing::TestDb;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -22,17 +22,7 @@ async fn app() -> Result<App> {
     db.store.seed_demo_registers().await?;
     let housing = db.store.department_by_code("housing-construction").await?.unwrap().id;
     for (name, role, dept) in [("sys", Role::SystemAdmin, None), ("h1", Role::Handler, Some(housing))] {
-        db.store
-            .insert_user(&NewUser {
-                username: name.into(),
-                display_name: name.into(),
-                password: "Test#Pass2026".into(),
-                roles: vec![role],
-                department_id: dept,
-                region_codes: vec![],
-                must_change_password: false,
-            })
-            .await?;
+        common::add_user(&db.store, name, &[role], dept).await?;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -45,10 +35,7 @@ async fn app() -> Result<App> {
 
 impl App {
     async fn client(&self, user: &str) -> Result<reqwest::Client> {
-        let Login::Ok { token, .. } = self.db.store.login(user, "Test#Pass2026", None).await? else { anyhow::bail!("login") };
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
-        Ok(reqwest::Client::builder().default_headers(h).timeout(Duration::from_secs(30)).build()?)
+        common::client(&self.db.store, user).await
     }
 
     fn url(&self, p: &str) -> String {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+mod common;
+
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use offsite_portal::{serve, AppState};
@@ -310,9 +312,7 @@ impl SseEvent {
 impl SseClient {
     async fn connect(app: &App, path: &str) -> Result<Self> {
         // No overall timeout: the body never ends by itself.
-        let offsite_store::auth::Login::Ok { token, .. } = app.db.store.login("operator", "Test#Pass2026", None).await? else {
-            anyhow::bail!("test login refused");
-        };
+        let token = common::token(&app.db.store, "operator").await?;
         let resp = reqwest::Client::new()
             .get(app.url(path))
             .header("accept", "text/event-stream")
@@ -698,22 +698,7 @@ async fn maintenance_create_and_list() -> Result<()> {
 /// A client logged in as an operator who may do everything these tests exercise (system
 /// administrator and monitoring center); access control has tests of its own.
 async fn authorized_client(db: &TestDb) -> Result<reqwest::Client> {
-    use offsite_store::auth::{Login, NewUser, Role};
-    db.store
-        .insert_user(&NewUser {
-            username: "operator".into(),
-            display_name: "operator".into(),
-            password: "Test#Pass2026".into(),
-            roles: vec![Role::SystemAdmin, Role::Monitor],
-            department_id: None,
-            region_codes: vec![],
-            must_change_password: false,
-        })
-        .await?;
-    let Login::Ok { token, .. } = db.store.login("operator", "Test#Pass2026", None).await? else {
-        anyhow::bail!("test login refused");
-    };
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
-    Ok(reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?)
+    use offsite_store::auth::Role;
+    common::add_user(&db.store, "operator", &[Role::SystemAdmin, Role::Monitor], None).await?;
+    common::client(&db.store, "operator").await
 }
