@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod calendar;
 pub mod commands;
 pub mod complaints;
 pub mod devices;
