@@ -399,6 +399,13 @@ impl Store {
         }
     }
 
+    /// Whether `password` is user `id`'s current password (no session, no throttling record).
+    pub async fn check_password(&self, id: i64, password: &str) -> Result<bool> {
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(hash.is_some_and(|h| verify_password(password, &h)))
+    }
+
     pub async fn logout(&self, token: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM sessions WHERE token_sha256 = $1").bind(&token_digest(token)[..]).execute(&self.pool).await?;
         Ok(r.rows_affected() == 1)

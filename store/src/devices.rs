@@ -93,12 +93,23 @@ impl Store {
 
     /// A page of devices ordered by id, with the total count.
     pub async fn list_devices(&self, limit: i64, offset: i64) -> Result<(Vec<DeviceRecord>, i64)> {
-        let items = sqlx::query_as(&format!("{SELECT} ORDER BY d.id LIMIT $1 OFFSET $2"))
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
+        self.list_devices_among(None, limit, offset).await
+    }
+
+    /// A page of devices, only those with these keys when given (a caller's visible devices).
+    pub async fn list_devices_among(&self, keys: Option<&[i32]>, limit: i64, offset: i64) -> Result<(Vec<DeviceRecord>, i64)> {
+        let items = sqlx::query_as(&format!(
+            "{SELECT} WHERE ($1::int4[] IS NULL OR d.key = ANY($1)) ORDER BY d.id LIMIT $2 OFFSET $3"
+        ))
+        .bind(keys)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE ($1::int4[] IS NULL OR key = ANY($1))")
+            .bind(keys)
+            .fetch_one(&self.pool)
             .await?;
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM devices").fetch_one(&self.pool).await?;
         Ok((items, total))
     }
 

@@ -53,12 +53,13 @@ pub struct ExportQuery {
 
 pub async fn export(State(state): State<AppState>, who: Principal, ApiQuery(q): ApiQuery<ExportQuery>) -> ApiResult<Response> {
     let visible = crate::access::visible_devices(&state, &who).await?;
-    let (devices, _) = state.store.list_devices(1_000_000, 0).await?;
+    let keys: Option<Vec<i32>> = visible.map(|v| v.into_iter().collect());
+    let (devices, _) = state.store.list_devices_among(keys.as_deref(), i64::MAX, 0).await?;
+    let mut metadata = state.store.all_device_metadata().await?;
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(COLUMNS).map_err(anyhow::Error::from)?;
-    for d in devices.iter().filter(|d| visible.as_ref().is_none_or(|v| v.contains(&d.key))) {
-        let id = DeviceId::parse(&d.id).map_err(anyhow::Error::from)?;
-        let m = state.store.device_metadata(&id).await?.unwrap_or_default();
+    for d in &devices {
+        let m = metadata.remove(&d.id).unwrap_or_default();
         let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
         w.write_record([
             d.id.clone(),

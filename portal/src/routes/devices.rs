@@ -85,16 +85,8 @@ pub async fn list(
     if offset < 0 {
         return Err(ApiError::bad_request("offset must not be negative", "offset 不能为负数"));
     }
-    let (items, total) = match &visible {
-        None => state.store.list_devices(limit, offset).await?,
-        Some(keys) => {
-            // A department sees few devices: filter the whole list, then page it.
-            let (all, _) = state.store.list_devices(1_000_000, 0).await?;
-            let mine: Vec<_> = all.into_iter().filter(|d| keys.contains(&d.key)).collect();
-            let total = mine.len() as i64;
-            (mine.into_iter().skip(offset as usize).take(limit as usize).collect(), total)
-        }
-    };
+    let keys: Option<Vec<i32>> = visible.map(|v| v.into_iter().collect());
+    let (items, total) = state.store.list_devices_among(keys.as_deref(), limit, offset).await?;
     Ok(Json(Page { items: items.into_iter().map(DeviceView::from).collect(), total }))
 }
 

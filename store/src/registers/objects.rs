@@ -356,6 +356,19 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Every device's metadata by device id, in one query (for exports).
+    pub async fn all_device_metadata(&self) -> Result<std::collections::HashMap<String, DeviceMetadata>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: String,
+            #[sqlx(flatten)]
+            m: DeviceMetadata,
+        }
+        let rows: Vec<Row> =
+            sqlx::query_as("SELECT id, location, lon, lat, installed_at, model, metric_list FROM devices").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.m)).collect())
+    }
+
     pub async fn device_metadata(&self, device: &DeviceId) -> Result<Option<DeviceMetadata>> {
         Ok(sqlx::query_as("SELECT location, lon, lat, installed_at, model, metric_list FROM devices WHERE id = $1")
             .bind(device.as_str())
