@@ -4,7 +4,7 @@
 //!
 //! Limits in hours count calendar hours; limits in working days count whole working days: a task
 //! dispatched at 15:00 on a Friday with a one-working-day limit is due at 15:00 on the next working
-//! day. (The table behind it and the scheduler arrive with the task workflow.)
+//! day. The days come from the `calendar_days` table (`Store::working_calendar`).
 
 use std::collections::HashSet;
 
@@ -24,11 +24,41 @@ pub struct WorkingCalendar {
     pub workdays: HashSet<NaiveDate>,
 }
 
-/// A time limit: calendar hours or working days.
+/// A time limit: calendar time (minutes; hours are written `24h` and stored as minutes) or
+/// working days. Written `30m`, `24h`, `3wd`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
-    Hours(u32),
+    Minutes(u32),
     WorkingDays(u32),
+}
+
+impl Limit {
+    pub const MAX: u32 = 999_999;
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+        if num.is_empty() || num.starts_with('0') {
+            return None;
+        }
+        let n: u32 = num.parse().ok().filter(|n| *n <= Self::MAX)?;
+        match unit {
+            "m" => Some(Limit::Minutes(n)),
+            "h" => Some(Limit::Minutes(n.checked_mul(60)?)),
+            "wd" => Some(Limit::WorkingDays(n)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Limit::Minutes(m) if m % 60 == 0 && m / 60 <= Self::MAX => write!(f, "{}h", m / 60),
+            Limit::Minutes(m) => write!(f, "{m}m"),
+            Limit::WorkingDays(d) => write!(f, "{d}wd"),
+        }
+    }
 }
 
 impl WorkingCalendar {
@@ -45,7 +75,7 @@ impl WorkingCalendar {
     /// When a limit that starts at `from` runs out.
     pub fn deadline(&self, from: DateTime<Utc>, limit: Limit) -> DateTime<Utc> {
         match limit {
-            Limit::Hours(h) => from + Duration::hours(h as i64),
+            Limit::Minutes(m) => from + Duration::minutes(m as i64),
             Limit::WorkingDays(n) => {
                 let local = from.with_timezone(&china());
                 let mut day = local.date_naive();
@@ -73,8 +103,8 @@ impl WorkingCalendar {
     /// days the fractions are of the working days, mapped onto the calendar.
     pub fn checkpoints(&self, from: DateTime<Utc>, limit: Limit) -> [DateTime<Utc>; 3] {
         match limit {
-            Limit::Hours(h) => {
-                let span = Duration::minutes(h as i64 * 60);
+            Limit::Minutes(m) => {
+                let span = Duration::minutes(m as i64);
                 [from + span / 2, from + span, from + span + span / 2]
             }
             Limit::WorkingDays(n) => {
@@ -116,6 +146,19 @@ mod tests {
     }
 
     #[test]
+    fn limits_parse_and_print() {
+        assert_eq!(Limit::parse("30m"), Some(Limit::Minutes(30)));
+        assert_eq!(Limit::parse("24h"), Some(Limit::Minutes(1440)));
+        assert_eq!(Limit::parse("3wd"), Some(Limit::WorkingDays(3)));
+        for bad in ["", "0h", "05m", "3d", "h", "-1h", "1000000m", "3 wd"] {
+            assert_eq!(Limit::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(Limit::Minutes(1440).to_string(), "24h");
+        assert_eq!(Limit::Minutes(30).to_string(), "30m");
+        assert_eq!(Limit::WorkingDays(10).to_string(), "10wd");
+    }
+
+    #[test]
     fn weekends_holidays_and_make_up_days() {
         let c = cal();
         assert!(c.is_working_day(d(2026, 9, 25)), "Friday");
@@ -137,14 +180,14 @@ mod tests {
         // Dispatched on a holiday: counting starts from the next working day's beginning.
         assert_eq!(c.deadline(at(2026, 10, 3, 20), Limit::WorkingDays(1)), at(2026, 10, 9, 0));
         // Hours are calendar hours, holidays or not.
-        assert_eq!(c.deadline(at(2026, 10, 1, 8), Limit::Hours(24)), at(2026, 10, 2, 8));
+        assert_eq!(c.deadline(at(2026, 10, 1, 8), Limit::Minutes(24 * 60)), at(2026, 10, 2, 8));
     }
 
     #[test]
     fn checkpoints_at_half_full_and_one_and_a_half() {
         let c = cal();
         let from = at(2026, 11, 2, 9); // Monday
-        assert_eq!(c.checkpoints(from, Limit::Hours(2)), [at(2026, 11, 2, 10), at(2026, 11, 2, 11), at(2026, 11, 2, 12)]);
+        assert_eq!(c.checkpoints(from, Limit::Minutes(120)), [at(2026, 11, 2, 10), at(2026, 11, 2, 11), at(2026, 11, 2, 12)]);
         let [r, s, e] = c.checkpoints(from, Limit::WorkingDays(2));
         assert_eq!(r, at(2026, 11, 3, 9), "50% of 2 working days: one working day");
         assert_eq!(s, at(2026, 11, 4, 9));

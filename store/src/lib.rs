@@ -8,6 +8,7 @@ pub mod commands;
 pub mod complaints;
 pub mod devices;
 pub mod embedded;
+pub mod files;
 pub mod registers;
 pub mod rules;
 pub mod samples;
