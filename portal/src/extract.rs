@@ -74,6 +74,29 @@ where
     }
 }
 
+/// `Option<ApiJson<T>>`: actions whose body is optional (`POST /tasks/{id}/sign` with nothing,
+/// or with a note). No body and no `Content-Type` is `None`; a body without a JSON type is a 415.
+impl<T, S> axum::extract::OptionalFromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let headers = req.headers();
+        if !headers.contains_key(axum::http::header::CONTENT_TYPE) {
+            let length = headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            return if length == 0 { Ok(None) } else { Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)) };
+        }
+        <ApiJson<T> as FromRequest<S>>::from_request(req, state).await.map(Some)
+    }
+}
+
 fn json_rejection(e: JsonRejection) -> ApiError {
     // axum's texts only echo what the client sent (serde's path and problem, line and column).
     let detail = e.body_text();

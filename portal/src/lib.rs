@@ -56,7 +56,7 @@ impl Default for PortalConfig {
 }
 
 /// Shared by every handler; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     /// False once shutdown has begun, so `/healthz` turns load balancers away while in-flight
@@ -75,6 +75,16 @@ pub struct AppState {
     contact_cipher: routes::complaints::ContactCipher,
     /// Pending answers of the public complaint form's CAPTCHAs.
     captchas: captcha::CaptchaStore,
+    /// Where attachments and documents are kept. [`AppState::new`] uses a directory under the
+    /// system's temporary directory, fine for tests only; real use configures
+    /// [`AppState::with_files`] (the CLI: `<data_dir>/files`).
+    files: Arc<dyn offsite_store::files::FileStore>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("store", &self.store).finish_non_exhaustive()
+    }
 }
 
 impl AppState {
@@ -87,7 +97,20 @@ impl AppState {
             audit: None,
             contact_cipher: routes::complaints::ContactCipher::random(),
             captchas: captcha::CaptchaStore::default(),
+            files: Arc::new(offsite_store::files::LocalDirStore::new(
+                std::env::temp_dir().join(format!("offsite-files-{}", std::process::id())),
+            )),
         }
+    }
+
+    /// Keeps uploaded files in this store.
+    pub fn with_files(mut self, files: Arc<dyn offsite_store::files::FileStore>) -> Self {
+        self.files = files;
+        self
+    }
+
+    pub fn files(&self) -> &Arc<dyn offsite_store::files::FileStore> {
+        &self.files
     }
 
     /// The key (32 bytes, AES-256-GCM) that encrypts complainants' contact details at rest; the CLI
@@ -225,6 +248,46 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/maintenance",
             get(routes::silences::list_maintenance).post(routes::silences::create_maintenance),
+        )
+        .route("/api/v1/warnings/precision", get(routes::triage::precision))
+        .route("/api/v1/warnings/{id}/acknowledge", post(routes::triage::acknowledge))
+        .route("/api/v1/warnings/{id}/dispatch", post(routes::triage::dispatch))
+        .route("/api/v1/warnings/{id}/merge", post(routes::triage::merge))
+        .route("/api/v1/warnings/{id}/false-positive", post(routes::triage::false_positive))
+        .route("/api/v1/complaints/{id}/task", post(routes::triage::complaint_task))
+        .route("/api/v1/complaints/{id}/callback", post(routes::triage::callback))
+        .route("/api/v1/tasks", get(routes::tasks::list).post(routes::tasks::create))
+        .route("/api/v1/tasks/{id}", get(routes::tasks::get))
+        .route("/api/v1/tasks/{id}/sign", post(routes::tasks::sign))
+        .route("/api/v1/tasks/{id}/start", post(routes::tasks::start))
+        .route("/api/v1/tasks/{id}/return", post(routes::tasks::return_task))
+        .route("/api/v1/tasks/{id}/redispatch", post(routes::tasks::redispatch))
+        .route("/api/v1/tasks/{id}/transfer", post(routes::tasks::transfer))
+        .route("/api/v1/tasks/{id}/extension", post(routes::tasks::request_extension))
+        .route("/api/v1/tasks/{id}/extension/approve", post(routes::tasks::approve_extension))
+        .route("/api/v1/tasks/{id}/extension/refuse", post(routes::tasks::refuse_extension))
+        .route("/api/v1/tasks/{id}/feedback", post(routes::tasks::feedback))
+        .route("/api/v1/tasks/{id}/co-feedback", post(routes::tasks::co_feedback))
+        .route("/api/v1/tasks/{id}/approve", post(routes::tasks::approve))
+        .route("/api/v1/tasks/{id}/reject", post(routes::tasks::reject))
+        .route("/api/v1/tasks/{id}/archive", post(routes::tasks::archive))
+        .route("/api/v1/tasks/{id}/comments", post(routes::tasks::comment))
+        .route(
+            "/api/v1/tasks/{id}/attachments",
+            post(routes::tasks::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(routes::tasks::UPLOAD_BODY_LIMIT)),
+        )
+        .route("/api/v1/tasks/{id}/attachments/{attachment_id}", get(routes::tasks::download))
+        .route("/api/v1/task-policies", get(routes::workflow_admin::policies).put(routes::workflow_admin::put_policy))
+        .route("/api/v1/task-policies/{item}/{level}", delete(routes::workflow_admin::delete_policy))
+        .route("/api/v1/calendar", get(routes::workflow_admin::calendar))
+        .route(
+            "/api/v1/calendar/{day}",
+            axum::routing::put(routes::workflow_admin::put_day).delete(routes::workflow_admin::delete_day),
+        )
+        .route(
+            "/api/v1/responsibilities",
+            get(routes::workflow_admin::responsibilities).put(routes::workflow_admin::put_responsibility),
         )
         .merge(openapi::swagger_ui())
         .fallback(not_found)

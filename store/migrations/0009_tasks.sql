@@ -184,6 +184,8 @@ ALTER TABLE warnings
     ADD COLUMN acknowledged_at  timestamptz,
     ADD COLUMN acknowledged_by  text,
     ADD COLUMN ack_escalated_at timestamptz,
+    -- Automatic dispatch found no responsible department: a person must triage it.
+    ADD COLUMN auto_dispatch_failed_at timestamptz,
     ADD COLUMN task_id          bigint REFERENCES tasks (id) ON DELETE SET NULL,
     ADD COLUMN false_positive   boolean NOT NULL DEFAULT false;
 ALTER TABLE warnings DROP CONSTRAINT warnings_resolution_check;

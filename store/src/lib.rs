@@ -12,6 +12,7 @@ pub mod files;
 pub mod registers;
 pub mod rules;
 pub mod samples;
+pub mod tasks;
 pub mod testing;
 pub mod warnings;
 

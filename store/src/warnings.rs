@@ -18,7 +18,7 @@ use crate::Store;
 pub const WARNINGS_CHANNEL: &str = "offsite_warnings";
 
 /// The resolutions a warning can be closed with.
-pub const RESOLUTIONS: [&str; 3] = ["cleared", "manual", "expired"];
+pub const RESOLUTIONS: [&str; 4] = ["cleared", "manual", "expired", "false_positive"];
 
 /// A warning as a detector raises it.
 #[derive(Debug, Clone)]
@@ -70,6 +70,13 @@ pub struct WarningRecord {
     pub resolution_note: Option<String>,
     pub silenced_by: Option<i64>,
     pub evidence: serde_json::Value,
+    /// Regulatory item (from the rule that raised it).
+    pub item: Option<String>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    /// The task it was dispatched as or merged into.
+    pub task_id: Option<i64>,
+    pub false_positive: bool,
 }
 
 impl WarningRecord {
@@ -212,7 +219,8 @@ pub struct MaintenanceRecord {
 
 const SELECT: &str = "SELECT w.id, w.dedup_key, w.source, w.source_version, w.event, w.level, w.device_key, \
      d.id AS device_id, w.metric_id, m.key AS metric_key, w.object_id, w.group_id, w.detail, w.score, w.first_seen, \
-     w.last_seen, w.count, w.resolved_at, w.resolution, w.resolved_by, w.resolution_note, w.silenced_by, w.evidence \
+     w.last_seen, w.count, w.resolved_at, w.resolution, w.resolved_by, w.resolution_note, w.silenced_by, w.evidence, \
+     w.item, w.acknowledged_at, w.acknowledged_by, w.task_id, w.false_positive \
      FROM warnings w JOIN devices d ON d.key = w.device_key LEFT JOIN metrics m ON m.id = w.metric_id";
 
 // $1 dedup_key, $2 source, $3 source_version, $4 event, $5 level, $6 device_key, $7 metric_id,

@@ -8,4 +8,7 @@ pub mod registers;
 pub mod rules;
 pub mod series;
 pub mod silences;
+pub mod tasks;
+pub mod triage;
 pub mod warnings;
+pub mod workflow_admin;
