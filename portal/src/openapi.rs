@@ -151,6 +151,34 @@ fn example(method: &str, path: &str) -> Option<Value> {
         ("post", "/api/v1/warnings/{id}/resolve") => json!({"reason": "误报：传感器被遮挡"}),
         ("post", "/api/v1/complaints/{id}/close") => json!({"reason": "已核实并整改", "public_note": "已处理完毕"}),
         ("put", "/api/v1/devices/{id}/metadata") => json!({"location": "东门", "lon": 120.15, "lat": 30.25, "installed_at": "2026-03-01T00:00:00Z", "model": "DM-200", "metric_list": ["pm10", "pm25"]}),
+        ("post", "/api/v1/warnings/{id}/acknowledge") | ("post", "/api/v1/tasks/{id}/sign") | ("post", "/api/v1/tasks/{id}/start")
+        | ("post", "/api/v1/tasks/{id}/archive") => json!({}),
+        ("post", "/api/v1/warnings/{id}/dispatch") | ("post", "/api/v1/complaints/{id}/task") => {
+            json!({"department_id": 1, "co_department_ids": [2], "level": 2, "title": "示范工地扬尘超标核查"})
+        }
+        ("post", "/api/v1/warnings/{id}/merge") => json!({"task_id": 42}),
+        ("post", "/api/v1/warnings/{id}/false-positive") => json!({"note": "传感器被遮挡"}),
+        ("post", "/api/v1/complaints/{id}/callback") => json!({"result": "satisfied"}),
+        ("post", "/api/v1/tasks") => json!({
+            "title": "工地扬尘核查", "description": "群众反映夜间扬尘", "level": 3, "department_id": 1,
+            "co_department_ids": [], "object_id": "site-42", "item": "demo-dust", "source": "manual"
+        }),
+        ("post", "/api/v1/tasks/{id}/return") => json!({"reason": "不属于本部门职责"}),
+        ("post", "/api/v1/tasks/{id}/redispatch") => json!({"department_id": 2, "co_department_ids": [], "reason": "改派生态环境局"}),
+        ("post", "/api/v1/tasks/{id}/transfer") => json!({"department_id": 2, "reason": "属生态环境局职责"}),
+        ("post", "/api/v1/tasks/{id}/extension") => json!({"until": "2026-12-31T18:00:00+08:00", "reason": "需第三方检测"}),
+        ("post", "/api/v1/tasks/{id}/extension/approve") | ("post", "/api/v1/tasks/{id}/extension/refuse")
+        | ("post", "/api/v1/tasks/{id}/approve") => json!({"note": "同意"}),
+        ("post", "/api/v1/tasks/{id}/feedback") | ("post", "/api/v1/tasks/{id}/co-feedback") => {
+            json!({"text": "已到场核查，责令覆盖裸土并洒水降尘"})
+        }
+        ("post", "/api/v1/tasks/{id}/reject") => json!({"reason": "缺少整改后现场照片"}),
+        ("post", "/api/v1/tasks/{id}/comments") => json!({"text": "收到，今天下午到场"}),
+        ("put", "/api/v1/task-policies") => {
+            json!({"item": "demo-dust", "level": 1, "sign_limit": "15m", "handle_limit": "12h", "auto_dispatch": true, "reviewer_department_id": null})
+        }
+        ("put", "/api/v1/calendar/{day}") => json!({"kind": "holiday", "name": "国庆节"}),
+        ("put", "/api/v1/responsibilities") => json!({"item": "demo-dust", "region_code": "330102", "department_id": 1}),
         _ => return None,
     })
 }
@@ -187,6 +215,12 @@ pub fn document() -> Value {
         });
         if *access == Public {
             op["security"] = json!([]);
+        }
+        if path.ends_with("/attachments") && *method == "post" {
+            op["requestBody"] = json!({"required": true, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}}
+            }}}});
         }
         if *path == "/api/v1/complaints" && *method == "post" {
             op["requestBody"] = json!({"required": true, "content": {"multipart/form-data": {"schema": {
@@ -301,6 +335,7 @@ mod tests {
                 && !path.ends_with("/logout")
                 && !path.ends_with("/import")
                 && !path.ends_with("/publish")
+                && !path.ends_with("/attachments")
                 && *path != "/api/v1/complaints";
             if json_body {
                 assert!(example(method, path).is_some(), "{method} {path} has no example body");
