@@ -56,13 +56,17 @@ pub const DEMO_PASSWORD: &str = "Demo@2026";
 pub async fn seed_demo_accounts(store: &Store) -> Result<Vec<(String, Role, Option<String>)>> {
     let housing = store.department_by_code("housing-construction").await?.map(|d| d.id);
     let ecology = store.department_by_code("ecology").await?.map(|d| d.id);
-    let accounts: [(&str, &str, Role, Option<i64>); 9] = [
+    let market = store.department_by_code("market").await?.map(|d| d.id);
+    let approval = store.department_by_code("approval").await?.map(|d| d.id);
+    let accounts: [(&str, &str, Role, Option<i64>); 11] = [
         (FIRST_ADMIN, "系统管理员", Role::SystemAdmin, None),
         ("secadmin", "安全管理员", Role::SecurityAdmin, None),
         ("auditor", "审计管理员", Role::AuditAdmin, None),
         ("monitor", "监控中心值班员", Role::Monitor, None),
         ("handler1", "住建局承办人", Role::Handler, housing),
         ("handler2", "生态环境局承办人", Role::Handler, ecology),
+        ("handler3", "市场监督管理局承办人", Role::Handler, market),
+        ("handler4", "行政审批局承办人", Role::Handler, approval),
         ("leader1", "住建局负责人", Role::Leader, housing),
         ("reviewer", "审核人", Role::Reviewer, None),
         ("resup", "再监管（司法局）", Role::Resupervision, None),

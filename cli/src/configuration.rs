@@ -26,6 +26,8 @@ pub struct Config {
     /// How a tier running as its own process reaches the broker's internal listener.
     pub internal_mqtt: InternalMqttConfig,
     pub demo: DemoConfig,
+    /// The task scheduler (time-limit checkpoints, red-warning auto-dispatch, escalation).
+    pub workflow: offsite_workflow::scheduler::SchedulerConfig,
     pub log: LogConfig,
 }
 
@@ -41,6 +43,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             internal_mqtt: InternalMqttConfig::default(),
             demo: DemoConfig::default(),
+            workflow: offsite_workflow::scheduler::SchedulerConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -101,7 +104,7 @@ pub struct DemoConfig {
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        Self { devices: 50, interval_ms: 1000, anomaly_rate: 0.002 }
+        Self { devices: 60, interval_ms: 1000, anomaly_rate: 0.002 }
     }
 }
 
@@ -162,7 +165,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "log"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));

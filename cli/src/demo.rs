@@ -1,5 +1,6 @@
-//! `offsite demo`: all tiers plus a simulated fleet of construction-site monitors served by the
-//! real edge agent (in-process): sim sources, disk queues, MQTT/TLS with each device's certificate.
+//! `offsite demo`: all tiers, the demo city (see `demo_city`), and a simulated fleet of monitors
+//! served by the real edge agent (in-process): sim sources, disk queues, MQTT/TLS with each
+//! device's certificate.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use offsite_wire::DeviceCredentials;
 use tracing::info;
 
 use crate::configuration::Config;
+use crate::demo_city::CityObject;
 use crate::device_cmd::write_secret;
 use crate::startup::{shutdown_signal, AllInOne};
 use crate::tiers::print_banner;
@@ -43,12 +45,11 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
 }
 
 async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>) -> Result<()> {
-    p.db.store.seed_demo_registers().await?;
+    let city = crate::demo_city::seed(&p.db.store).await?;
     let accounts = crate::accounts::seed_demo_accounts(&p.db.store).await?;
-    let fleet = load_or_provision(&p.db.store, p, &cfg.data_dir.join("demo"), cfg.demo.devices).await?;
-    seed_rules(&p.db.store).await?;
+    let fleet = load_or_provision(&p.db.store, p, &cfg.data_dir.join("demo"), &city, cfg.demo.devices).await?;
     let port = p.broker.tls_addr().context("the demo needs the TLS device listener (broker.tls_listen)")?.port();
-    let agent_cfg = fleet_agent(cfg, &fleet, port)?;
+    let agent_cfg = fleet_agent(cfg, &fleet, &city, port)?;
     // In-process: the agent's metrics land in the platform's registry, so /metrics on the portal
     // shows every demo device's queue.
     let agent = Agent::start(&agent_cfg, &cfg.data_dir).await?;
@@ -80,18 +81,23 @@ async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>) -> Result<
     Ok(())
 }
 
-/// The demo fleet as an edge agent configuration: one simulated construction-site monitor per
-/// device, queues under `<data_dir>/demo/agent`.
-fn fleet_agent(cfg: &Config, fleet: &[DeviceCredentials], port: u16) -> Result<AgentConfig> {
+/// The demo fleet as an edge agent configuration: one simulated monitor per device, of its
+/// object's kind (dust, cold chain, wastewater, service hall), queues under `<data_dir>/demo/agent`.
+fn fleet_agent(cfg: &Config, fleet: &[DeviceCredentials], city: &[CityObject], port: u16) -> Result<AgentConfig> {
     let mut devices = Vec::new();
     for (i, creds) in fleet.iter().enumerate() {
-        let source: SourceConfig = serde_json::from_value(serde_json::json!({
-            "name": "dust",
+        let object = &city[i % city.len()];
+        let mut source = serde_json::json!({
+            "name": object.class,
             "kind": "sim",
             "interval_ms": cfg.demo.interval_ms.max(10),
             "seed": i as u64 + 1,
-            "anomaly_rate": cfg.demo.anomaly_rate,
-        }))?;
+            "anomaly_rate": (cfg.demo.anomaly_rate * object.anomaly_factor).min(1.0),
+        });
+        if object.metrics.as_array().is_some_and(|m| !m.is_empty()) {
+            source["metrics"] = object.metrics.clone();
+        }
+        let source: SourceConfig = serde_json::from_value(source)?;
         devices.push(DeviceConfig { credentials: Credentials::Inline(creds.clone()), sources: vec![source] });
     }
     Ok(AgentConfig {
@@ -106,36 +112,14 @@ fn fleet_agent(cfg: &Config, fleet: &[DeviceCredentials], port: u16) -> Result<A
     })
 }
 
-/// Typical construction-site rules, so the demo raises warnings within a minute (only into an
-/// empty rule table: an operator's edits are kept).
-async fn seed_rules(store: &Store) -> Result<()> {
-    use offsite_store::rules::{Condition, Level, NewRule, Scope};
-    if !store.list_rules().await?.is_empty() {
-        return Ok(());
-    }
-    let dust = Scope { class: Some("dust-monitor".into()), ..Scope::default() };
-    let rules = [
-        ("PM10 持续超标 (>150 μg/m³, 20 s)", "pm10", Level::ORANGE, 150.0, 20, 10.0),
-        ("噪声超标 (>80 dB(A), 10 s)", "noise", Level::YELLOW, 80.0, 10, 3.0),
-    ];
-    for (name, metric, level, above, for_s, hysteresis) in rules {
-        store
-            .insert_rule(&NewRule {
-                name: name.into(),
-                scope: Scope { metric: Some(metric.into()), ..dust.clone() },
-                level,
-                condition: Condition::Threshold { above: Some(above), below: None, for_s, hysteresis },
-                item: None,
-                enabled: true,
-            })
-            .await?;
-    }
-    info!(rules = rules.len(), "demo rules added");
-    Ok(())
-}
-
 /// Reuses the fleet's credentials from earlier runs while the registry still knows the devices.
-async fn load_or_provision(store: &Store, p: &AllInOne, dir: &Path, n: usize) -> Result<Vec<DeviceCredentials>> {
+async fn load_or_provision(
+    store: &Store,
+    p: &AllInOne,
+    dir: &Path,
+    city: &[CityObject],
+    n: usize,
+) -> Result<Vec<DeviceCredentials>> {
     let file = dir.join("fleet.json");
     let mut fleet: Vec<DeviceCredentials> = match std::fs::read(&file) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
@@ -149,12 +133,17 @@ async fn load_or_provision(store: &Store, p: &AllInOne, dir: &Path, n: usize) ->
     }
     let before = kept.len();
     while kept.len() < n {
-        let name = format!("演示工地监测仪 {:03}", kept.len() + 1);
-        let (_, creds) = offsite_broker::provision(store, &p.pki, &name, Some(format!("demo-site-{:02}", kept.len() % 10 + 1))).await?;
-        store.set_device_class(&creds.device_id, Some("dust-monitor")).await?;
+        let name = format!("演示监测设备 {:03}", kept.len() + 1);
+        let (_, creds) = offsite_broker::provision(store, &p.pki, &name, None).await?;
         kept.push(creds);
     }
     kept.truncate(n);
+    // Device i watches object i (fleets from older demos are re-pointed).
+    for (i, c) in kept.iter().enumerate() {
+        let object = &city[i % city.len()];
+        store.set_device_object(&c.device_id, Some(&object.id)).await?;
+        store.set_device_class(&c.device_id, Some(object.class)).await?;
+    }
     if kept.len() != before {
         write_secret(&file, serde_json::to_vec(&kept)?.as_slice())?;
         info!(provisioned = kept.len() - before.min(kept.len()), "demo fleet provisioned");

@@ -98,6 +98,7 @@ pub struct AllInOne {
     ingest: Ingest,
     analytics: Option<Analytics>,
     portal: tokio::task::JoinHandle<Result<()>>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
     stop_portal: watch::Sender<bool>,
 }
 
@@ -109,6 +110,7 @@ struct Tiers {
     ingest: Ingest,
     analytics: Option<Analytics>,
     portal: tokio::task::JoinHandle<Result<()>>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
     stop_portal: watch::Sender<bool>,
     portal_addr: SocketAddr,
 }
@@ -142,6 +144,7 @@ impl AllInOne {
                 ingest: t.ingest,
                 analytics: t.analytics,
                 portal: t.portal,
+                scheduler: t.scheduler,
                 stop_portal: t.stop_portal,
             }),
             Err(e) => {
@@ -188,16 +191,28 @@ impl AllInOne {
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
         let portal_addr = listener.local_addr()?;
         let (stop_portal, mut stop_rx) = watch::channel(false);
-        let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_live(live.clone()).with_audit(audit.clone()).with_secret_key(complaints_key), async move {
+        let scheduler = cfg
+            .workflow
+            .enabled
+            .then(|| offsite_workflow::scheduler::spawn(store.clone(), cfg.workflow.clone(), stop_portal.subscribe()));
+        let state = offsite_portal::AppState::new(store)
+            .with_live(live.clone())
+            .with_audit(audit.clone())
+            .with_secret_key(complaints_key)
+            .with_files(crate::tiers::file_store(cfg)?);
+        let portal = tokio::spawn(offsite_portal::serve(listener, state, async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
-        Ok(Tiers { audit, broker, pki, ingest, analytics, portal, stop_portal, portal_addr })
+        Ok(Tiers { audit, broker, pki, ingest, analytics, portal, scheduler, stop_portal, portal_addr })
     }
 
     pub async fn stop(self) -> Result<()> {
         info!("stopping");
         let _ = self.stop_portal.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.portal).await;
+        if let Some(s) = self.scheduler {
+            let _ = tokio::time::timeout(Duration::from_secs(10), s).await;
+        }
         // Ingest drains what it has and acknowledges it; the broker thread ends with the process.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.ingest.shutdown()).await;
         if let Some(a) = self.analytics {

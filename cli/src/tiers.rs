@@ -95,7 +95,20 @@ pub async fn portal(cfg: Config) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
             .await
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
-        offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_audit(audit.clone()).with_secret_key(complaints_key), shutdown_signal()).await
+        // The scheduler runs beside the portal; with several portal replicas one works per pass.
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let scheduler =
+            cfg.workflow.enabled.then(|| offsite_workflow::scheduler::spawn(store.clone(), cfg.workflow.clone(), stop_rx));
+        let state = offsite_portal::AppState::new(store)
+            .with_audit(audit.clone())
+            .with_secret_key(complaints_key)
+            .with_files(file_store(&cfg)?);
+        let served = offsite_portal::serve(listener, state, shutdown_signal()).await;
+        let _ = stop.send(true);
+        if let Some(s) = scheduler {
+            let _ = s.await;
+        }
+        served
     }
     .await;
     if let Err(e) = audit.shutdown().await {
@@ -103,6 +116,14 @@ pub async fn portal(cfg: Config) -> Result<()> {
     }
     db.close().await?;
     r
+}
+
+/// Uploaded attachments and documents: `<data_dir>/files`, shared by every portal replica on the
+/// same data directory.
+pub fn file_store(cfg: &Config) -> Result<std::sync::Arc<dyn offsite_store::files::FileStore>> {
+    let dir = cfg.data_dir.join("files");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(std::sync::Arc::new(offsite_store::files::LocalDirStore::new(dir)))
 }
 
 /// This process's writer of the audit chain (several processes may share one chain).

@@ -57,14 +57,15 @@ fn pg_running(data_dir: &std::path::Path) -> bool {
 }
 
 /// `demo` with the embedded PostgreSQL (no database URL): within 30 s of /healthz answering,
-/// 50 devices are online and at least 1,000 samples are committed; SIGTERM stops everything,
-/// PostgreSQL included.
+/// 60 devices are online and at least 1,000 samples are committed; the demo city is there (eight
+/// departments, sixty objects, this year's holidays, tasks in every state) and red warnings keep
+/// becoming tasks; SIGTERM stops everything, PostgreSQL included.
 #[tokio::test]
 async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
     let dir = tempfile::Builder::new().prefix("offsite-demo-").tempdir_in("/tmp")?;
     let (http, tls, plain) = (free_port(), free_port(), free_port());
     let mut c = Command::new(offsite_bin());
-    c.arg("--data-dir").arg(dir.path()).args(["demo", "--duration", "120"]);
+    c.arg("--data-dir").arg(dir.path()).args(["demo", "--duration", "300"]);
     c.env("OFFSITE_BROKER__TLS_LISTEN", format!("127.0.0.1:{tls}"))
         .env("OFFSITE_BROKER__PLAIN_LISTEN", format!("127.0.0.1:{plain}"))
         .env("OFFSITE_PORTAL__LISTEN", format!("127.0.0.1:{http}"))
@@ -93,17 +94,17 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0);
         last = (online, committed);
-        if online >= 50 && committed >= 1000.0 {
+        if online >= 60 && committed >= 1000.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(last.0 >= 50 && last.1 >= 1000.0, "after 30 s: {} online, {} committed", last.0, last.1);
+    assert!(last.0 >= 60 && last.1 >= 1000.0, "after 30 s: {} online, {} committed", last.0, last.1);
     // The fleet runs through the edge agent: its queue gauge is on the platform's /metrics for
     // every demo device.
     let text = reqwest::get(format!("{base}/metrics")).await?.text().await?;
     let queues = text.lines().filter(|l| l.starts_with("offsite_edge_queue_depth{device=\"")).count();
-    assert_eq!(queues, 50, "offsite_edge_queue_depth per demo device");
+    assert_eq!(queues, 60, "offsite_edge_queue_depth per demo device");
     let fleet: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.path().join("demo/fleet.json"))?)?;
     for d in &fleet {
         let id = d["device_id"].as_str().unwrap();
@@ -112,19 +113,48 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
     }
     // The demo comes with rules, so warnings appear without setting anything up.
     let rules: Value = admin.get(format!("{base}/api/v1/rules")).send().await?.json().await?;
-    assert_eq!(rules["items"].as_array().map(Vec::len), Some(2), "{rules}");
+    assert_eq!(rules["items"].as_array().map(Vec::len), Some(8), "{rules}");
     // One account per role, all with the demo password; a department's handler sees its own
     // department's devices: some, not all.
     let count = |c: reqwest::Client| {
         let url = format!("{base}/api/v1/devices?limit=500");
         async move { anyhow::Ok(c.get(url).send().await?.json::<Value>().await?["total"].as_i64().unwrap_or(-1)) }
     };
-    assert_eq!(count(admin.clone()).await?, 50);
+    assert_eq!(count(admin.clone()).await?, 60);
     let h1 = count(login_client(&base, "handler1", "Demo@2026").await?).await?;
-    assert!(h1 > 0 && h1 < 50, "handler1 sees {h1} of 50 devices");
-    for user in ["secadmin", "auditor", "monitor", "handler2", "leader1", "reviewer", "resup"] {
+    assert!(h1 > 0 && h1 < 60, "handler1 sees {h1} of 60 devices");
+    for user in ["secadmin", "auditor", "monitor", "handler2", "handler3", "handler4", "leader1", "reviewer", "resup"] {
         login_client(&base, user, "Demo@2026").await?;
     }
+    // The demo city.
+    let get = |path: &str| {
+        let (c, url) = (admin.clone(), format!("{base}{path}"));
+        async move { anyhow::Ok(c.get(url).send().await?.json::<Value>().await?) }
+    };
+    let depts = get("/api/v1/departments").await?;
+    assert_eq!(depts["items"].as_array().map(Vec::len), Some(8), "{depts}");
+    assert_eq!(get("/api/v1/objects?limit=1").await?["total"], 60);
+    let holidays = get("/api/v1/calendar").await?;
+    assert!(holidays["items"].as_array().is_some_and(|d| !d.is_empty()), "this year's holidays: {holidays}");
+    for state in ["dispatched", "signed", "in_progress", "feedback", "closed", "archived", "returned"] {
+        let t = get(&format!("/api/v1/tasks?state={state}&limit=1")).await?;
+        assert!(t["total"].as_i64().unwrap_or(0) >= 1, "no {state} task in the demo: {t}");
+    }
+    // Red warnings become tasks by themselves while the demo runs.
+    let started = chrono::Utc::now() - chrono::Duration::seconds(60);
+    wait_for("an automatically dispatched task", Duration::from_secs(90), || {
+        let get = get.clone();
+        async move {
+            let Ok(t) = get("/api/v1/tasks?source=warning&limit=20").await else { return false };
+            t["items"].as_array().is_some_and(|items| {
+                items.iter().any(|t| {
+                    t["dispatched_by"] == "system:auto-dispatch"
+                        && t["dispatched_at"].as_str().and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok()).is_some_and(|d| d > started)
+                })
+            })
+        }
+    })
+    .await?;
     assert_eq!(demo.terminate(Duration::from_secs(30))?, Some(0));
     assert!(!pg_running(dir.path()), "demo stops the PostgreSQL it started");
     Ok(())

@@ -22,7 +22,7 @@ pub use credit_code::{CreditCode, CreditCodeError};
 pub use departments::{Department, NewDepartment};
 pub use objects::{DeviceMetadata, NewObject, ObjectFilter, ObjectRecord, OrphanObject};
 pub use regions::{Region, RegionLevel, RegionNode};
-pub use seed::SeedReport;
+pub use seed::{demo_credit_code, SeedReport};
 
 /// Which regulated objects (and so which devices, warnings and series) a user may see.
 ///

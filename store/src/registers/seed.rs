@@ -42,6 +42,13 @@ fn organization_check(first8: &str) -> char {
     }
 }
 
+/// A valid unified social credit code for demo entity `serial` (0..=9999) registered in `region`
+/// (a six-digit division code), with series letters `series` (two characters).
+pub fn demo_credit_code(region: &str, series: &str, serial: usize) -> CreditCode {
+    let org = format!("MA{series}{serial:04}");
+    CreditCode::complete(&format!("91{region}{org}{}", organization_check(&org))).expect("a valid demo code")
+}
+
 /// The demo site `n` (1..=10): its id, name, credit code, address, position, region and department.
 pub(crate) fn demo_site(n: usize) -> (String, String, CreditCode, String, (f64, f64), &'static str, &'static str) {
     let (department, _, region) = DEPARTMENTS[(n + 1) % 2];
