@@ -75,6 +75,20 @@ pub struct AppState {
     contact_cipher: routes::complaints::ContactCipher,
     /// Pending answers of the public complaint form's CAPTCHAs.
     captchas: captcha::CaptchaStore,
+    /// Where uploaded files (case documents, task attachments) live. [`AppState::new`] uses a
+    /// directory under the system's temporary directory; real use sets `<data_dir>/files` with
+    /// [`AppState::with_files`].
+    files: FileStoreHandle,
+}
+
+/// The file store behind a cheap, printable handle.
+#[derive(Clone)]
+pub struct FileStoreHandle(pub Arc<dyn offsite_store::files::FileStore>);
+
+impl std::fmt::Debug for FileStoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileStore(..)")
+    }
 }
 
 impl AppState {
@@ -87,7 +101,20 @@ impl AppState {
             audit: None,
             contact_cipher: routes::complaints::ContactCipher::random(),
             captchas: captcha::CaptchaStore::default(),
+            files: FileStoreHandle(Arc::new(offsite_store::files::LocalDirStore::new(
+                std::env::temp_dir().join(format!("offsite-portal-files-{}", std::process::id())),
+            ))),
         }
+    }
+
+    /// Stores uploaded files in `files` (the CLI passes a directory store at `<data_dir>/files`).
+    pub fn with_files(mut self, files: Arc<dyn offsite_store::files::FileStore>) -> Self {
+        self.files = FileStoreHandle(files);
+        self
+    }
+
+    pub fn files(&self) -> &dyn offsite_store::files::FileStore {
+        self.files.0.as_ref()
     }
 
     /// The key (32 bytes, AES-256-GCM) that encrypts complainants' contact details at rest; the CLI
@@ -226,6 +253,18 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/maintenance",
             get(routes::silences::list_maintenance).post(routes::silences::create_maintenance),
         )
+        .route("/api/v1/tasks/{id}/case", post(routes::cases::open))
+        .route("/api/v1/cases", get(routes::cases::list))
+        .route("/api/v1/cases/{id}", get(routes::cases::get))
+        .route("/api/v1/cases/{id}/advance", post(routes::cases::advance))
+        .route(
+            "/api/v1/cases/{id}/documents",
+            post(routes::cases::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(routes::cases::UPLOAD_BODY_LIMIT)),
+        )
+        .route("/api/v1/cases/{id}/documents/{doc_id}", get(routes::cases::download))
+        .route("/api/v1/objects/{id}/credit", get(routes::cases::credit))
+        .route("/api/public/v1/disclosures", get(routes::cases::disclosures))
         .merge(openapi::swagger_ui())
         .fallback(not_found)
         // `Router::layer` wraps each route after matching, so the metrics middleware sees
