@@ -60,6 +60,11 @@ impl Database {
     }
 }
 
+/// Where uploaded files (case documents, task attachments) live: `<data_dir>/files`.
+pub fn file_store(data_dir: &std::path::Path) -> std::sync::Arc<dyn offsite_store::files::FileStore> {
+    std::sync::Arc::new(offsite_store::files::LocalDirStore::new(data_dir.join("files")))
+}
+
 /// The key that encrypts complainants' phone and ID numbers: `<data_dir>/secrets/complaints.key`,
 /// 32 random bytes made on first start (mode 0600). Every portal of one installation must read the
 /// same file; losing it makes the stored contact details unreadable.
@@ -188,7 +193,7 @@ impl AllInOne {
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
         let portal_addr = listener.local_addr()?;
         let (stop_portal, mut stop_rx) = watch::channel(false);
-        let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_live(live.clone()).with_audit(audit.clone()).with_secret_key(complaints_key), async move {
+        let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_live(live.clone()).with_audit(audit.clone()).with_secret_key(complaints_key).with_files(file_store(&cfg.data_dir)), async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
         Ok(Tiers { audit, broker, pki, ingest, analytics, portal, stop_portal, portal_addr })

@@ -95,7 +95,7 @@ pub async fn portal(cfg: Config) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
             .await
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
-        offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_audit(audit.clone()).with_secret_key(complaints_key), shutdown_signal()).await
+        offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_audit(audit.clone()).with_secret_key(complaints_key).with_files(startup::file_store(&cfg.data_dir)), shutdown_signal()).await
     }
     .await;
     if let Err(e) = audit.shutdown().await {
