@@ -216,6 +216,8 @@ async fn a_case_from_a_signed_task_through_all_five_stages() -> Result<()> {
     let (st, body) = app.advance("h_housing", id, json!({"stage": "archived"})).await?;
     assert_invalid(st, &body, "stage");
 
+    let (st, body) = app.advance("h_housing", id, json!({"stage": "investigating", "penalty": "warning"})).await?;
+    assert_invalid(st, &body, "penalty");
     let (st, c) = app.advance("l_housing", id, json!({"stage": "investigating", "note": "调取监测数据"})).await?;
     assert_eq!(st, StatusCode::OK, "{c}");
     assert_eq!(c["stage"], "investigating");

@@ -706,7 +706,7 @@ impl Store {
             .await?;
             let amount = if d.penalty() == PenaltyType::Fine { format!(" {} 元", d.amount()) } else { String::new() };
             let record_note = format!("案件 {case_no} 处罚决定：{}{amount}", d.penalty().name_zh());
-            credit::record_decision(&mut tx, id, &object_id, d.penalty(), d.amount(), &record_note, by, at).await?;
+            credit::record_decision(&mut tx, id, &object_id, &d, &record_note, by, at).await?;
         } else {
             sqlx::query(
                 "UPDATE cases SET stage = $2, updated_at = $3, \

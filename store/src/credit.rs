@@ -29,7 +29,7 @@ use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
-use crate::cases::{Fen, PenaltyType};
+use crate::cases::{Decision, Fen, PenaltyType};
 use crate::Store;
 
 /// Points an object starts with.
@@ -202,13 +202,12 @@ pub(crate) async fn record_decision(
     conn: &mut PgConnection,
     case_id: i64,
     object_id: &str,
-    penalty: PenaltyType,
-    amount: Fen,
+    decision: &Decision,
     note: &str,
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<Option<Severity>> {
-    let Some(severity) = Severity::of(penalty, amount) else { return Ok(None) };
+    let Some(severity) = decision.severity() else { return Ok(None) };
     sqlx::query(
         "INSERT INTO credit_records (object_id, source, case_id, severity, deduction, note, recorded_at, recorded_by, \
          expires_at) VALUES ($1, 'case', $2, $3, $4, $5, $6, $7, $8)",

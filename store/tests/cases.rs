@@ -367,6 +367,9 @@ async fn the_schema_refuses_impossible_rows() -> Result<()> {
     .execute(s.pool())
     .await;
     assert!(r.is_err());
+    // An object with cases stays in the register.
+    let e = field(s.delete_object("demo-site-01").await.unwrap_err());
+    assert_eq!(e.field, "id");
     // A second credit record for the same case.
     assert!(exec(
         "INSERT INTO credit_records (object_id, source, case_id, severity, deduction, recorded_at, \

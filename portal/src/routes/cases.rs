@@ -382,13 +382,22 @@ fn parse_amount(v: &Value) -> ApiResult<Option<Fen>> {
 
 impl AdvanceBody {
     /// The decision, if any decision field was given.
-    fn decision(&self) -> ApiResult<Option<DecisionInput>> {
+    fn decision(&self, to: CaseStage) -> ApiResult<Option<DecisionInput>> {
         let given = self.legal_basis.is_some()
             || self.penalty.is_some()
             || self.amount_yuan.as_ref().is_some_and(|v| !v.is_null())
             || self.disclose.is_some();
         if !given {
             return Ok(None);
+        }
+        if to != CaseStage::Decided {
+            return Err(ApiError::unprocessable(
+                format!("penalty: legal_basis, penalty, amount_yuan and disclose belong to stage decided, not {to}"),
+                format!(
+                    "penalty：法律依据、处罚种类、金额和公示只能在“处罚决定”阶段填写，不能在“{}”阶段填写",
+                    to.name_zh()
+                ),
+            ));
         }
         let penalty = match self.penalty.as_deref().map(str::trim) {
             Some(p) => PenaltyType::parse(p).ok_or_else(|| {
@@ -425,7 +434,7 @@ pub async fn advance(
 ) -> ApiResult<Json<Value>> {
     let before = workable(&state, &who, id).await?;
     let to = parse_stage("stage", &b.stage)?;
-    let decision = b.decision()?;
+    let decision = b.decision(to)?;
     let advanced = state.store.advance_case(id, to, who.username(), b.note.as_deref(), decision, Utc::now()).await;
     match advanced.map_err(store_error)? {
         Advanced::Ok(c) => {
