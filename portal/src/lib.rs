@@ -289,6 +289,18 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/responsibilities",
             get(routes::workflow_admin::responsibilities).put(routes::workflow_admin::put_responsibility),
         )
+        .route("/api/v1/tasks/{id}/case", post(routes::cases::open))
+        .route("/api/v1/cases", get(routes::cases::list))
+        .route("/api/v1/cases/{id}", get(routes::cases::get))
+        .route("/api/v1/cases/{id}/advance", post(routes::cases::advance))
+        .route(
+            "/api/v1/cases/{id}/documents",
+            post(routes::cases::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(routes::cases::UPLOAD_BODY_LIMIT)),
+        )
+        .route("/api/v1/cases/{id}/documents/{doc_id}", get(routes::cases::download))
+        .route("/api/v1/objects/{id}/credit", get(routes::cases::credit))
+        .route("/api/public/v1/disclosures", get(routes::cases::disclosures))
         .merge(openapi::swagger_ui())
         .fallback(not_found)
         // `Router::layer` wraps each route after matching, so the metrics middleware sees

@@ -118,6 +118,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("get", "/api/v1/complaints/{id}/attachments/{attachment_id}", "complaints", "下载附件", "Download an attachment", Login, ""),
     ("get", "/api/v1/complaints/{id}/contact", "complaints", "查看联系方式（留痕）", "The complainant's contact details, unmasked (audited)", Login, "monitoring center"),
     ("post", "/api/v1/complaints/{id}/close", "complaints", "办结投诉举报", "Close a complaint with a reason and an optional public note", Login, "monitoring center"),
+    ("post", "/api/v1/tasks/{id}/case", "cases", "由任务立案", "Open an enforcement case from a task the department has signed for (one case per task; 409 otherwise)", Login, "handlers and leaders of the task's department, system administrator"),
+    ("get", "/api/v1/cases", "cases", "案件列表", "Cases (filters: stage, department_id, object_id, limit, offset; within the caller's scope)", Login, ""),
+    ("get", "/api/v1/cases/{id}", "cases", "案件详情（含各阶段与文书）", "A case with its stages (time, handler, note) and documents", Login, ""),
+    ("post", "/api/v1/cases/{id}/advance", "cases", "案件进入下一阶段", "Move a case to the next stage: filed -> investigating -> decided -> executing -> closed; `decided` carries the legal basis (default: the catalog item's), penalty, amount_yuan (fines only, > 0) and disclose, and writes the object's credit record; any other order is a 409 with the reason", Login, "handlers and leaders of the case's department, system administrator"),
+    ("post", "/api/v1/cases/{id}/documents", "cases", "上传案件文书", "Upload a document to a case stage: multipart/form-data with one `file` (PDF, JPEG, PNG, DOCX or XLSX, checked by content, at most 20 MiB) and an optional `stage` (default: the current one)", Login, "handlers and leaders of the case's department, system administrator"),
+    ("get", "/api/v1/cases/{id}/documents/{doc_id}", "cases", "下载案件文书", "Download a case document", Login, ""),
+    ("get", "/api/v1/objects/{id}/credit", "cases", "监管对象信用记录与风险分类", "An object's credit records, points and risk class: 100 less the points of the records in force (warning 5; confiscation or fine under 10,000 yuan 10; fine under 100,000 yuan 20; larger fines, suspension, revocation 40; each for 3 years); A >= 90, B >= 75, C >= 60, else D", Login, ""),
+    ("get", "/api/public/v1/disclosures", "cases", "行政处罚信息公示", "Decisions marked for public disclosure: case number, object name, credit code, item, legal basis, penalty, amount, decision date (no personal data; ?limit&offset, at most 100)", Public, ""),
 ];
 
 /// An example request body, so the browsable UI shows what to send.
@@ -150,6 +158,10 @@ fn example(method: &str, path: &str) -> Option<Value> {
         ("post", "/api/v1/maintenance") => json!({"object": "site-42", "duration_s": 7200, "reason": "停工检修"}),
         ("post", "/api/v1/warnings/{id}/resolve") => json!({"reason": "误报：传感器被遮挡"}),
         ("post", "/api/v1/complaints/{id}/close") => json!({"reason": "已核实并整改", "public_note": "已处理完毕"}),
+        ("post", "/api/v1/tasks/{id}/case") => json!({"note": "现场核查发现未落实扬尘防治措施，拟立案调查"}),
+        ("post", "/api/v1/cases/{id}/advance") => json!({
+            "stage": "decided", "note": "处罚决定书已送达", "penalty": "fine", "amount_yuan": 50000, "disclose": true
+        }),
         ("put", "/api/v1/devices/{id}/metadata") => json!({"location": "东门", "lon": 120.15, "lat": 30.25, "installed_at": "2026-03-01T00:00:00Z", "model": "DM-200", "metric_list": ["pm10", "pm25"]}),
         ("post", "/api/v1/warnings/{id}/acknowledge") | ("post", "/api/v1/tasks/{id}/sign") | ("post", "/api/v1/tasks/{id}/start")
         | ("post", "/api/v1/tasks/{id}/archive") => json!({}),
@@ -233,6 +245,12 @@ pub fn document() -> Value {
                     "captcha_id": {"type": "string"}, "captcha_answer": {"type": "string"},
                     "attachment": {"type": "array", "items": {"type": "string", "format": "binary"}}
                 }
+            }}}});
+        } else if *method == "post" && path.ends_with("/documents") {
+            op["requestBody"] = json!({"required": true, "content": {"multipart/form-data": {"schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}, "stage": {"type": "string"}}
             }}}});
         } else if path.ends_with("/import") {
             op["requestBody"] = json!({"required": true, "content": {
@@ -336,6 +354,7 @@ mod tests {
                 && !path.ends_with("/import")
                 && !path.ends_with("/publish")
                 && !path.ends_with("/attachments")
+                && !path.ends_with("/documents")
                 && *path != "/api/v1/complaints";
             if json_body {
                 assert!(example(method, path).is_some(), "{method} {path} has no example body");

@@ -4,8 +4,10 @@
 pub mod audit;
 pub mod auth;
 pub mod calendar;
+pub mod cases;
 pub mod commands;
 pub mod complaints;
+pub mod credit;
 pub mod devices;
 pub mod embedded;
 pub mod files;

@@ -135,12 +135,15 @@ impl ContactCipher {
 // --- body limit ---
 
 /// The request body limit of every route: [`crate::BODY_LIMIT_BYTES`], except the complaint intake
-/// (`POST` [`SUBMIT_PATH`]), which takes [`UPLOAD_BODY_LIMIT`]. Like tower-http's
+/// (`POST` [`SUBMIT_PATH`]), which takes [`UPLOAD_BODY_LIMIT`], and case document uploads, which take
+/// [`crate::routes::cases::UPLOAD_BODY_LIMIT`]. Like tower-http's
 /// `RequestBodyLimitLayer`: a declared length over the limit is a 413 at once, and the body is
 /// wrapped so reading past the limit fails (extractors answer 413).
 pub async fn body_limit(req: Request, next: Next) -> Response {
     let limit = if req.method() == Method::POST && req.uri().path() == SUBMIT_PATH {
         UPLOAD_BODY_LIMIT
+    } else if req.method() == Method::POST && crate::routes::cases::is_upload_path(req.uri().path()) {
+        crate::routes::cases::UPLOAD_BODY_LIMIT
     } else {
         crate::BODY_LIMIT_BYTES
     };
@@ -376,7 +379,7 @@ pub fn sniff(data: &[u8]) -> Option<(&'static str, &'static str)> {
 }
 
 /// A file name safe to store and show: no directories, no control characters, at most 100 characters.
-fn clean_filename(name: Option<&str>, ext: &str, n: usize) -> String {
+pub(crate) fn clean_filename(name: Option<&str>, ext: &str, n: usize) -> String {
     let base = name.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base
         .chars()
@@ -621,7 +624,7 @@ pub async fn attachment(
     Ok(resp)
 }
 
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

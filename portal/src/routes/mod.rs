@@ -1,4 +1,5 @@
 pub mod auth;
+pub mod cases;
 pub mod complaints;
 pub mod device_registry;
 pub mod devices;

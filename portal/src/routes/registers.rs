@@ -100,13 +100,19 @@ pub async fn objects(State(state): State<AppState>, who: Principal, ApiQuery(q):
         offset: q.offset.unwrap_or(0).max(0),
     };
     let (items, total) = state.store.list_objects(&f, &s).await?;
+    let mut items: Vec<Value> = items.iter().map(|o| json!(o)).collect();
+    crate::routes::cases::add_credit_class(&state, &mut items).await?;
     Ok(page(items, total))
 }
 
 pub async fn object(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let s = scope(&state, &who).await?;
     match state.store.visible_object(&id, &s).await? {
-        Some(o) => Ok(Json(json!(o))),
+        Some(o) => {
+            let mut v = [json!(o)];
+            crate::routes::cases::add_credit_class(&state, &mut v).await?;
+            Ok(Json(v[0].take()))
+        }
         None => Err(not_found("object", &id)),
     }
 }

@@ -279,7 +279,12 @@ impl Store {
             )
             .into());
         }
-        let r = sqlx::query("DELETE FROM objects WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        // Cases and credit records keep their object: deleting it is refused as "in use".
+        let r = sqlx::query("DELETE FROM objects WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| super::delete_error(e, "the object", "监管对象"))?;
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
