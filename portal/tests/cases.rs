@@ -194,6 +194,9 @@ async fn a_case_from_a_signed_task_through_all_five_stages() -> Result<()> {
     assert_eq!(c["stages"][0]["handler"], "h_housing");
     assert_eq!(c["stages"][0]["note"], "现场核查发现未落实扬尘防治措施");
     assert!(app.audited("case.open", &id.to_string()).await?, "opening audited");
+    let (_, task) = app.get("h_housing", &format!("/api/v1/tasks/{t}")).await?;
+    let opened = task["events"].as_array().unwrap().iter().find(|e| e["action"] == "case_opened").cloned();
+    assert_eq!(opened.map(|e| e["detail"]["case_id"].clone()), Some(json!(id)), "the task's timeline names the case: {task}");
 
     // One case per task.
     let (st, body) = app.open("l_housing", t).await?;

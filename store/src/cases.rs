@@ -614,6 +614,19 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let case = fetch_on(&mut tx, id).await?.expect("just inserted");
+        // The task's timeline shows that a case was opened from it.
+        sqlx::query(
+            "INSERT INTO task_events (task_id, at, actor, action, department_id, reason, detail) \
+             VALUES ($1, $2, $3, 'case_opened', $4, $5, $6)",
+        )
+        .bind(task_id)
+        .bind(at)
+        .bind(by)
+        .bind(department_id)
+        .bind(&note)
+        .bind(serde_json::json!({"case_id": id, "case_no": case.case_no}))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Opened::Ok(Box::new(case)))
     }
