@@ -9,6 +9,7 @@ pub mod complaints;
 pub mod devices;
 pub mod embedded;
 pub mod files;
+pub mod notifications;
 pub mod registers;
 pub mod rules;
 pub mod samples;
