@@ -160,8 +160,13 @@ kinds!(
 );
 
 /// What a new channel subscribes to when nobody says: what the issue asks to go out.
-pub const DEFAULT_CHANNEL_EVENTS: [NoticeKind; 5] =
-    [NoticeKind::NewTask, NoticeKind::Reminder, NoticeKind::Supervision, NoticeKind::Escalation, NoticeKind::RedWarning];
+pub const DEFAULT_CHANNEL_EVENTS: [NoticeKind; 5] = [
+    NoticeKind::NewTask,
+    NoticeKind::Reminder,
+    NoticeKind::Supervision,
+    NoticeKind::Escalation,
+    NoticeKind::RedWarning,
+];
 
 /// A source the fan-out reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,7 +354,11 @@ impl ChannelSettings {
         enabled: bool,
     ) -> Result<Self, FieldError> {
         let kind = ChannelKind::parse(kind.trim()).ok_or_else(|| {
-            field("kind", "kind must be webhook, wecom, dingtalk or email", "通道类型 kind 必须是 webhook、wecom、dingtalk 或 email")
+            field(
+                "kind",
+                "kind must be webhook, wecom, dingtalk or email",
+                "通道类型 kind 必须是 webhook、wecom、dingtalk 或 email",
+            )
         })?;
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
@@ -640,7 +649,9 @@ fn audience<'a>(
             }
             Audience::Dispatchers => {
                 p.has(Role::Monitor)
-                    || (p.has(Role::Reviewer) && reviewer_department.is_some() && p.department_id == reviewer_department)
+                    || (p.has(Role::Reviewer)
+                        && reviewer_department.is_some()
+                        && p.department_id == reviewer_department)
             }
             Audience::Monitors => p.has(Role::Monitor),
             Audience::MonitorLeaders => p.has(Role::Monitor) && p.has(Role::Leader),
@@ -779,8 +790,13 @@ fn task_content(kind: NoticeKind, e: &TaskEventRow) -> NoticeContent {
         _ => e.signed_at.is_none(),
     };
     let (due_zh, due_en) = match (sign_clock, e.handle_due) {
-        (false, Some(d)) => (format!("办理时限：{}（北京时间）", local(d)), format!("to be completed by {} (Beijing time)", local(d))),
-        _ => (format!("签收时限：{}（北京时间）", local(e.sign_due)), format!("to be signed for by {} (Beijing time)", local(e.sign_due))),
+        (false, Some(d)) => {
+            (format!("办理时限：{}（北京时间）", local(d)), format!("to be completed by {} (Beijing time)", local(d)))
+        }
+        _ => (
+            format!("签收时限：{}（北京时间）", local(e.sign_due)),
+            format!("to be signed for by {} (Beijing time)", local(e.sign_due)),
+        ),
     };
     let with_reason = |zh: &str, en: &str| match &reason {
         Some(r) => (format!("{zh}：{r}"), format!("{en}: {r}")),
@@ -821,11 +837,9 @@ fn task_content(kind: NoticeKind, e: &TaskEventRow) -> NoticeContent {
                 format!("150% of the time limit has passed ({due_en}); reported upward"),
             ),
         ),
-        NoticeKind::Returned => (
-            format!("任务被退回：{label_zh}"),
-            format!("Task returned: {label_en}"),
-            with_reason("退回原因", "Reason"),
-        ),
+        NoticeKind::Returned => {
+            (format!("任务被退回：{label_zh}"), format!("Task returned: {label_en}"), with_reason("退回原因", "Reason"))
+        }
         NoticeKind::FeedbackSubmitted if e.action == "co_feedback" => (
             format!("协办部门已反馈：{label_zh}"),
             format!("A co-handling department reported: {label_en}"),
@@ -856,11 +870,9 @@ fn task_content(kind: NoticeKind, e: &TaskEventRow) -> NoticeContent {
             format!("Extension refused: {label_en}"),
             with_reason("审批意见", "Note"),
         ),
-        NoticeKind::Closed => (
-            format!("任务已办结：{label_zh}"),
-            format!("Task closed: {label_en}"),
-            with_reason("审核意见", "Note"),
-        ),
+        NoticeKind::Closed => {
+            (format!("任务已办结：{label_zh}"), format!("Task closed: {label_en}"), with_reason("审核意见", "Note"))
+        }
         // Not made from task events.
         NoticeKind::RedWarning | NoticeKind::WarningNotAcknowledged | NoticeKind::ChannelTest => {
             (label_zh.clone(), label_en.clone(), (String::new(), String::new()))
@@ -997,14 +1009,13 @@ impl Store {
     /// Marks one of the user's notifications read (reading it again keeps the first time). False
     /// when the user has no such notification, someone else's included.
     pub async fn mark_notification_read(&self, user_id: i64, id: i64) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE notifications SET read_at = coalesce(read_at, now()) WHERE id = $1 AND user_id = $2",
-        )
-        .bind(id)
-        .bind(user_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let n =
+            sqlx::query("UPDATE notifications SET read_at = coalesce(read_at, now()) WHERE id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         Ok(n == 1)
     }
 
@@ -1485,8 +1496,7 @@ impl Store {
                  ORDER BY x.id LIMIT $2"
             }
         };
-        let rows: Vec<WarningRow> =
-            sqlx::query_as(sql).bind(last_id).bind(batch as i64).fetch_all(&mut **tx).await?;
+        let rows: Vec<WarningRow> = sqlx::query_as(sql).bind(last_id).bind(batch as i64).fetch_all(&mut **tx).await?;
         let handled: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let relevant: Vec<&WarningRow> =
             rows.iter().filter(|w| source == Source::WarningEscalations || w.level == 1).collect();
@@ -1514,7 +1524,11 @@ impl Store {
 }
 
 /// Writes the notifications and deliveries of a batch of notices.
-async fn write_notices(tx: &mut Transaction<'_, Postgres>, notices: &[Notice], report: &mut FanOutReport) -> Result<()> {
+async fn write_notices(
+    tx: &mut Transaction<'_, Postgres>,
+    notices: &[Notice],
+    report: &mut FanOutReport,
+) -> Result<()> {
     let channels: Vec<ChannelSubscription> =
         sqlx::query_as("SELECT id, department_id, events FROM notification_channels WHERE enabled ORDER BY id")
             .fetch_all(&mut **tx)
@@ -1545,10 +1559,9 @@ async fn write_notices(tx: &mut Transaction<'_, Postgres>, notices: &[Notice], r
             source_ids.push(n.source_id);
         }
         let payload = serde_json::to_value(c)?;
-        for ch in channels
-            .iter()
-            .filter(|ch| n.channel_departments.contains(&ch.department_id) && ch.events.iter().any(|e| e == c.kind.as_str()))
-        {
+        for ch in channels.iter().filter(|ch| {
+            n.channel_departments.contains(&ch.department_id) && ch.events.iter().any(|e| e == c.kind.as_str())
+        }) {
             d_channels.push(ch.id);
             d_kinds.push(c.kind.as_str());
             d_sources.push(n.source.row());
@@ -1647,7 +1660,9 @@ mod tests {
         for good in ["https://oapi.dingtalk.com/robot/send?access_token=abc", "http://127.0.0.1:8080/hook"] {
             assert!(ChannelUrl::parse(good).is_some(), "{good}");
         }
-        for bad in ["ftp://x.cn/a", "javascript:alert(1)", "file:///etc/passwd", "https://", "not a url", "mailto:a@b.cn"] {
+        for bad in
+            ["ftp://x.cn/a", "javascript:alert(1)", "file:///etc/passwd", "https://", "not a url", "mailto:a@b.cn"]
+        {
             assert!(ChannelUrl::parse(bad).is_none(), "{bad}");
         }
     }
@@ -1678,7 +1693,14 @@ mod tests {
         assert_eq!(err(ChannelSettings::parse("email", "n", None, &[], None, true)), "recipients");
         assert_eq!(err(ChannelSettings::parse("webhook", "n", Some("https://a.cn"), &[], Some(&[]), true)), "events");
         assert_eq!(
-            err(ChannelSettings::parse("webhook", "n", Some("https://a.cn"), &[], Some(&["channel_test".into()]), true)),
+            err(ChannelSettings::parse(
+                "webhook",
+                "n",
+                Some("https://a.cn"),
+                &[],
+                Some(&["channel_test".into()]),
+                true
+            )),
             "events"
         );
     }
