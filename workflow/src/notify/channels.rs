@@ -369,7 +369,9 @@ mod tests {
         let decoded = percent_encoding::percent_decode_str(sign).decode_utf8().unwrap();
         assert_eq!(decoded, dingtalk_signature("SECabc", 1_700_000_000_000));
         assert_eq!(base64::engine::general_purpose::STANDARD.decode(decoded.as_bytes()).unwrap().len(), 32);
-        assert!(dingtalk_signed_url("https://r.example/send", "s", 1).starts_with("https://r.example/send?timestamp=1&"));
+        assert!(
+            dingtalk_signed_url("https://r.example/send", "s", 1).starts_with("https://r.example/send?timestamp=1&")
+        );
     }
 
     fn delivery(kind: ChannelKind) -> ClaimedDelivery {

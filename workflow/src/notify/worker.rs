@@ -123,13 +123,17 @@ impl Notifier {
             ("delivered", None)
         } else {
             match self.backoff.after(attempt_no) {
-                Some(wait) => ("retry", Some(now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::hours(1)))),
+                Some(wait) => {
+                    ("retry", Some(now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::hours(1))))
+                }
                 None => ("failed", None),
             }
         };
         DELIVERIES.with_label_values(&[d.channel.kind.as_str(), label]).inc();
         match label {
-            "delivered" => info!(delivery = d.id, channel = d.channel.id, kind = %d.kind, attempt = attempt_no, "delivered"),
+            "delivered" => {
+                info!(delivery = d.id, channel = d.channel.id, kind = %d.kind, attempt = attempt_no, "delivered")
+            }
             "retry" => warn!(
                 delivery = d.id, channel = d.channel.id, kind = %d.kind, attempt = attempt_no,
                 status = ?outcome.status, error = outcome.error.as_deref().unwrap_or(""), next = ?next,
