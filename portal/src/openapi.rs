@@ -84,6 +84,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("get", "/api/v1/complaints/{id}/attachments/{attachment_id}", "complaints", "下载附件", "Download an attachment", Login, ""),
     ("get", "/api/v1/complaints/{id}/contact", "complaints", "查看联系方式（留痕）", "The complainant's contact details, unmasked (audited)", Login, "monitoring center"),
     ("post", "/api/v1/complaints/{id}/close", "complaints", "办结投诉举报", "Close a complaint with a reason and an optional public note", Login, "monitoring center"),
+    ("get", "/api/v1/notifications", "notifications", "我的通知", "One's own notifications, newest first (?unread=true&limit&offset): {items, total, unread}", Login, ""),
+    ("get", "/api/v1/notifications/unread-count", "notifications", "未读通知数", "How many of one's notifications are unread", Login, ""),
+    ("post", "/api/v1/notifications/{id}/read", "notifications", "标记通知已读", "Mark one of one's notifications read (someone else's: 404)", Login, ""),
+    ("post", "/api/v1/notifications/read-all", "notifications", "全部标记已读", "Mark all of one's notifications read", Login, ""),
+    ("get", "/api/v1/departments/{id}/channels", "notifications", "部门通知通道", "A department's outbound channels (secrets never shown, robot keys masked)", Login, "system administrator"),
+    ("post", "/api/v1/departments/{id}/channels", "notifications", "新增通知通道", "Add a channel: webhook (HMAC-signed), wecom, dingtalk (optional signing secret) or email", Login, "system administrator"),
+    ("put", "/api/v1/channels/{id}", "notifications", "修改通知通道", "Change a channel (fields left out stay; \"secret\": null removes the secret)", Login, "system administrator"),
+    ("delete", "/api/v1/channels/{id}", "notifications", "删除通知通道", "Delete a channel and its delivery history", Login, "system administrator"),
+    ("post", "/api/v1/channels/{id}/test", "notifications", "发送测试消息", "Queue a test message to a channel (see its deliveries)", Login, "system administrator"),
+    ("get", "/api/v1/channels/{id}/deliveries", "notifications", "通道投递记录", "A channel's deliveries with every attempt (?limit&offset)", Login, "system administrator"),
 ];
 
 /// An example request body, so the browsable UI shows what to send.
@@ -117,6 +127,9 @@ fn example(method: &str, path: &str) -> Option<Value> {
         ("post", "/api/v1/warnings/{id}/resolve") => json!({"reason": "误报：传感器被遮挡"}),
         ("post", "/api/v1/complaints/{id}/close") => json!({"reason": "已核实并整改", "public_note": "已处理完毕"}),
         ("put", "/api/v1/devices/{id}/metadata") => json!({"location": "东门", "lon": 120.15, "lat": 30.25, "installed_at": "2026-03-01T00:00:00Z", "model": "DM-200", "metric_list": ["pm10", "pm25"]}),
+        ("post", "/api/v1/departments/{id}/channels") => json!({"kind": "dingtalk", "name": "生态环境局值班群", "url": "https://oapi.dingtalk.com/robot/send?access_token=…", "secret": "SEC…", "events": ["new_task", "reminder", "supervision", "escalation", "red_warning"]}),
+        ("put", "/api/v1/channels/{id}") => json!({"enabled": false}),
+        ("post", "/api/v1/notifications/{id}/read") | ("post", "/api/v1/notifications/read-all") | ("post", "/api/v1/channels/{id}/test") => json!({}),
         _ => return None,
     })
 }
