@@ -99,6 +99,7 @@ pub struct AllInOne {
     analytics: Option<Analytics>,
     portal: tokio::task::JoinHandle<Result<()>>,
     stop_portal: watch::Sender<bool>,
+    notify: Option<offsite_workflow::notify::NotifyWorker>,
 }
 
 /// What `start_tiers` brings up besides the database.
@@ -111,6 +112,7 @@ struct Tiers {
     portal: tokio::task::JoinHandle<Result<()>>,
     stop_portal: watch::Sender<bool>,
     portal_addr: SocketAddr,
+    notify: Option<offsite_workflow::notify::NotifyWorker>,
 }
 
 /// Optional instruments for benchmarks.
@@ -143,6 +145,7 @@ impl AllInOne {
                 analytics: t.analytics,
                 portal: t.portal,
                 stop_portal: t.stop_portal,
+                notify: t.notify,
             }),
             Err(e) => {
                 db.close().await.ok();
@@ -158,6 +161,7 @@ impl AllInOne {
         let pki = pki(cfg)?;
         let internal = offsite_broker::internal_password(&cfg.data_dir)?;
         let complaints_key = complaints_key(&cfg.data_dir)?;
+        let notify = spawn_notify(cfg, &store)?;
         let mut builder = BrokerBuilder::new(&cfg.broker, &pki, store.clone(), internal)?;
         let (link_tx, link_rx) = builder.link("offsite-ingest")?;
         // A fresh broker knows no sessions: every device is offline until it says otherwise.
@@ -191,13 +195,16 @@ impl AllInOne {
         let portal = tokio::spawn(offsite_portal::serve(listener, offsite_portal::AppState::new(store).with_live(live.clone()).with_audit(audit.clone()).with_secret_key(complaints_key), async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
-        Ok(Tiers { audit, broker, pki, ingest, analytics, portal, stop_portal, portal_addr })
+        Ok(Tiers { audit, broker, pki, ingest, analytics, portal, stop_portal, portal_addr, notify })
     }
 
     pub async fn stop(self) -> Result<()> {
         info!("stopping");
         let _ = self.stop_portal.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.portal).await;
+        if let Some(n) = self.notify {
+            let _ = tokio::time::timeout(Duration::from_secs(15), n.shutdown()).await;
+        }
         // Ingest drains what it has and acknowledges it; the broker thread ends with the process.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.ingest.shutdown()).await;
         if let Some(a) = self.analytics {
@@ -209,6 +216,14 @@ impl AllInOne {
         self.db.store.mark_all_offline().await.ok();
         self.db.close().await
     }
+}
+
+/// The notify worker (notifications and channel deliveries), unless `notifications.enabled` is off.
+pub fn spawn_notify(cfg: &Config, store: &Store) -> Result<Option<offsite_workflow::notify::NotifyWorker>> {
+    if !cfg.notifications.enabled {
+        return Ok(None);
+    }
+    Ok(Some(offsite_workflow::notify::NotifyWorker::spawn(store.clone(), &cfg.notifications)?))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
