@@ -214,6 +214,21 @@ async fn task_events_reach_the_right_people_once() -> Result<()> {
     assert_eq!(recipients(&w, NoticeKind::Reminder, joint).await?.len(), 20, "h_housing, once per reminder");
     // Rejected goes back to the lead department's handlers, not to the reviewer who acted.
     assert_eq!(recipients(&w, NoticeKind::Rejected, joint).await?, vec!["h_housing".to_string(); 20]);
+
+    // Feedback goes to the dispatching side and the reviewer department named on the task; a
+    // co-handler's feedback to the lead department.
+    sqlx::query("UPDATE tasks SET reviewer_department_id = $1 WHERE id = $2")
+        .bind(w.ecology)
+        .bind(single)
+        .execute(s.pool())
+        .await?;
+    event(s.pool(), single, "h_ecology", "feedback", Some(w.ecology), Some("已整改")).await?;
+    event(s.pool(), joint, "h_ecology", "co_feedback", Some(w.ecology), Some("协办部分完成")).await?;
+    event(s.pool(), single, "h_ecology", "extension_requested", Some(w.ecology), Some("需要检测报告")).await?;
+    assert_eq!(s.fan_out_notifications(100).await?, 3);
+    assert_eq!(recipients(&w, NoticeKind::FeedbackSubmitted, single).await?, names(&["chief", "mon", "rev"]));
+    assert_eq!(recipients(&w, NoticeKind::FeedbackSubmitted, joint).await?, names(&["h_housing"]));
+    assert_eq!(recipients(&w, NoticeKind::ExtensionRequested, single).await?, names(&["chief", "mon"]));
     Ok(())
 }
 
