@@ -1103,7 +1103,7 @@ impl Store {
             SecretChange::Clear => (false, None),
             SecretChange::Set(s) => (false, Some(s.as_str())),
         };
-        Ok(sqlx::query_as(&format!(
+        sqlx::query_as(&format!(
             "UPDATE notification_channels SET kind = $2, name = $3, url = $4, recipients = $5, events = $6, enabled = $7,
                  secret = CASE WHEN $8 THEN secret ELSE $9 END, updated_at = now()
              WHERE id = $1 RETURNING {CHANNEL_COLS}"
@@ -1119,7 +1119,7 @@ impl Store {
         .bind(new_secret)
         .fetch_optional(&self.pool)
         .await
-        .context("updating a notification channel")?)
+        .context("updating a notification channel")
     }
 
     /// Deletes a channel with its deliveries; false if there was none.
