@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use offsite_broker::BrokerConfig;
 use offsite_ingest::IngestConfig;
 use offsite_portal::PortalConfig;
+use offsite_workflow::notify::NotifyConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -29,6 +30,8 @@ pub struct Config {
     /// The task scheduler (time-limit checkpoints, red-warning auto-dispatch, escalation).
     pub workflow: offsite_workflow::scheduler::SchedulerConfig,
     pub log: LogConfig,
+    /// In-app notifications and outbound channels (webhook, WeCom, DingTalk, e-mail).
+    pub notifications: NotifyConfig,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             workflow: offsite_workflow::scheduler::SchedulerConfig::default(),
             log: LogConfig::default(),
+            notifications: NotifyConfig::default(),
         }
     }
 }
@@ -165,7 +169,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));
@@ -204,6 +208,19 @@ mod tests {
             let c = Config::load(Some(&f), None).unwrap();
             let d = Config::default();
             assert_eq!(serde_json::to_value(&c).unwrap(), serde_json::to_value(&d).unwrap());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn smtp_password_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OFFSITE_NOTIFICATIONS__SMTP__PASSWORD", "from-env");
+            jail.set_env("OFFSITE_NOTIFICATIONS__SMTP__HOST", "smtp.example.cn");
+            let c = Config::load(None, None).unwrap();
+            assert_eq!(c.notifications.smtp.password.as_deref(), Some("from-env"));
+            assert_eq!(c.notifications.smtp.host.as_deref(), Some("smtp.example.cn"));
+            assert_eq!(c.notifications.retry_delays_s, vec![10, 30, 120, 600, 3600]);
             Ok(())
         });
     }

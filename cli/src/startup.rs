@@ -100,6 +100,7 @@ pub struct AllInOne {
     portal: tokio::task::JoinHandle<Result<()>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
     stop_portal: watch::Sender<bool>,
+    notify: Option<offsite_workflow::notify::NotifyWorker>,
 }
 
 /// What `start_tiers` brings up besides the database.
@@ -113,6 +114,7 @@ struct Tiers {
     scheduler: Option<tokio::task::JoinHandle<()>>,
     stop_portal: watch::Sender<bool>,
     portal_addr: SocketAddr,
+    notify: Option<offsite_workflow::notify::NotifyWorker>,
 }
 
 /// Optional instruments for benchmarks.
@@ -146,6 +148,7 @@ impl AllInOne {
                 portal: t.portal,
                 scheduler: t.scheduler,
                 stop_portal: t.stop_portal,
+                notify: t.notify,
             }),
             Err(e) => {
                 db.close().await.ok();
@@ -161,6 +164,7 @@ impl AllInOne {
         let pki = pki(cfg)?;
         let internal = offsite_broker::internal_password(&cfg.data_dir)?;
         let complaints_key = complaints_key(&cfg.data_dir)?;
+        let notify = spawn_notify(cfg, &store)?;
         let mut builder = BrokerBuilder::new(&cfg.broker, &pki, store.clone(), internal)?;
         let (link_tx, link_rx) = builder.link("offsite-ingest")?;
         // A fresh broker knows no sessions: every device is offline until it says otherwise.
@@ -203,7 +207,7 @@ impl AllInOne {
         let portal = tokio::spawn(offsite_portal::serve(listener, state, async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
-        Ok(Tiers { audit, broker, pki, ingest, analytics, portal, scheduler, stop_portal, portal_addr })
+        Ok(Tiers { audit, broker, pki, ingest, analytics, portal, scheduler, stop_portal, portal_addr, notify })
     }
 
     pub async fn stop(self) -> Result<()> {
@@ -212,6 +216,9 @@ impl AllInOne {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.portal).await;
         if let Some(s) = self.scheduler {
             let _ = tokio::time::timeout(Duration::from_secs(10), s).await;
+        }
+        if let Some(n) = self.notify {
+            let _ = tokio::time::timeout(Duration::from_secs(15), n.shutdown()).await;
         }
         // Ingest drains what it has and acknowledges it; the broker thread ends with the process.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.ingest.shutdown()).await;
@@ -224,6 +231,14 @@ impl AllInOne {
         self.db.store.mark_all_offline().await.ok();
         self.db.close().await
     }
+}
+
+/// The notify worker (notifications and channel deliveries), unless `notifications.enabled` is off.
+pub fn spawn_notify(cfg: &Config, store: &Store) -> Result<Option<offsite_workflow::notify::NotifyWorker>> {
+    if !cfg.notifications.enabled {
+        return Ok(None);
+    }
+    Ok(Some(offsite_workflow::notify::NotifyWorker::spawn(store.clone(), &cfg.notifications)?))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

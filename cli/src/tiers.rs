@@ -90,6 +90,14 @@ pub async fn portal(cfg: Config) -> Result<()> {
     let db = Database::open(&cfg).await?;
     let store = db.store.clone();
     let audit = audit_log(&cfg, &store);
+    let notify = match startup::spawn_notify(&cfg, &store) {
+        Ok(n) => n,
+        Err(e) => {
+            audit.shutdown().await.ok();
+            db.close().await?;
+            return Err(e);
+        }
+    };
     let r = async {
         let complaints_key = startup::complaints_key(&cfg.data_dir)?;
         let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
@@ -111,6 +119,9 @@ pub async fn portal(cfg: Config) -> Result<()> {
         served
     }
     .await;
+    if let Some(n) = notify {
+        n.shutdown().await;
+    }
     if let Err(e) = audit.shutdown().await {
         tracing::warn!(error = %format!("{e:#}"), "closing the audit trail");
     }

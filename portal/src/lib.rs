@@ -301,6 +301,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cases/{id}/documents/{doc_id}", get(routes::cases::download))
         .route("/api/v1/objects/{id}/credit", get(routes::cases::credit))
         .route("/api/public/v1/disclosures", get(routes::cases::disclosures))
+        .route("/api/v1/notifications", get(routes::notifications::list))
+        .route("/api/v1/notifications/unread-count", get(routes::notifications::unread_count))
+        .route("/api/v1/notifications/read-all", post(routes::notifications::mark_all_read))
+        .route("/api/v1/notifications/{id}/read", post(routes::notifications::mark_read))
+        .route(
+            "/api/v1/departments/{id}/channels",
+            get(routes::notifications::list_channels).post(routes::notifications::create_channel),
+        )
+        .route(
+            "/api/v1/channels/{id}",
+            axum::routing::put(routes::notifications::update_channel).delete(routes::notifications::delete_channel),
+        )
+        .route("/api/v1/channels/{id}/test", post(routes::notifications::test_channel))
+        .route("/api/v1/channels/{id}/deliveries", get(routes::notifications::deliveries))
         .merge(openapi::swagger_ui())
         .fallback(not_found)
         // `Router::layer` wraps each route after matching, so the metrics middleware sees

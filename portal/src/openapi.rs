@@ -126,6 +126,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("get", "/api/v1/cases/{id}/documents/{doc_id}", "cases", "下载案件文书", "Download a case document", Login, ""),
     ("get", "/api/v1/objects/{id}/credit", "cases", "监管对象信用记录与风险分类", "An object's credit records, points and risk class: 100 less the points of the records in force (warning 5; confiscation or fine under 10,000 yuan 10; fine under 100,000 yuan 20; larger fines, suspension, revocation 40; each for 3 years); A >= 90, B >= 75, C >= 60, else D", Login, ""),
     ("get", "/api/public/v1/disclosures", "cases", "行政处罚信息公示", "Decisions marked for public disclosure: case number, object name, credit code, item, legal basis, penalty, amount, decision date (no personal data; ?limit&offset, at most 100)", Public, ""),
+    ("get", "/api/v1/notifications", "notifications", "我的通知", "One's own notifications, newest first (?unread=true&limit&offset): {items, total, unread}", Login, ""),
+    ("get", "/api/v1/notifications/unread-count", "notifications", "未读通知数", "How many of one's notifications are unread", Login, ""),
+    ("post", "/api/v1/notifications/{id}/read", "notifications", "标记通知已读", "Mark one of one's notifications read (someone else's: 404)", Login, ""),
+    ("post", "/api/v1/notifications/read-all", "notifications", "全部标记已读", "Mark all of one's notifications read", Login, ""),
+    ("get", "/api/v1/departments/{id}/channels", "notifications", "部门通知通道", "A department's outbound channels (secrets never shown, robot keys masked)", Login, "system administrator"),
+    ("post", "/api/v1/departments/{id}/channels", "notifications", "新增通知通道", "Add a channel: webhook (HMAC-signed), wecom, dingtalk (optional signing secret) or email", Login, "system administrator"),
+    ("put", "/api/v1/channels/{id}", "notifications", "修改通知通道", "Change a channel (fields left out stay; \"secret\": null removes the secret)", Login, "system administrator"),
+    ("delete", "/api/v1/channels/{id}", "notifications", "删除通知通道", "Delete a channel and its delivery history", Login, "system administrator"),
+    ("post", "/api/v1/channels/{id}/test", "notifications", "发送测试消息", "Queue a test message to a channel (see its deliveries)", Login, "system administrator"),
+    ("get", "/api/v1/channels/{id}/deliveries", "notifications", "通道投递记录", "A channel's deliveries with every attempt (?limit&offset)", Login, "system administrator"),
 ];
 
 /// An example request body, so the browsable UI shows what to send.
@@ -191,6 +201,9 @@ fn example(method: &str, path: &str) -> Option<Value> {
         }
         ("put", "/api/v1/calendar/{day}") => json!({"kind": "holiday", "name": "国庆节"}),
         ("put", "/api/v1/responsibilities") => json!({"item": "demo-dust", "region_code": "330102", "department_id": 1}),
+        ("post", "/api/v1/departments/{id}/channels") => json!({"kind": "dingtalk", "name": "生态环境局值班群", "url": "https://oapi.dingtalk.com/robot/send?access_token=…", "secret": "SEC…", "events": ["new_task", "reminder", "supervision", "escalation", "red_warning"]}),
+        ("put", "/api/v1/channels/{id}") => json!({"enabled": false}),
+        ("post", "/api/v1/notifications/{id}/read") | ("post", "/api/v1/notifications/read-all") | ("post", "/api/v1/channels/{id}/test") => json!({}),
         _ => return None,
     })
 }

@@ -11,6 +11,7 @@ pub mod credit;
 pub mod devices;
 pub mod embedded;
 pub mod files;
+pub mod notifications;
 pub mod registers;
 pub mod rules;
 pub mod samples;

@@ -1,4 +1,11 @@
-//! The workflow tier: background jobs that keep tasks moving. The scheduler fires time-limit
-//! checkpoints, dispatches red warnings and escalates unacknowledged ones.
+//! The workflow tier: background jobs that move the supervision workflow along. Each job keeps
+//! its state in PostgreSQL (through `offsite-store`), so any process may run it and a restart
+//! loses nothing.
+//!
+//! - [`scheduler`]: fires time-limit checkpoints (remind / supervise / escalate), dispatches red
+//!   warnings of items configured for it, escalates warnings nobody acknowledged.
+//! - [`notify`]: turns workflow events into in-app notifications and delivers them to the
+//!   departments' outbound channels (webhook, WeCom, DingTalk, e-mail), with retries.
 
+pub mod notify;
 pub mod scheduler;

@@ -5,6 +5,7 @@ pub mod device_registry;
 pub mod devices;
 pub mod health;
 pub mod metrics;
+pub mod notifications;
 pub mod registers;
 pub mod rules;
 pub mod series;
