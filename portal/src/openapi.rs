@@ -78,7 +78,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("get", "/api/v1/warnings/precision", "triage", "预警准确率（按规则/模型）", "Precision per rule and per model: 1 - false positives / triaged", Login, "roles that see all business data"),
     ("post", "/api/v1/warnings/{id}/acknowledge", "triage", "确认预警", "Acknowledge a warning (stops its unacknowledged escalation)", Login, "monitoring center, system administrator"),
     ("post", "/api/v1/warnings/{id}/dispatch", "triage", "预警派发为任务", "Dispatch a warning as a task (to the responsible department unless one is named; joint task with co_department_ids)", Login, "monitoring center, system administrator"),
-    ("post", "/api/v1/warnings/{id}/merge", "triage", "预警并入已有任务", "Merge a warning into an open task", Login, "monitoring center, system administrator"),
+    ("post", "/api/v1/warnings/{id}/merge", "triage", "预警并入已有任务", "Merge a warning into an open task (task_id) or an open enforcement case (case_id)", Login, "monitoring center, system administrator"),
     ("post", "/api/v1/warnings/{id}/false-positive", "triage", "预警判定为误报", "Close a warning as a false positive (counts in its rule's or model's precision)", Login, "monitoring center, system administrator"),
     ("post", "/api/v1/complaints/{id}/task", "triage", "投诉转为任务", "Turn a complaint into a task; its public status follows the task", Login, "monitoring center, system administrator"),
     ("post", "/api/v1/complaints/{id}/callback", "triage", "登记投诉回访结果", "Record the complainant's callback answer (satisfied, basically_satisfied, dissatisfied)", Login, "monitoring center, system administrator"),

@@ -567,3 +567,67 @@ async fn policies_calendar_and_responsibilities_are_admin_maintained() -> Result
     assert_eq!(app.db.store.responsible_department(Some("demo-noise"), "demo-site-01").await?, Some(app.housing));
     Ok(())
 }
+
+/// The workflow's events reach people: a new task its department, the scheduler's reminder its
+/// handlers, supervision its leaders and re-supervision (the notify fan-out over real task events).
+#[tokio::test]
+async fn task_events_become_notifications_for_the_right_people() -> Result<()> {
+    let app = app().await?;
+    let id = app.dispatch(false).await?;
+    app.db.store.fan_out_notifications(1000).await?;
+    let kinds = |user: &'static str| {
+        let app = &app;
+        async move {
+            let (s, b) = app.get(user, "/api/v1/notifications?limit=100").await?;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            anyhow::Ok(
+                b["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|n| n["task_id"] == id)
+                    .map(|n| n["kind"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    assert_eq!(kinds("h_housing").await?, ["new_task"]);
+    assert_eq!(kinds("l_housing").await?, ["new_task"]);
+    assert!(kinds("h_ecology").await?.is_empty(), "another department hears nothing");
+    // Nobody signs: two hours later every sign-for checkpoint has passed.
+    let task = app.db.store.task(id).await?.unwrap();
+    let later = task.sign_due + TimeDelta::hours(2);
+    let r = app.db.store.run_scheduler(later, &offsite_store::tasks::SchedulerPolicy::default()).await?;
+    assert_eq!(r.fired.iter().filter(|f| f.task_id == id).count(), 3);
+    app.db.store.fan_out_notifications(1000).await?;
+    assert_eq!(kinds("h_housing").await?, ["reminder", "new_task"], "newest first");
+    let leader = kinds("l_housing").await?;
+    assert!(leader.contains(&"supervision".to_owned()) && leader.contains(&"escalation".to_owned()), "{leader:?}");
+    let resup = kinds("resup").await?;
+    assert!(resup.contains(&"supervision".to_owned()), "re-supervision sees supervision: {resup:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_warning_merges_into_an_open_case() -> Result<()> {
+    let app = app().await?;
+    let dev = device(&app, "dust02", "demo-site-01").await?;
+    let task = app.dispatch(false).await?;
+    app.ok("h_housing", task, "sign", json!({}), "signed").await?;
+    let (s, c) = app.post("h_housing", &format!("/api/v1/tasks/{task}/case"), json!({"note": "立案"})).await?;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let case = c["id"].as_i64().unwrap();
+    // The task closes; the case goes on, and a new warning about the same site joins it.
+    app.ok("h_housing", task, "start", json!({}), "in_progress").await?;
+    app.ok("h_housing", task, "feedback", json!({"text": "已立案查处"}), "feedback").await?;
+    app.ok("mon", task, "approve", json!({}), "closed").await?;
+    let w = app.db.store.upsert_warning(&warning("m", dev, Level::YELLOW)).await?.into_record().id;
+    let (s, _) = app.post("mon", &format!("/api/v1/warnings/{w}/merge"), json!({"task_id": task})).await?;
+    assert_eq!(s, StatusCode::CONFLICT, "a closed task takes no more warnings");
+    let (s, b) = app.post("mon", &format!("/api/v1/warnings/{w}/merge"), json!({"case_id": case})).await?;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(app.db.store.warning(w).await?.unwrap().task_id, Some(task));
+    let (s, _) = app.post("mon", &format!("/api/v1/warnings/{w}/merge"), json!({"task_id": task, "case_id": case})).await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "one target only");
+    Ok(())
+}

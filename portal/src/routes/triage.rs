@@ -85,10 +85,12 @@ pub async fn dispatch(
     Ok((StatusCode::CREATED, Json(TaskView::new(task, Utc::now()))).into_response())
 }
 
+/// Into an open task, or into an enforcement case (the case's task).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MergeBody {
-    pub task_id: i64,
+    pub task_id: Option<i64>,
+    pub case_id: Option<i64>,
 }
 
 pub async fn merge(
@@ -98,8 +100,21 @@ pub async fn merge(
     ApiJson(b): ApiJson<MergeBody>,
 ) -> ApiResult<Json<TaskView>> {
     triageable(&state, &who, id).await?;
+    let (task_id, via_case) = match (b.task_id, b.case_id) {
+        (Some(t), None) => (t, false),
+        (None, Some(c)) => {
+            let case = state.store.case(c).await?.ok_or_else(|| {
+                ApiError::unprocessable(format!("case {c} does not exist"), format!("案件 {c} 不存在"))
+            })?;
+            if case.stage == offsite_store::cases::CaseStage::Closed {
+                return Err(ApiError::conflict("the case is closed", "案件已结案"));
+            }
+            (case.task_id, true)
+        }
+        _ => return Err(ApiError::unprocessable("give task_id or case_id", "须指定 task_id 或 case_id 之一")),
+    };
     let task =
-        state.store.merge_warning(id, b.task_id, who.username(), Utc::now()).await?.ok_or_else(|| warning_not_found(id))?.map_err(refusal)?;
+        state.store.merge_warning(id, task_id, via_case, who.username(), Utc::now()).await?.ok_or_else(|| warning_not_found(id))?.map_err(refusal)?;
     audit(&state, &who, "warning.merge", &task, serde_json::json!({"warning_id": id})).await;
     Ok(Json(TaskView::new(task, Utc::now())))
 }

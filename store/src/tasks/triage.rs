@@ -83,11 +83,13 @@ impl Store {
         Ok(r)
     }
 
-    /// Adds a warning to an open task (the task's timeline records it).
+    /// Adds a warning to an open task (the task's timeline records it). `via_case`: merged into
+    /// an open enforcement case, whose task may already be closed.
     pub async fn merge_warning(
         &self,
         id: i64,
         task_id: i64,
+        via_case: bool,
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<Result<TaskRecord, Refusal>>> {
@@ -107,7 +109,7 @@ impl Store {
         let Some(task) = task_in(&mut tx, task_id).await? else {
             return Ok(Some(Err(refusal("invalid", "no such task", "任务不存在"))));
         };
-        if !task.state().is_open() {
+        if !task.state().is_open() && !via_case {
             return Ok(Some(Err(refusal("task_closed", "the task is closed", "任务已办结"))));
         }
         sqlx::query(
@@ -120,7 +122,8 @@ impl Store {
         .bind(by)
         .execute(&mut *tx)
         .await?;
-        event(&mut tx, &task, by, "warning_merged", None, None, Some(&detail), json!({"warning_id": id}), at).await?;
+        event(&mut tx, &task, by, "warning_merged", None, None, Some(&detail), json!({"warning_id": id, "via_case": via_case}), at)
+            .await?;
         tx.commit().await?;
         self.notify_warning(id, "merged").await?;
         Ok(Some(Ok(task)))
