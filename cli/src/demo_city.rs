@@ -367,6 +367,7 @@ async fn seed_history(store: &Store, depts: &std::collections::HashMap<&str, i64
         ("approval", "demo-hall-service", "hall"),
     ];
     let mut n = 0;
+    let mut cases = 0;
     for i in 0..120usize {
         let (dept_code, item, prefix) = handling[i % handling.len()];
         let department_id = depts[dept_code];
@@ -435,15 +436,54 @@ async fn seed_history(store: &Store, depts: &std::collections::HashMap<&str, i64
                 plan.push(step(Action::Archive));
             }
         }
+        let mut last = at;
         for (a, when) in plan {
             let actor = if matches!(a, Action::Approve { .. } | Action::Reject { .. } | Action::Archive) { "monitor" } else { "handler" };
             if store.act_on_task(task.id, actor, &a, when).await?.is_none_or(|r| r.is_err()) {
                 break;
             }
+            last = when;
+        }
+        // Some closed tasks found violations: enforcement cases, decided with a fine, disclosed.
+        if matches!(target, "closed" | "archived") && i % 10 == 3 && seed_case(store, task.id, last, &mut rng, now).await? {
+            cases += 1;
         }
     }
-    info!(tasks = n, "demo task history added");
+    info!(tasks = n, cases, "demo task history added");
     Ok(())
+}
+
+/// A case opened from a closed task and taken to a decision (a fine, disclosed) and beyond.
+async fn seed_case(store: &Store, task_id: i64, from: DateTime<Utc>, rng: &mut SmallRng, now: DateTime<Utc>) -> Result<bool> {
+    use offsite_store::cases::{Advanced, CaseStage, DecisionInput, Fen, Opened, PenaltyType};
+    let mut at = from + Duration::hours(2);
+    if at > now {
+        return Ok(false);
+    }
+    let Opened::Ok(case) = store.open_case(task_id, "handler", Some("现场核查发现违法行为，立案调查"), at).await? else {
+        return Ok(false);
+    };
+    let fine = Fen::from_yuan(rng.random_range(1..=8) * 5_000);
+    let stages = [
+        (CaseStage::Investigating, "调取监测记录、现场检查笔录", None),
+        (
+            CaseStage::Decided,
+            "处罚决定书已送达",
+            Some(DecisionInput { legal_basis: None, penalty: PenaltyType::Fine, amount: Some(fine), disclose: true }),
+        ),
+        (CaseStage::Executing, "罚款已缴纳", None),
+        (CaseStage::Closed, "执行完毕，结案", None),
+    ];
+    for (stage, note, decision) in stages {
+        at += Duration::hours(rng.random_range(4..48));
+        if at > now {
+            break;
+        }
+        if !matches!(store.advance_case(case.id, stage, "handler", Some(note), decision, at).await?, Advanced::Ok(_)) {
+            break;
+        }
+    }
+    Ok(true)
 }
 
 fn history_title(item: &str) -> &'static str {
