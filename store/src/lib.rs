@@ -6,6 +6,7 @@ pub mod auth;
 pub mod calendar;
 pub mod commands;
 pub mod complaints;
+pub mod dept_metrics;
 pub mod devices;
 pub mod embedded;
 pub mod files;
