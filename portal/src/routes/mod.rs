@@ -1,5 +1,6 @@
 pub mod auth;
 pub mod complaints;
+pub mod dept_metrics;
 pub mod device_registry;
 pub mod devices;
 pub mod health;
