@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bench_data;
 pub mod calendar;
 pub mod commands;
 pub mod complaints;
