@@ -6,14 +6,16 @@
 //! the load.
 //!
 //! Shapes (chosen to look like a city's year, not measured from one):
-//! - task states: 5% dispatched, 3% signed, 7% in progress, 3% feedback, 2% returned, 30% closed,
-//!   50% archived; open tasks were dispatched in the last 10 days, finished ones over the last year;
+//! - tasks dispatched evenly over the last year, in id order (as they would have been created);
+//!   those of the last 10 days: 30% dispatched, 10% signed, 30% in progress, 10% feedback, 5%
+//!   returned, 15% closed; older ones: 2% never signed (the overdue backlog), 1% still in progress,
+//!   32% closed, 65% archived;
 //! - levels 1/2/3/4: 5/15/40/40%, with the default limits of workflow.md (working days counted as
 //!   calendar days here); sources: 60% warning, 15% complaint, 10% province, 15% manual;
 //! - about 23% of signings and of completions late; 10% of reviewed feedback rejected once; 10% of
 //!   handled tasks extended;
 //! - timeline rows for every tenth task (dispatched, signed) and every returned one;
-//! - warnings over the last year, 5% open; 30% dispatched or merged into a task, 8% of those and 5%
+//! - warnings over the last year in id order, 5% open; 30% dispatched or merged into a task, 8% of those and 5%
 //!   of the others false positives.
 
 use std::time::Instant;
@@ -73,13 +75,20 @@ WITH d AS (
     SELECT array_agg(id ORDER BY code) AS ids, count(*)::int AS n FROM departments WHERE code LIKE 'bench-%'
 ), draws AS (
     SELECT g, d.ids[1 + g % d.n] AS department_id, random() AS r_state, random() AS r_level,
-        random() AS r_source, random() AS r_age, random() AS r_sign, random() AS r_handle, random() AS r_misc
+        random() AS r_source, random() AS r_sign, random() AS r_handle, random() AS r_misc,
+        -- Created in dispatch order over the year, as the workflow would have.
+        $2::timestamptz - interval '365 days' * (($1 - g)::float8 / $1) - interval '1 minute' * random() AS dispatched_at
     FROM generate_series(1, $1) g, d
 ), shaped AS (
     SELECT *,
-        CASE WHEN r_state < 0.05 THEN 'dispatched' WHEN r_state < 0.08 THEN 'signed'
-             WHEN r_state < 0.15 THEN 'in_progress' WHEN r_state < 0.18 THEN 'feedback'
-             WHEN r_state < 0.20 THEN 'returned' WHEN r_state < 0.50 THEN 'closed' ELSE 'archived' END AS state,
+        CASE WHEN dispatched_at > $2::timestamptz - interval '10 days' THEN
+            CASE WHEN r_state < 0.30 THEN 'dispatched' WHEN r_state < 0.40 THEN 'signed'
+                 WHEN r_state < 0.70 THEN 'in_progress' WHEN r_state < 0.80 THEN 'feedback'
+                 WHEN r_state < 0.85 THEN 'returned' ELSE 'closed' END
+        ELSE
+            CASE WHEN r_state < 0.02 THEN 'dispatched' WHEN r_state < 0.03 THEN 'in_progress'
+                 WHEN r_state < 0.35 THEN 'closed' ELSE 'archived' END
+        END AS state,
         CASE WHEN r_level < 0.05 THEN 1 WHEN r_level < 0.20 THEN 2 WHEN r_level < 0.60 THEN 3 ELSE 4 END AS level,
         CASE WHEN r_source < 0.60 THEN 'warning' WHEN r_source < 0.75 THEN 'complaint'
              WHEN r_source < 0.85 THEN 'province' ELSE 'manual' END AS source
@@ -90,9 +99,7 @@ WITH d AS (
         CASE level WHEN 1 THEN 1440 WHEN 2 THEN 4320 WHEN 3 THEN 7200 ELSE 14400 END AS handle_min,
         state NOT IN ('dispatched', 'returned') AS is_signed,
         state IN ('feedback', 'closed', 'archived') AS has_feedback,
-        state IN ('closed', 'archived') AS is_closed,
-        $2::timestamptz - CASE WHEN state IN ('closed', 'archived') THEN interval '365 days' * r_age
-                               ELSE interval '10 days' * r_age END AS dispatched_at
+        state IN ('closed', 'archived') AS is_closed
     FROM shaped
 ), signed AS (
     SELECT *,
@@ -148,11 +155,11 @@ WITH devs AS (
     SELECT min(id) AS lo, max(id) - min(id) + 1 AS n FROM tasks
 ), draws AS (
     SELECT g, devs.keys[1 + g % devs.n] AS device_key, 1 + g % devs.n AS object_no, random() AS r_open,
-        random() AS r_level, random() AS r_task, random() AS r_fp, random() AS r_age,
+        random() AS r_level, random() AS r_task, random() AS r_fp,
         tasks_range.lo + (g::bigint * 7919) % tasks_range.n AS task_guess
     FROM generate_series(1, $1) g, devs, tasks_range
 ), shaped AS (
-    SELECT *, $2::timestamptz - interval '365 days' * r_age AS first_seen, r_open < 0.05 AS is_open,
+    SELECT *, $2::timestamptz - interval '365 days' * (($1 - g)::float8 / $1) AS first_seen, r_open < 0.05 AS is_open,
         r_task < 0.30 AS dispatched
     FROM draws
 )
