@@ -8,8 +8,8 @@
 //! Shapes (chosen to look like a city's year, not measured from one):
 //! - tasks dispatched evenly over the last year, in id order (as they would have been created);
 //!   those of the last 10 days: 30% dispatched, 10% signed, 30% in progress, 10% feedback, 5%
-//!   returned, 15% closed; older ones: 2% never signed (the overdue backlog), 1% still in progress,
-//!   32% closed, 65% archived;
+//!   returned, 15% closed; older ones: 0.5% never signed and 0.3% still in progress (the overdue
+//!   backlog), 34% closed, 65% archived;
 //! - levels 1/2/3/4: 5/15/40/40%, with the default limits of workflow.md (working days counted as
 //!   calendar days here); sources: 60% warning, 15% complaint, 10% province, 15% manual;
 //! - about 23% of signings and of completions late; 10% of reviewed feedback rejected once; 10% of
@@ -86,7 +86,7 @@ WITH d AS (
                  WHEN r_state < 0.70 THEN 'in_progress' WHEN r_state < 0.80 THEN 'feedback'
                  WHEN r_state < 0.85 THEN 'returned' ELSE 'closed' END
         ELSE
-            CASE WHEN r_state < 0.02 THEN 'dispatched' WHEN r_state < 0.03 THEN 'in_progress'
+            CASE WHEN r_state < 0.005 THEN 'dispatched' WHEN r_state < 0.008 THEN 'in_progress'
                  WHEN r_state < 0.35 THEN 'closed' ELSE 'archived' END
         END AS state,
         CASE WHEN r_level < 0.05 THEN 1 WHEN r_level < 0.20 THEN 2 WHEN r_level < 0.60 THEN 3 ELSE 4 END AS level,
@@ -176,7 +176,8 @@ SELECT 'bench|' || g, CASE WHEN g % 10 < 7 THEN 'rules' ELSE 'anomaly' END, '1',
 FROM shaped
 "#;
 
-/// `$1` complaints: on tasks from complaints, called back (80% satisfied or basically satisfied).
+/// `$1` complaints: on closed tasks from complaints, called back (80% satisfied or basically
+/// satisfied).
 const COMPLAINTS_SQL: &str = r#"
 INSERT INTO complaints (tracking_no, service_code, description, submitter_ip, status, created_at, updated_at,
     closed_at, task_id, callback_result, callback_at, callback_by)
@@ -185,7 +186,8 @@ SELECT 'TS' || to_char(dispatched_at AT TIME ZONE 'Asia/Shanghai', 'YYYYMMDD') |
     CASE WHEN id % 10 < 5 THEN 'satisfied' WHEN id % 10 < 8 THEN 'basically_satisfied' ELSE 'dissatisfied' END,
     closed_at, 'monitor'
 FROM tasks WHERE source = 'complaint' AND closed_at IS NOT NULL
-ORDER BY id LIMIT $1
+-- A scattered pick over the whole year, the same every run.
+ORDER BY (id * 7919) % 1000003 LIMIT $1
 "#;
 
 impl Store {

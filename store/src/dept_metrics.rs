@@ -195,45 +195,49 @@ impl From<Row> for DepartmentFigures {
 
 /// One statement: each source is aggregated per department once (the cohort through
 /// `tasks_dispatched_idx`, returns through `task_events_action_idx`, the snapshot through
-/// `tasks_state_idx`), then joined onto the departments in scope, so idle departments get a row.
+/// `tasks_state_idx`, warnings and complaints through their `task_id` indexes joined to the cohort),
+/// then joined onto the departments in scope, so idle departments get a row. The cohort's
+/// conditions are repeated rather than shared through a CTE: a CTE read three times would be
+/// materialised (spilling to disk at a month of a big city's tasks) and gain nothing.
 /// `$1` from, `$2` to, `$3` now, `$4` every department?, `$5` the departments otherwise.
 const FIGURES_SQL: &str = r#"
 WITH scope AS (
     SELECT id, code, name FROM departments WHERE $4 OR id = ANY($5)
-), cohort AS (
-    SELECT t.id, t.department_id, t.dispatched_at, t.sign_due, t.signed_at, t.handle_due, t.closed_at,
-        t.review_count, t.first_review_rejected, t.extension_count
-    FROM tasks t
-    WHERE t.dispatched_at >= $1 AND t.dispatched_at < $2 AND t.state <> 'returned'
-      AND ($4 OR t.department_id = ANY($5))
 ), task_figures AS (
     SELECT department_id,
         count(*) AS tasks,
-        count(*) FILTER (WHERE signed_at IS NOT NULL) AS signed,
+        count(signed_at) AS signed,
         count(*) FILTER (WHERE signed_at <= sign_due) AS signed_on_time,
-        count(*) FILTER (WHERE closed_at IS NOT NULL) AS closed,
+        count(closed_at) AS closed,
         count(*) FILTER (WHERE closed_at <= handle_due) AS closed_on_time,
         count(*) FILTER (WHERE signed_at > sign_due
                             OR (signed_at IS NULL AND closed_at IS NULL AND sign_due < $3)) AS sign_overdue,
         count(*) FILTER (WHERE closed_at > handle_due
                             OR (closed_at IS NULL AND handle_due < $3)) AS handle_overdue,
-        (avg(extract(epoch FROM signed_at - dispatched_at)) / 60)::float8 AS mean_sign_minutes,
-        (avg(extract(epoch FROM closed_at - coalesce(signed_at, dispatched_at))) / 60)::float8
-            AS mean_close_minutes,
+        -- date_part is double precision; extract() would go through numeric, several times slower.
+        avg(date_part('epoch', signed_at - dispatched_at)) / 60 AS mean_sign_minutes,
+        avg(date_part('epoch', closed_at - coalesce(signed_at, dispatched_at))) / 60 AS mean_close_minutes,
         count(*) FILTER (WHERE review_count > 0) AS reviewed,
         count(*) FILTER (WHERE review_count > 0 AND first_review_rejected) AS redone,
         count(*) FILTER (WHERE extension_count > 0) AS extended
-    FROM cohort GROUP BY department_id
+    FROM tasks
+    WHERE dispatched_at >= $1 AND dispatched_at < $2 AND state <> 'returned'
+      AND ($4 OR department_id = ANY($5))
+    GROUP BY department_id
 ), warning_figures AS (
-    SELECT c.department_id, count(*) AS received, count(*) FILTER (WHERE w.false_positive) AS false_positive
-    FROM warnings w JOIN cohort c ON c.id = w.task_id
-    GROUP BY c.department_id
+    SELECT t.department_id, count(*) AS received, count(*) FILTER (WHERE w.false_positive) AS false_positive
+    FROM warnings w JOIN tasks t ON t.id = w.task_id
+    WHERE t.dispatched_at >= $1 AND t.dispatched_at < $2 AND t.state <> 'returned'
+      AND ($4 OR t.department_id = ANY($5))
+    GROUP BY t.department_id
 ), callback_figures AS (
-    SELECT c.department_id, count(*) AS callbacks,
+    SELECT t.department_id, count(*) AS callbacks,
         count(*) FILTER (WHERE k.callback_result IN ('satisfied', 'basically_satisfied')) AS satisfied
-    FROM complaints k JOIN cohort c ON c.id = k.task_id
+    FROM complaints k JOIN tasks t ON t.id = k.task_id
     WHERE k.callback_result IS NOT NULL
-    GROUP BY c.department_id
+      AND t.dispatched_at >= $1 AND t.dispatched_at < $2 AND t.state <> 'returned'
+      AND ($4 OR t.department_id = ANY($5))
+    GROUP BY t.department_id
 ), return_figures AS (
     SELECT department_id, count(*) AS returns FROM task_events
     WHERE action = 'returned' AND at >= $1 AND at < $2 AND department_id IS NOT NULL
