@@ -404,3 +404,17 @@ async fn drive(actors: &Arc<Actors>, e: Endpoint, a: &Args) -> Result<Outcome> {
         exhausted: exhausted.load(Ordering::Relaxed),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Endpoint;
+
+    #[test]
+    fn endpoint_names_round_trip_and_unknown_ones_are_refused() {
+        for e in Endpoint::ALL {
+            assert_eq!(Endpoint::parse(e.name()).unwrap(), e);
+        }
+        assert!(Endpoint::parse("task_list").is_err());
+        assert!(Endpoint::GOAL.iter().all(|e| Endpoint::ALL.contains(e)));
+    }
+}
