@@ -16,7 +16,7 @@ ORT_LIB := third_party/onnxruntime/libonnxruntime.so
 MODELS_VENV := models/.venv
 
 .DEFAULT_GOAL := build
-.PHONY: setup build demo test bench-ingest bench-broker bench-edge bench-detect models clean
+.PHONY: setup build demo test bench-ingest bench-broker bench-edge bench-detect bench-api models clean
 
 setup:
 	bash scripts/setup.sh
@@ -52,6 +52,9 @@ bench-edge: build
 
 bench-detect: build
 	./$(BIN) bench detect --json
+
+bench-api: build
+	./$(BIN) bench api --json
 
 # Regenerates models/anomaly/forecaster.onnx, model.json and reference.json from a fixed seed
 # (synthetic data only, about a minute on 2 cores). Deterministic: on the same CPU architecture it

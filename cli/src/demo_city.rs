@@ -417,7 +417,7 @@ async fn seed_history(store: &Store, depts: &std::collections::HashMap<&str, i64
         let mut plan = vec![];
         if target == "returned" {
             plan.push(step(Action::Return { reason: "不属于本部门职责".into() }));
-        } else {
+        } else if target != "dispatched" {
             plan.push(step(Action::Sign));
             if target != "signed" {
                 plan.push(step(Action::Start));

@@ -236,6 +236,7 @@ pub fn router(state: AppState) -> Router {
             get(routes::device_registry::get_metadata).put(routes::device_registry::put_metadata),
         )
         .route("/api/v1/metrics", get(routes::devices::metric_catalog))
+        .route("/api/v1/metrics/departments", get(routes::dept_metrics::departments_figures))
         .route("/api/v1/series", get(routes::series::series))
         .route("/api/v1/warnings", get(routes::warnings::list))
         .route("/api/v1/warnings/stream", get(routes::warnings::stream))

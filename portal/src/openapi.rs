@@ -60,6 +60,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("get", "/api/v1/devices/{id}/metadata", "devices", "设备台账信息", "A device's metadata (location, installed at, model, metrics)", Login, ""),
     ("put", "/api/v1/devices/{id}/metadata", "devices", "修改设备台账信息", "Set a device's metadata", Login, "system administrator"),
     ("get", "/api/v1/metrics", "devices", "指标目录", "The metric catalog", Login, ""),
+    ("get", "/api/v1/metrics/departments", "metrics", "部门履职统计（对监管的监管）", "Re-supervision figures per department over a period (?from&to), formulas below", Login, "system administrator, monitoring center, reviewer, re-supervision (all departments); leader (own department and sub-departments); handler (own department)"),
     ("get", "/api/v1/series", "devices", "时序数据", "A device's metric over time (?device&metric&from&to&step)", Login, ""),
     ("get", "/api/v1/warnings", "warnings", "预警列表", "Warnings (filters: open, level, device, object, source, since, until, group)", Login, ""),
     ("get", "/api/v1/warnings/stream", "warnings", "实时预警推送（SSE）", "Live warning changes as server-sent events", Login, ""),
@@ -208,6 +209,14 @@ fn example(method: &str, path: &str) -> Option<Value> {
     })
 }
 
+/// More than a summary line fits: definitions and formulas, appended to the description.
+fn long_description(method: &str, path: &str) -> Option<&'static str> {
+    Some(match (method, path) {
+        ("get", "/api/v1/metrics/departments") => crate::routes::dept_metrics::DESCRIPTION,
+        _ => return None,
+    })
+}
+
 /// The OpenAPI document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -220,6 +229,10 @@ pub fn document() -> Value {
         let mut desc = en.to_string();
         if !roles.is_empty() {
             desc.push_str(&format!(". Allowed: {roles}."));
+        }
+        if let Some(more) = long_description(method, path) {
+            desc.push_str("\n\n");
+            desc.push_str(more);
         }
         let mut responses = json!({
             "200": {"description": "OK"},
@@ -372,6 +385,15 @@ mod tests {
             if json_body {
                 assert!(example(method, path).is_some(), "{method} {path} has no example body");
             }
+        }
+    }
+
+    #[test]
+    fn the_department_figures_carry_their_formulas() {
+        let doc = document();
+        let desc = doc["paths"]["/api/v1/metrics/departments"]["get"]["description"].as_str().unwrap();
+        for f in ["signed_on_time / signed", "closed_on_time / closed", "returns / received", "redone / reviewed"] {
+            assert!(desc.contains(f), "{f} missing from {desc}");
         }
     }
 

@@ -3,11 +3,13 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bench_data;
 pub mod calendar;
 pub mod cases;
 pub mod commands;
 pub mod complaints;
 pub mod credit;
+pub mod dept_metrics;
 pub mod devices;
 pub mod embedded;
 pub mod files;

@@ -1,5 +1,6 @@
 //! `offsite bench ...`: each bench starts what it needs and prints one JSON object as its last line.
 
+mod api;
 mod broker;
 mod detect;
 mod edge;
@@ -21,6 +22,9 @@ pub enum BenchCommand {
     Detect(detect::Args),
     /// Memory and CPU of one edge agent serving N simulated devices (default 10 at 1 Hz).
     Edge(edge::Args),
+    /// The portal under 64 concurrent clients on 1M tasks and 100k warnings: task inbox, warning list,
+    /// task sign-for, department figures.
+    Api(api::Args),
 }
 
 pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
@@ -29,5 +33,6 @@ pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Broker(a) => broker::run(cfg, a).await,
         BenchCommand::Edge(a) => edge::run(cfg, a).await,
         BenchCommand::Detect(a) => detect::run(cfg, a).await,
+        BenchCommand::Api(a) => api::run(cfg, a).await,
     }
 }
