@@ -100,14 +100,38 @@ CREATE INDEX tasks_dispatched_idx ON tasks (dispatched_at);
 CREATE INDEX tasks_source_idx ON tasks (source, source_ref);
 CREATE INDEX tasks_object_idx ON tasks (object_id);
 
--- Every department on a task: the lead and, for a joint task (联合监管), the co-handlers.
+-- Every department on a task: the lead and, for a joint task (联合监管), the co-handlers. `state`
+-- copies the task's (kept by the triggers below) so a department's inbox is one index range:
+-- (department, state) in task order.
 CREATE TABLE task_departments (
     task_id       bigint NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
     department_id bigint NOT NULL REFERENCES departments (id),
     role          text NOT NULL CHECK (role IN ('lead', 'co')),
+    state         text NOT NULL,
     PRIMARY KEY (task_id, department_id)
 );
 CREATE INDEX task_departments_department_idx ON task_departments (department_id, task_id);
+CREATE INDEX task_departments_inbox_idx ON task_departments (department_id, state, task_id);
+
+CREATE FUNCTION task_departments_state() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.state IS NULL THEN
+        SELECT t.state INTO NEW.state FROM tasks t WHERE t.id = NEW.task_id;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER task_departments_state BEFORE INSERT ON task_departments
+    FOR EACH ROW EXECUTE FUNCTION task_departments_state();
+
+CREATE FUNCTION tasks_state_to_departments() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE task_departments SET state = NEW.state WHERE task_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER tasks_state_to_departments AFTER UPDATE OF state ON tasks
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION tasks_state_to_departments();
 
 -- The timeline: append-only (see the trigger), one row per transition, comment, attachment,
 -- reminder or supervision. Notifications fan out from here.

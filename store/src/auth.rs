@@ -190,6 +190,8 @@ pub const THROTTLE_WINDOW_MIN: i64 = 15;
 /// Sessions end after this long without use, and at most after [`SESSION_MAX_H`].
 pub const SESSION_IDLE_MIN: i64 = 120;
 pub const SESSION_MAX_H: i64 = 12;
+/// How stale a session's `last_seen` (or a token's `last_used`) may get before a request writes it.
+pub const LAST_SEEN_EVERY_S: i64 = 60;
 
 const USER_COLS: &str = "id, username, display_name, department_id, region_codes, disabled, must_change_password, \
      created_at, password_changed_at";
@@ -368,9 +370,12 @@ impl Store {
     pub async fn session(&self, token: &str) -> Result<Option<(Session, bool)>> {
         let digest = token_digest(token);
         let now = Utc::now();
-        let s: Option<(i64, String, DateTime<Utc>)> = sqlx::query_as(
-            "UPDATE sessions SET last_seen = $2 WHERE token_sha256 = $1 AND expires_at > $2 \
-             AND last_seen > $2 - make_interval(mins => $3) RETURNING user_id, csrf_token, expires_at",
+        // Reading a session is a plain SELECT: `last_seen` (which only serves the idle timeout) is
+        // written at most once a minute, so concurrent requests of one session do not queue on
+        // its row and a read-only request commits nothing.
+        let s: Option<(i64, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT user_id, csrf_token, expires_at, last_seen FROM sessions WHERE token_sha256 = $1 \
+             AND expires_at > $2 AND last_seen > $2 - make_interval(mins => $3)",
         )
         .bind(&digest[..])
         .bind(now)
@@ -378,17 +383,34 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let (user_id, csrf, expires, api) = match s {
-            Some((u, c, e)) => (u, c, e, false),
+            Some((u, c, e, seen)) => {
+                if now - seen > Duration::seconds(LAST_SEEN_EVERY_S) {
+                    sqlx::query("UPDATE sessions SET last_seen = $2 WHERE token_sha256 = $1 AND last_seen < $2")
+                        .bind(&digest[..])
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                (u, c, e, false)
+            }
             None => {
-                let t: Option<i64> = sqlx::query_scalar(
-                    "UPDATE api_tokens SET last_used = $2 WHERE token_sha256 = $1 AND revoked_at IS NULL RETURNING user_id",
+                let t: Option<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+                    "SELECT user_id, last_used FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
                 )
                 .bind(&digest[..])
-                .bind(now)
                 .fetch_optional(&self.pool)
                 .await?;
                 match t {
-                    Some(u) => (u, String::new(), now + Duration::days(3650), true),
+                    Some((u, last_used)) => {
+                        if last_used.is_none_or(|l| now - l > Duration::seconds(LAST_SEEN_EVERY_S)) {
+                            sqlx::query("UPDATE api_tokens SET last_used = $2 WHERE token_sha256 = $1")
+                                .bind(&digest[..])
+                                .bind(now)
+                                .execute(&self.pool)
+                                .await?;
+                        }
+                        (u, String::new(), now + Duration::days(3650), true)
+                    }
                     None => return Ok(None),
                 }
             }

@@ -131,7 +131,7 @@ FROM handled
 "#;
 
 const TASK_DEPARTMENTS_SQL: &str =
-    "INSERT INTO task_departments (task_id, department_id, role) SELECT id, department_id, 'lead' FROM tasks";
+    "INSERT INTO task_departments (task_id, department_id, role, state) SELECT id, department_id, 'lead', state FROM tasks";
 
 /// Timelines for every tenth task, and the return of every returned task.
 const TASK_EVENTS_SQL: &str = r#"
@@ -261,6 +261,17 @@ impl Store {
             sqlx::raw_sql(&format!("VACUUM (ANALYZE) {table}")).execute(&mut *c).await?;
         }
         step("vacuum and analyze", t);
+        // The seeded history is the past of a living installation, not news: notifications start
+        // after it (as migration 0010 does for an existing database).
+        sqlx::raw_sql(
+            "UPDATE notification_cursors c SET last_id = m.last_id, updated_at = now() FROM ( \
+               SELECT 'task_events' AS source, coalesce(max(id), 0) AS last_id FROM task_events \
+               UNION ALL SELECT 'warnings', coalesce(max(id), 0) FROM warnings \
+               UNION ALL SELECT 'warning_escalations', coalesce(max(id), 0) FROM warning_escalations) m \
+             WHERE c.source = m.source",
+        )
+        .execute(&mut *c)
+        .await?;
 
         let department_ids = sqlx::query_scalar("SELECT id FROM departments WHERE code LIKE 'bench-%' ORDER BY code")
             .fetch_all(&mut *c)

@@ -442,8 +442,18 @@ impl Store {
             .push_bind(f.limit.clamp(1, 1000))
             .push(" OFFSET ")
             .push_bind(f.offset.max(0));
-        let items = b.build_query_as().fetch_all(&self.pool).await?;
-        let mut c = QueryBuilder::new("SELECT count(*) FROM warnings w JOIN devices d ON d.key = w.device_key");
+        let items: Vec<WarningRecord> = b.build_query_as().fetch_all(&self.pool).await?;
+        // A first page that is not full is the whole answer; otherwise count, joining devices only
+        // when the filter names one (the join would double the cost of counting everything).
+        if f.offset <= 0 && (items.len() as i64) < f.limit.clamp(1, 1000) {
+            let total = items.len() as i64;
+            return Ok((items, total));
+        }
+        let mut c = QueryBuilder::new(if f.device_id.is_some() {
+            "SELECT count(*) FROM warnings w JOIN devices d ON d.key = w.device_key"
+        } else {
+            "SELECT count(*) FROM warnings w"
+        });
         push_filters(&mut c, f);
         let total: i64 = c.build_query_scalar().fetch_one(&self.pool).await?;
         Ok((items, total))

@@ -230,6 +230,9 @@ impl Store {
     /// Tasks in `scope` (a department sees the tasks it leads or co-handles, and those of objects in
     /// its regions), newest first, with the total.
     pub async fn list_tasks(&self, f: &TaskFilter, scope: &AccessScope, now: DateTime<Utc>) -> Result<(Vec<TaskRecord>, i64)> {
+        if let Some(page) = self.department_inbox(f, scope).await? {
+            return Ok(page);
+        }
         let mut b = QueryBuilder::<Postgres>::new(TASK_SELECT);
         push_filter(&mut b, f, scope, now);
         b.push(" ORDER BY t.id DESC LIMIT ").push_bind(f.limit.clamp(1, 500)).push(" OFFSET ").push_bind(f.offset.max(0));
@@ -242,6 +245,66 @@ impl Store {
             c.build_query_scalar().fetch_one(&self.pool).await?
         };
         Ok((items, total))
+    }
+
+    /// A department's inbox (its own tasks, by state or all), read from the (department, state,
+    /// task) index instead of the tasks table; `None` when the filter asks for more than that.
+    async fn department_inbox(&self, f: &TaskFilter, scope: &AccessScope) -> Result<Option<(Vec<TaskRecord>, i64)>> {
+        let simple = !scope.all
+            && scope.region_codes.is_empty()
+            && f.department_id.is_none()
+            && f.source.is_none()
+            && f.level.is_none()
+            && f.overdue.is_none()
+            && f.object_id.is_none();
+        if !simple {
+            return Ok(None);
+        }
+        let (limit, offset) = (f.limit.clamp(1, 500), f.offset.max(0));
+        let departments = &scope.department_ids;
+        let (ids, total): (Vec<i64>, i64) = match f.state {
+            Some(state) => {
+                let ids = sqlx::query_scalar(
+                    "SELECT DISTINCT task_id FROM task_departments WHERE department_id = ANY($1) AND state = $2 \
+                     ORDER BY task_id DESC LIMIT $3 OFFSET $4",
+                )
+                .bind(departments)
+                .bind(state.as_str())
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total = sqlx::query_scalar(
+                    "SELECT count(DISTINCT task_id) FROM task_departments WHERE department_id = ANY($1) AND state = $2",
+                )
+                .bind(departments)
+                .bind(state.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+                (ids, total)
+            }
+            None => {
+                let ids = sqlx::query_scalar(
+                    "SELECT DISTINCT task_id FROM task_departments WHERE department_id = ANY($1) \
+                     ORDER BY task_id DESC LIMIT $2 OFFSET $3",
+                )
+                .bind(departments)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total = sqlx::query_scalar("SELECT count(DISTINCT task_id) FROM task_departments WHERE department_id = ANY($1)")
+                    .bind(departments)
+                    .fetch_one(&self.pool)
+                    .await?;
+                (ids, total)
+            }
+        };
+        let items = sqlx::query_as(&format!("{TASK_SELECT} WHERE t.id = ANY($1) ORDER BY t.id DESC"))
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some((items, total)))
     }
 
     /// Whether a task is visible in `scope` (404 otherwise).
@@ -262,13 +325,16 @@ fn push_scope(b: &mut QueryBuilder<'_, Postgres>, scope: &AccessScope) {
         b.push(" TRUE ");
         return;
     }
-    b.push(" (t.department_id = ANY(")
+    // task_departments holds the lead too, so one indexed probe covers led and co-handled tasks.
+    b.push(" (EXISTS (SELECT 1 FROM task_departments td WHERE td.task_id = t.id AND td.department_id = ANY(")
         .push_bind(scope.department_ids.clone())
-        .push(") OR EXISTS (SELECT 1 FROM task_departments td WHERE td.task_id = t.id AND td.department_id = ANY(")
-        .push_bind(scope.department_ids.clone())
-        .push(")) OR t.region_code IN (WITH RECURSIVE sub AS (SELECT code FROM regions WHERE code = ANY(")
-        .push_bind(scope.region_codes.clone())
-        .push(") UNION SELECT r.code FROM regions r JOIN sub ON r.parent_code = sub.code) SELECT code FROM sub)) ");
+        .push("))");
+    if !scope.region_codes.is_empty() {
+        b.push(" OR t.region_code IN (WITH RECURSIVE sub AS (SELECT code FROM regions WHERE code = ANY(")
+            .push_bind(scope.region_codes.clone())
+            .push(") UNION SELECT r.code FROM regions r JOIN sub ON r.parent_code = sub.code) SELECT code FROM sub)");
+    }
+    b.push(") ");
 }
 
 fn push_filter(b: &mut QueryBuilder<'_, Postgres>, f: &TaskFilter, scope: &AccessScope, now: DateTime<Utc>) {
