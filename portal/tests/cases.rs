@@ -67,7 +67,7 @@ async fn app() -> Result<App> {
 async fn task(store: &Store, state: &str, object: &str, department: i64) -> Result<i64> {
     let signed = !matches!(state, "dispatched" | "returned");
     let no = format!("RW20260301{:06}", rand_no());
-    Ok(sqlx::query_scalar(
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO tasks (task_no, title, source, level, item, object_id, department_id, state, sign_limit, \
          handle_limit, dispatched_at, dispatched_by, sign_due, signed_at, handle_due) \
          VALUES ($1, '扬尘超标核查', 'warning', 2, 'demo-dust', $2, $3, $4, '2h', '3wd', now() - interval '1 day', \
@@ -80,7 +80,14 @@ async fn task(store: &Store, state: &str, object: &str, department: i64) -> Resu
     .bind(state)
     .bind(signed)
     .fetch_one(store.pool())
-    .await?)
+    .await?;
+    // As the tasks API does: the lead department is listed with the task.
+    sqlx::query("INSERT INTO task_departments (task_id, department_id, role) VALUES ($1, $2, 'lead')")
+        .bind(id)
+        .bind(department)
+        .execute(store.pool())
+        .await?;
+    Ok(id)
 }
 
 fn rand_no() -> u32 {

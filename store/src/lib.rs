@@ -53,6 +53,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Store {
     pool: PgPool,
     partitions: samples::PartitionCache,
+    warning_counts: warnings::CountCache,
 }
 
 impl Store {
@@ -64,7 +65,7 @@ impl Store {
             .connect_with(opts)
             .await
             .context("connecting to PostgreSQL")?;
-        let store = Self { pool, partitions: Default::default() };
+        let store = Self { pool, partitions: Default::default(), warning_counts: Default::default() };
         store.migrate().await?;
         Ok(store)
     }

@@ -20,6 +20,36 @@ pub const WARNINGS_CHANNEL: &str = "offsite_warnings";
 /// The resolutions a warning can be closed with.
 pub const RESOLUTIONS: [&str; 4] = ["cleared", "manual", "expired", "false_positive"];
 
+/// How long a page's `total` may be reused for the same filter. Writes through the same `Store`
+/// clear it; other processes' writes show within this long.
+pub const COUNT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Recent warning counts per filter (bounded; see [`COUNT_TTL`]).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct CountCache(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, i64)>>>);
+
+impl CountCache {
+    fn get(&self, key: &str) -> Option<i64> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).filter(|(at, _)| at.elapsed() < COUNT_TTL).map(|(_, n)| *n)
+    }
+
+    fn put(&self, key: String, n: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= 1024 {
+            map.retain(|_, (at, _)| at.elapsed() < COUNT_TTL);
+            if map.len() >= 1024 {
+                map.clear();
+            }
+        }
+        map.insert(key, (std::time::Instant::now(), n));
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 /// A warning as a detector raises it.
 #[derive(Debug, Clone)]
 pub struct NewWarning {
@@ -327,6 +357,7 @@ impl Store {
     /// `group_window` of `at` (else it is its own group), and is marked silenced by a silence
     /// active at `at` that matches its device, object, metric and event.
     pub async fn upsert_warning(&self, w: &NewWarning) -> Result<Upserted> {
+        self.warning_counts.clear();
         let mut tx = self.pool.begin().await?;
         // Serialise the openings of one object so two devices opening at once still share a group.
         sqlx::query(
@@ -414,6 +445,7 @@ impl Store {
         mut tx: sqlx::Transaction<'_, Postgres>,
         id: Option<i64>,
     ) -> Result<Option<WarningRecord>> {
+        self.warning_counts.clear();
         let Some(id) = id else {
             return Ok(None);
         };
@@ -425,6 +457,7 @@ impl Store {
 
     /// Announces a change of warning `id` on [`WARNINGS_CHANNEL`] (upsert and resolve already do).
     pub async fn notify_warning(&self, id: i64, kind: &str) -> Result<()> {
+        self.warning_counts.clear();
         let mut conn = self.pool.acquire().await?;
         notify_on(&mut conn, id, kind).await
     }
@@ -449,6 +482,12 @@ impl Store {
             let total = items.len() as i64;
             return Ok((items, total));
         }
+        // Pages of one filter asked within COUNT_TTL share one count (a live wall and its many
+        // viewers ask the same question); a write through this store starts afresh.
+        let key = format!("{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}", f.open, f.level_at_most, f.device_id, f.object_id, f.source, f.since, f.until, f.group_id, f.device_keys);
+        if let Some(total) = self.warning_counts.get(&key) {
+            return Ok((items, total));
+        }
         let mut c = QueryBuilder::new(if f.device_id.is_some() {
             "SELECT count(*) FROM warnings w JOIN devices d ON d.key = w.device_key"
         } else {
@@ -456,6 +495,7 @@ impl Store {
         });
         push_filters(&mut c, f);
         let total: i64 = c.build_query_scalar().fetch_one(&self.pool).await?;
+        self.warning_counts.put(key, total);
         Ok((items, total))
     }
 

@@ -104,11 +104,24 @@ pub async fn task_scope(state: &AppState, who: &Principal) -> ApiResult<AccessSc
 }
 
 async fn visible_task(state: &AppState, who: &Principal, id: i64) -> ApiResult<TaskRecord> {
+    Ok(visible_task_in(state, who, id).await?.0)
+}
+
+/// The task if the caller may see it, with the caller's scope.
+async fn visible_task_in(state: &AppState, who: &Principal, id: i64) -> ApiResult<(TaskRecord, AccessScope)> {
     let scope = task_scope(state, who).await?;
-    if !state.store.task_visible(id, &scope).await? {
-        return Err(not_found(id));
+    let task = state.store.task(id).await?.ok_or_else(|| not_found(id))?;
+    // Led or co-handled by one of the caller's departments: decided here; regions need the tree.
+    let mine = |d: &i64| scope.department_ids.contains(d);
+    let visible = scope.all
+        || mine(&task.department_id)
+        || task.co_department_ids.iter().any(mine)
+        || (!scope.region_codes.is_empty() && state.store.task_visible(id, &scope).await?);
+    if visible {
+        Ok((task, scope))
+    } else {
+        Err(not_found(id))
     }
-    state.store.task(id).await?.ok_or_else(|| not_found(id))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -274,8 +287,13 @@ async fn own_departments(state: &AppState, who: &Principal) -> ApiResult<Vec<i64
 }
 
 /// Who may do `action` to `task`; 403 otherwise.
-async fn authorize(state: &AppState, who: &Principal, task: &TaskRecord, action: &Action) -> ApiResult<()> {
-    let mine = own_departments(state, who).await?;
+async fn authorize(state: &AppState, who: &Principal, scope: &AccessScope, task: &TaskRecord, action: &Action) -> ApiResult<()> {
+    // A department user's scope is already their department's subtree.
+    let mine = if !scope.all && who.has_any(&[Role::Handler, Role::Leader]) {
+        scope.department_ids.clone()
+    } else {
+        own_departments(state, who).await?
+    };
     let leads = mine.contains(&task.department_id) && who.has_any(&[Role::Handler, Role::Leader]);
     let co = task.co_department_ids.iter().any(|d| mine.contains(d)) && who.has_any(&[Role::Handler, Role::Leader]);
     let dispatcher = who.has_any(&DISPATCHERS);
@@ -349,9 +367,9 @@ fn parse_action(name: &str, b: ActionBody) -> ApiResult<Action> {
 }
 
 async fn act(state: AppState, who: Principal, id: i64, name: &str, body: Option<ActionBody>) -> ApiResult<Json<TaskView>> {
-    let task = visible_task(&state, &who, id).await?;
+    let (task, scope) = visible_task_in(&state, &who, id).await?;
     let action = parse_action(name, body.unwrap_or_default())?;
-    authorize(&state, &who, &task, &action).await?;
+    authorize(&state, &who, &scope, &task, &action).await?;
     let at = Utc::now();
     let done = state.store.act_on_task(id, who.username(), &action, at).await?.ok_or_else(|| not_found(id))?;
     let task = done.map_err(refusal)?;
