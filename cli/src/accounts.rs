@@ -51,32 +51,40 @@ pub async fn ensure_first_admin(cfg: &Config, store: &Store) -> Result<()> {
 /// The demo's password for every seeded account (never used outside the demo).
 pub const DEMO_PASSWORD: &str = "Demo@2026";
 
-/// One account per role for the demo, handlers and the leader in the seeded departments; the first
-/// administrator keeps only the system administrator's role (separated powers). Idempotent.
+/// One account per role for the demo, handlers and the leader in the seeded departments, and the
+/// monitoring center's leader (monitor and leader: warnings nobody acknowledges escalate to them);
+/// the first administrator keeps only the system administrator's role (separated powers).
+/// Idempotent. Returns (name, main role, department).
 pub async fn seed_demo_accounts(store: &Store) -> Result<Vec<(String, Role, Option<String>)>> {
     let housing = store.department_by_code("housing-construction").await?.map(|d| d.id);
     let ecology = store.department_by_code("ecology").await?.map(|d| d.id);
     let market = store.department_by_code("market").await?.map(|d| d.id);
     let approval = store.department_by_code("approval").await?.map(|d| d.id);
-    let accounts: [(&str, &str, Role, Option<i64>); 11] = [
-        (FIRST_ADMIN, "系统管理员", Role::SystemAdmin, None),
-        ("secadmin", "安全管理员", Role::SecurityAdmin, None),
-        ("auditor", "审计管理员", Role::AuditAdmin, None),
-        ("monitor", "监控中心值班员", Role::Monitor, None),
-        ("handler1", "住建局承办人", Role::Handler, housing),
-        ("handler2", "生态环境局承办人", Role::Handler, ecology),
-        ("handler3", "市场监督管理局承办人", Role::Handler, market),
-        ("handler4", "行政审批局承办人", Role::Handler, approval),
-        ("leader1", "住建局负责人", Role::Leader, housing),
-        ("reviewer", "审核人", Role::Reviewer, None),
-        ("resup", "再监管（司法局）", Role::Resupervision, None),
+    let accounts: [(&str, &str, &[Role], Option<i64>); 12] = [
+        (FIRST_ADMIN, "系统管理员", &[Role::SystemAdmin], None),
+        ("secadmin", "安全管理员", &[Role::SecurityAdmin], None),
+        ("auditor", "审计管理员", &[Role::AuditAdmin], None),
+        ("monitor", "监控中心值班员", &[Role::Monitor], None),
+        ("monlead", "监控中心主任", &[Role::Monitor, Role::Leader], None),
+        ("handler1", "住建局承办人", &[Role::Handler], housing),
+        ("handler2", "生态环境局承办人", &[Role::Handler], ecology),
+        ("handler3", "市场监督管理局承办人", &[Role::Handler], market),
+        ("handler4", "行政审批局承办人", &[Role::Handler], approval),
+        ("leader1", "住建局负责人", &[Role::Leader], housing),
+        ("reviewer", "审核人", &[Role::Reviewer], None),
+        ("resup", "再监管（司法局）", &[Role::Resupervision], None),
     ];
     let mut out = Vec::new();
-    for (name, display, role, department) in accounts {
+    for (name, display, roles, department) in accounts {
+        let role = roles[0];
         match store.user_by_name(name).await? {
             Some(u) => {
-                if u.roles != [role] {
-                    store.set_user_roles(u.id, &[role]).await?;
+                let mut have = u.roles.clone();
+                let mut want = roles.to_vec();
+                have.sort_by_key(|r| r.as_str());
+                want.sort_by_key(|r| r.as_str());
+                if have != want {
+                    store.set_user_roles(u.id, roles).await?;
                 }
             }
             None => {
@@ -85,7 +93,7 @@ pub async fn seed_demo_accounts(store: &Store) -> Result<Vec<(String, Role, Opti
                         username: name.into(),
                         display_name: display.into(),
                         password: DEMO_PASSWORD.into(),
-                        roles: vec![role],
+                        roles: roles.to_vec(),
                         department_id: department,
                         region_codes: vec![],
                         must_change_password: false,

@@ -123,7 +123,7 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
     assert_eq!(count(admin.clone()).await?, 60);
     let h1 = count(login_client(&base, "handler1", "Demo@2026").await?).await?;
     assert!(h1 > 0 && h1 < 60, "handler1 sees {h1} of 60 devices");
-    for user in ["secadmin", "auditor", "monitor", "handler2", "handler3", "handler4", "leader1", "reviewer", "resup"] {
+    for user in ["secadmin", "auditor", "monitor", "monlead", "handler2", "handler3", "handler4", "leader1", "reviewer", "resup"] {
         login_client(&base, user, "Demo@2026").await?;
     }
     // The demo city.
