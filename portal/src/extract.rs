@@ -126,3 +126,16 @@ pub fn int_param(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError>
         }),
     }
 }
+
+/// `limit` (1..=`max`, default `default`) and `offset` (>= 0, default 0) of a list endpoint.
+pub fn page_params(limit: Option<&str>, offset: Option<&str>, default: i64, max: i64) -> Result<(i64, i64), ApiError> {
+    let limit = int_param("limit", limit)?.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {max}"), format!("limit 必须在 1 到 {max} 之间")));
+    }
+    let offset = int_param("offset", offset)?.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::bad_request("offset must not be negative", "offset 不能为负数"));
+    }
+    Ok((limit, offset))
+}

@@ -27,10 +27,30 @@ async fn server() -> Result<PgConnectOptions> {
                 return Ok::<_, anyhow::Error>(url.parse::<PgConnectOptions>()?);
             }
             let pg = EmbeddedPostgres::ensure(&test_cluster_dir(), &EmbeddedOptions::default()).await?;
-            Ok(pg.connect_options("postgres"))
+            let opts = pg.connect_options("postgres");
+            drop_abandoned(&opts).await;
+            Ok(opts)
         })
         .await?;
     Ok(opts.clone())
+}
+
+/// Drops the databases of test processes that have ended (`t_<pid>_<n>` whose pid is gone), so the
+/// shared cluster does not grow run after run. Best effort: a failure only leaves them there.
+async fn drop_abandoned(admin: &PgConnectOptions) {
+    let Ok(mut conn) = sqlx::PgConnection::connect_with(admin).await else { return };
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+    for name in names {
+        let pid = name.split('_').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if pid.is_some() && !alive {
+            let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+        }
+    }
+    let _ = conn.close().await;
 }
 
 /// A fresh, migrated database for one test.

@@ -40,7 +40,7 @@ use crate::access::scope;
 use crate::auth::{forbidden, ClientIp, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::routes::complaints::{clean_filename, percent_encode};
+use crate::routes::complaints::clean_filename;
 use crate::time;
 use crate::AppState;
 
@@ -599,18 +599,7 @@ pub async fn download(
             anyhow::anyhow!("case {id} document {doc_id}: file {} missing from the file store", d.sha256).into()
         );
     };
-    let mut resp = data.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&d.content_type).map_err(|_| ApiError::internal())?);
-    let ascii: String =
-        d.filename.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
-    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", percent_encode(&d.filename));
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    Ok(resp)
+    crate::routes::complaints::file_response(&d.filename, &d.content_type, data)
 }
 
 // --- credit ---

@@ -367,15 +367,7 @@ async fn read_field(field: &mut Field<'_>, max: usize, on_too_large: impl Fn() -
 /// The type of a file by its first bytes: JPEG, PNG or PDF; anything else is refused whatever
 /// its name or declared type.
 pub fn sniff(data: &[u8]) -> Option<(&'static str, &'static str)> {
-    if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        Some(("image/jpeg", "jpg"))
-    } else if data.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some(("image/png", "png"))
-    } else if data.starts_with(b"%PDF-") {
-        Some(("application/pdf", "pdf"))
-    } else {
-        None
-    }
+    offsite_store::files::sniff(data).filter(|(t, _)| matches!(*t, "image/jpeg" | "image/png" | "application/pdf"))
 }
 
 /// A file name safe to store and show: no directories, no control characters, at most 100 characters.
@@ -610,12 +602,18 @@ pub async fn attachment(
     let Some((meta, data)) = state.store.complaint_attachment(id, aid).await? else {
         return Err(ApiError::not_found(format!("attachment {aid} not found"), format!("附件 {aid} 不存在")));
     };
+    file_response(&meta.filename, &meta.content_type, data)
+}
+
+/// A stored file as a download: its type, an ASCII and a UTF-8 file name, never sniffed or cached
+/// (complaint attachments, task attachments, case documents).
+pub(crate) fn file_response(filename: &str, content_type: &str, data: Vec<u8>) -> ApiResult<Response> {
     let mut resp = data.into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&meta.content_type).map_err(|_| ApiError::internal())?);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).map_err(|_| ApiError::internal())?);
     let ascii: String =
-        meta.filename.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
-    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", percent_encode(&meta.filename));
+        filename.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", percent_encode(filename));
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

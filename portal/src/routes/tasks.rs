@@ -9,10 +9,9 @@
 //! a reviewer) approves or rejects; a leader of the department or the monitoring center transfers.
 //! Re-supervision reads everything and changes nothing.
 
-use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -174,17 +173,7 @@ fn parse_filter(p: &ListParams) -> ApiResult<TaskFilter> {
         Some("false") => Some(false),
         Some(_) => return Err(ApiError::bad_request("overdue must be true or false", "参数 overdue 必须是 true 或 false")),
     };
-    let limit = int_param("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-            format!("limit 必须在 1 到 {MAX_LIMIT} 之间"),
-        ));
-    }
-    let offset = int_param("offset", p.offset.as_deref())?.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::bad_request("offset must not be negative", "offset 不能为负数"));
-    }
+    let (limit, offset) = crate::extract::page_params(p.limit.as_deref(), p.offset.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     Ok(TaskFilter {
         state,
         department_id: int_param("department_id", p.department_id.as_deref())?,
@@ -530,23 +519,5 @@ pub async fn download(
     let missing = || ApiError::not_found("attachment not found", "附件不存在");
     let a = state.store.task_attachment(id, attachment_id).await?.ok_or_else(missing)?;
     let data = state.files().get(&a.sha256).await?.ok_or_else(missing)?;
-    let disposition = format!("attachment; filename*=UTF-8''{}", percent_encode(&a.filename));
-    Ok((
-        [
-            (header::CONTENT_TYPE, a.content_type.clone()),
-            (header::CONTENT_DISPOSITION, disposition),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
-        ],
-        Body::from(data),
-    )
-        .into_response())
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    crate::routes::complaints::file_response(&a.filename, &a.content_type, data)
 }

@@ -165,17 +165,7 @@ fn parse_filter(p: &ListParams) -> ApiResult<WarningFilter> {
         Some(d) => Some(parse_device_id(d)?.as_str().to_owned()),
         None => None,
     };
-    let limit = int_param("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-            format!("limit 必须在 1 到 {MAX_LIMIT} 之间"),
-        ));
-    }
-    let offset = int_param("offset", p.offset.as_deref())?.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::bad_request("offset must not be negative", "offset 不能为负数"));
-    }
+    let (limit, offset) = crate::extract::page_params(p.limit.as_deref(), p.offset.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     Ok(WarningFilter {
         open,
         level_at_most: parse_level(p.level.as_deref())?,
