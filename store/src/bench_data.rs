@@ -8,7 +8,7 @@
 //! Shapes (chosen to look like a city's year, not measured from one):
 //! - tasks dispatched evenly over the last year, in id order (as they would have been created);
 //!   those of the last 10 days: 30% dispatched, 10% signed, 30% in progress, 10% feedback, 5%
-//!   returned, 15% closed; older ones: 0.5% never signed and 0.3% still in progress (the overdue
+//!   returned, 15% closed; older ones: 1.2% never signed and 0.3% still in progress (the overdue
 //!   backlog), 34% closed, 65% archived;
 //! - levels 1/2/3/4: 5/15/40/40%, with the default limits of workflow.md (working days counted as
 //!   calendar days here); sources: 60% warning, 15% complaint, 10% province, 15% manual;
@@ -86,7 +86,7 @@ WITH d AS (
                  WHEN r_state < 0.70 THEN 'in_progress' WHEN r_state < 0.80 THEN 'feedback'
                  WHEN r_state < 0.85 THEN 'returned' ELSE 'closed' END
         ELSE
-            CASE WHEN r_state < 0.005 THEN 'dispatched' WHEN r_state < 0.008 THEN 'in_progress'
+            CASE WHEN r_state < 0.012 THEN 'dispatched' WHEN r_state < 0.015 THEN 'in_progress'
                  WHEN r_state < 0.35 THEN 'closed' ELSE 'archived' END
         END AS state,
         CASE WHEN r_level < 0.05 THEN 1 WHEN r_level < 0.20 THEN 2 WHEN r_level < 0.60 THEN 3 ELSE 4 END AS level,
