@@ -631,3 +631,26 @@ async fn a_warning_merges_into_an_open_case() -> Result<()> {
     assert_eq!(s, StatusCode::BAD_REQUEST, "one target only");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_refused_extension_keeps_the_deadline() -> Result<()> {
+    let app = app().await?;
+    let id = app.dispatch(false).await?;
+    app.ok("h_housing", id, "sign", json!({}), "signed").await?;
+    let started = app.ok("h_housing", id, "start", json!({}), "in_progress").await?;
+    let due = started["handle_due"].clone();
+    let (s, _) = app.act("h_housing", id, "extension", json!({"until": "2000-01-01T00:00:00Z", "reason": "x"})).await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a new deadline must be later than the current one");
+    let until = (Utc::now() + TimeDelta::days(60)).to_rfc3339();
+    app.ok("h_housing", id, "extension", json!({"until": until, "reason": "等待检测报告"}), "in_progress").await?;
+    let (s, b) = app.act("h_housing", id, "feedback", json!({"text": "x"})).await?;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("extension_pending")), "{b}");
+    let refused = app.ok("mon", id, "extension/refuse", json!({"note": "理由不充分"}), "in_progress").await?;
+    assert_eq!(refused["handle_due"], due, "the deadline stays");
+    assert_eq!((refused["extension_count"].as_i64(), refused["extension_pending"].as_bool()), (Some(0), Some(false)));
+    let (_, d) = app.get("h_housing", &format!("/api/v1/tasks/{id}")).await?;
+    assert_eq!(d["extensions"][0]["decision"], "refused");
+    assert!(d["events"].as_array().unwrap().iter().any(|e| e["action"] == "extension_refused" && e["reason"] == "理由不充分"));
+    app.ok("h_housing", id, "feedback", json!({"text": "按期完成"}), "feedback").await?;
+    Ok(())
+}
