@@ -195,6 +195,24 @@ pub const LAST_SEEN_EVERY_S: i64 = 60;
 
 const USER_COLS: &str = "id, username, display_name, department_id, region_codes, disabled, must_change_password, \
      created_at, password_changed_at";
+/// The account's roles as a column (`users` in the FROM clause).
+const ROLE_NAMES: &str = "ARRAY(SELECT role FROM user_roles r WHERE r.user_id = users.id ORDER BY role) AS role_names";
+
+#[derive(sqlx::FromRow)]
+struct UserWithRoles {
+    #[sqlx(flatten)]
+    user: UserRecord,
+    role_names: Vec<String>,
+}
+
+impl UserWithRoles {
+    fn into_record(self) -> UserRecord {
+        let mut u = self.user;
+        u.roles = self.role_names.iter().filter_map(|r| Role::parse(r)).collect();
+        u.roles.sort();
+        u
+    }
+}
 
 impl Store {
     pub async fn user_count(&self) -> Result<i64> {
@@ -231,20 +249,22 @@ impl Store {
         self.user(id).await?.ok_or_else(|| anyhow::anyhow!("user {id} vanished"))
     }
 
+    /// An account with its roles, in one statement (every request reads its caller).
     pub async fn user(&self, id: i64) -> Result<Option<UserRecord>> {
-        let u: Option<UserRecord> = sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+        let u: Option<UserWithRoles> = sqlx::query_as(&format!("SELECT {USER_COLS}, {ROLE_NAMES} FROM users WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        self.with_roles(u).await
+        Ok(u.map(UserWithRoles::into_record))
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
-        let u: Option<UserRecord> = sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE username = $1"))
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
-        self.with_roles(u).await
+        let u: Option<UserWithRoles> =
+            sqlx::query_as(&format!("SELECT {USER_COLS}, {ROLE_NAMES} FROM users WHERE username = $1"))
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(u.map(UserWithRoles::into_record))
     }
 
     pub async fn list_users(&self) -> Result<Vec<UserRecord>> {
