@@ -373,11 +373,9 @@ pub(super) async fn task_in(conn: &mut PgConnection, id: i64) -> Result<Option<T
     Ok(sqlx::query_as(&format!("{TASK_SELECT} WHERE t.id = $1")).bind(id).fetch_optional(&mut *conn).await?)
 }
 
+/// The task, its row locked until the transaction ends.
 async fn lock_task(conn: &mut PgConnection, id: i64) -> Result<Option<TaskRecord>> {
-    if sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *conn).await?.is_none() {
-        return Ok(None);
-    }
-    task_in(conn, id).await
+    Ok(sqlx::query_as(&format!("{TASK_SELECT} WHERE t.id = $1 FOR UPDATE OF t")).bind(id).fetch_optional(&mut *conn).await?)
 }
 
 async fn department_exists(conn: &mut PgConnection, id: i64) -> Result<bool> {
