@@ -1,6 +1,7 @@
 # offsite: build, test and run the all-in-one platform.
 #
-#   make            build target/release/offsite (same as `make build`)
+#   make            build target/release/offsite (same as `make build`), web UI inside
+#   make web        build the web UI (portal/web -> portal/web/dist, embedded by the portal)
 #   make test       run the whole test suite, then stop the shared test database
 #   make demo       build, then `offsite demo $(DEMO_ARGS)`
 #   make models     retrain the shipped anomaly model (models/anomaly/) in models/.venv
@@ -16,12 +17,17 @@ ORT_LIB := third_party/onnxruntime/libonnxruntime.so
 MODELS_VENV := models/.venv
 
 .DEFAULT_GOAL := build
-.PHONY: setup build demo test bench-ingest bench-broker bench-edge bench-detect bench-api models clean
+.PHONY: setup web build demo test bench-ingest bench-broker bench-edge bench-detect bench-api models clean
 
 setup:
 	bash scripts/setup.sh
 
-build: setup
+# The release binary embeds portal/web/dist, so the UI is built first. `npm ci` installs exactly
+# what package-lock.json names.
+web: setup
+	cd portal/web && npm ci --no-audit --no-fund && npm run build
+
+build: setup web
 	$(CARGO) build --release --locked -p offsite-cli
 	@if [ -f $(ORT_LIB) ]; then cp -f $(ORT_LIB) target/release/libonnxruntime.so; \
 	else echo "note: $(ORT_LIB) is missing; ONNX Runtime will not be found next to $(BIN)"; fi

@@ -132,5 +132,19 @@ PY
     fi
 fi
 
+# --- Node.js for the web UI (portal/web; `make web`) ----------------------------------------------
+# Not installed here: Debian 12's nodejs (18) is too old for Vite 7, which needs Node 20.19 or newer.
+# Without it `make web` (and so `make build`) fails; the API and `make test` do not need it.
+node_ok() {
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
+        node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'
+}
+if node_ok; then
+    done_steps+=("node $(node --version) present")
+else
+    say "WARNING: Node.js 20.19+ with npm not found; install it (e.g. from nodejs.org) to build the web UI (make web)."
+    done_steps+=("node MISSING (web UI cannot be built)")
+fi
+
 summary=$(IFS=';'; printf '%s' "${done_steps[*]}")
 printf 'setup: %s\n' "${summary//;/; }"

@@ -11,6 +11,7 @@ pub mod live;
 pub mod openapi;
 pub mod routes;
 pub mod time;
+pub mod web;
 pub mod xlsx;
 
 use std::future::Future;
@@ -317,7 +318,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/channels/{id}/test", post(routes::notifications::test_channel))
         .route("/api/v1/channels/{id}/deliveries", get(routes::notifications::deliveries))
         .merge(openapi::swagger_ui())
-        .fallback(not_found)
+        // Outside the API: the web UI (its files, else index.html for the app's own routes).
+        .fallback(web::fallback)
         // `Router::layer` wraps each route after matching, so the metrics middleware sees
         // `MatchedPath`. The last layer added is the outermost: tracing sees everything, the
         // counter sees the final status, and JSON normalisation covers the statuses the inner
