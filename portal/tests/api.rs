@@ -115,7 +115,7 @@ async fn metrics_count_requests_by_route_template() -> Result<()> {
     let app = App::spawn().await?;
     let (status, _) = app.get("/api/v1/devices/zzqunknown1").await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = app.get("/no/such/path/zzqraw2").await?;
+    let (status, _) = app.get("/api/v1/no/such/path/zzqraw2").await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let resp = app.http.get(app.url("/metrics")).send().await?;
