@@ -17,6 +17,17 @@ export const router = createRouter({
         { path: 'notifications', name: 'notifications', component: () => import('./views/NotificationsView.vue') },
       ],
     },
+    // The public service portal: no session is asked for (meta.public is inherited by the children).
+    {
+      path: '/public',
+      component: () => import('./views/public/PublicLayout.vue'),
+      meta: { public: true },
+      children: [
+        { path: '', name: 'public-home', component: () => import('./views/public/PublicHomeView.vue') },
+        { path: 'complaint', name: 'public-complaint', component: () => import('./views/public/PublicComplaintView.vue') },
+        { path: 'track/:no?', name: 'public-track', component: () => import('./views/public/PublicTrackView.vue'), props: true },
+      ],
+    },
     { path: '/:rest(.*)*', name: 'not-found', component: () => import('./views/NotFoundView.vue'), meta: { public: true } },
   ],
 })

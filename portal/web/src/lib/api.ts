@@ -39,13 +39,15 @@ export function setCsrfToken(t: string): void {
 
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = { Accept: 'application/json' }
-  if (body !== undefined) headers['Content-Type'] = 'application/json'
+  // A FormData body goes as multipart: the browser writes its Content-Type with the boundary.
+  const multipart = typeof FormData !== 'undefined' && body instanceof FormData
+  if (body !== undefined && !multipart) headers['Content-Type'] = 'application/json'
   if (method !== 'GET' && csrfToken) headers['X-CSRF-Token'] = csrfToken
   const resp = await fetch(path, {
     method,
     headers,
     credentials: 'same-origin',
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: body === undefined ? undefined : multipart ? (body as FormData) : JSON.stringify(body),
   })
   const text = await resp.text()
   let parsed: unknown = null
@@ -62,6 +64,8 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
 
 export const get = <T>(path: string) => api<T>('GET', path)
 export const post = <T>(path: string, body?: unknown) => api<T>('POST', path, body ?? {})
+/** A multipart POST (forms with files). */
+export const postForm = <T>(path: string, form: FormData) => api<T>('POST', path, form)
 
 /** `?a=1&b=x` from the given, non-empty values. */
 export function query(params: Record<string, string | number | boolean | null | undefined>): string {
