@@ -14,6 +14,7 @@ export const router = createRouter({
         { path: 'wall', name: 'wall', component: () => import('./views/WallView.vue') },
         { path: 'tasks', name: 'tasks', component: () => import('./views/TasksView.vue') },
         { path: 'tasks/:id(\\d+)', name: 'task', component: () => import('./views/TaskDetailView.vue'), props: true },
+        { path: 'warnings/:id(\\d+)', name: 'warning', component: () => import('./views/WarningDetailView.vue'), props: true },
         { path: 'notifications', name: 'notifications', component: () => import('./views/NotificationsView.vue') },
       ],
     },
