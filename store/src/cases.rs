@@ -757,14 +757,7 @@ impl Store {
         if stage > current {
             return Ok(DocumentAdded::StageNotReached(stage));
         }
-        sqlx::query(
-            "INSERT INTO files (sha256, size, content_type) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
-        )
-        .bind(&doc.sha256)
-        .bind(doc.size)
-        .bind(&doc.content_type)
-        .execute(&mut *tx)
-        .await?;
+crate::files::record_file_in(&mut tx, &doc.sha256, doc.size, &doc.content_type).await?;
         let saved: CaseDocument = sqlx::query_as(
             "INSERT INTO case_documents (case_id, stage, filename, content_type, size, sha256, uploaded_by, uploaded_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \

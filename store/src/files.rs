@@ -100,16 +100,38 @@ pub fn sniff(data: &[u8]) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// The type of an uploaded document by its content: JPEG, PNG, PDF, or a zip whose name says it
+/// is DOCX or XLSX (OOXML is a zip). Returns (content type, extension); `None`: refused.
+pub fn document_type(data: &[u8], filename: Option<&str>) -> Option<(&'static str, &'static str)> {
+    match sniff(data)? {
+        ("application/zip", _) => {
+            let ext = filename.and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase());
+            match ext.as_deref() {
+                Some("docx") => Some(("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "docx")),
+                Some("xlsx") => Some(("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "xlsx")),
+                _ => None,
+            }
+        }
+        t => Some(t),
+    }
+}
+
+/// Records what a stored file is (idempotent), inside the caller's transaction.
+pub(crate) async fn record_file_in(conn: &mut sqlx::PgConnection, sha256: &str, size: i64, content_type: &str) -> Result<()> {
+    sqlx::query("INSERT INTO files (sha256, size, content_type) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING")
+        .bind(sha256)
+        .bind(size)
+        .bind(content_type)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 impl Store {
     /// Records what a stored file is (idempotent).
     pub async fn record_file(&self, sha256: &str, size: i64, content_type: &str) -> Result<()> {
-        sqlx::query("INSERT INTO files (sha256, size, content_type) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING")
-            .bind(sha256)
-            .bind(size)
-            .bind(content_type)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        record_file_in(&mut conn, sha256, size, content_type).await
     }
 }
 
@@ -128,5 +150,14 @@ mod tests {
         assert_eq!(fs.get(&"0".repeat(64)).await.unwrap(), None);
         assert_eq!(fs.get("../../etc/passwd").await.unwrap(), None, "only digests are keys");
         assert!(dir.path().join(&a[0..2]).join(&a[2..4]).join(&a).exists());
+    }
+
+    #[test]
+    fn documents_are_typed_by_content_and_zips_by_name() {
+        assert_eq!(document_type(b"%PDF-1.7", Some("x.docx")), Some(("application/pdf", "pdf")));
+        assert_eq!(document_type(b"PK\x03\x04rest", Some("报告.DOCX")).map(|t| t.1), Some("docx"));
+        assert_eq!(document_type(b"PK\x03\x04rest", Some("表.xlsx")).map(|t| t.1), Some("xlsx"));
+        assert_eq!(document_type(b"PK\x03\x04rest", Some("a.zip")), None);
+        assert_eq!(document_type(b"MZ", Some("a.pdf")), None);
     }
 }

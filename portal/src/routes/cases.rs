@@ -17,7 +17,6 @@
 //!
 //! Every change is audited.
 
-use axum::body::Bytes;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -32,7 +31,6 @@ use offsite_store::cases::{
 };
 use offsite_store::credit::CreditRecord;
 use offsite_store::{AuditEvent, FieldError};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -123,15 +121,6 @@ async fn workable(state: &AppState, who: &Principal, id: i64) -> ApiResult<CaseR
         return Err(forbidden());
     }
     Ok(c)
-}
-
-/// An optional JSON body: empty means the defaults.
-fn optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::unprocessable(format!("invalid request body: {e}"), format!("请求体内容无效：{e}")))
 }
 
 // --- views ---
@@ -258,7 +247,7 @@ pub async fn open(
     ClientIp(ip): ClientIp,
     who: Principal,
     ApiPath(task_id): ApiPath<i64>,
-    body: Bytes,
+    body: Option<ApiJson<OpenBody>>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let s = scope(&state, &who).await?;
     let task = state.store.case_task(task_id).await?.ok_or_else(|| task_not_found(task_id))?;
@@ -268,7 +257,7 @@ pub async fn open(
     if !may_work_on(&state, &who, task.department_id).await? {
         return Err(forbidden());
     }
-    let b: OpenBody = optional_json(&body)?;
+    let b = body.map(|b| b.0).unwrap_or_default();
     let opened = state.store.open_case(task_id, who.username(), b.note.as_deref(), Utc::now()).await;
     match opened.map_err(store_error)? {
         Opened::Ok(c) => {
@@ -477,18 +466,7 @@ fn document_type(data: &[u8], filename: Option<&str>) -> ApiResult<(&'static str
             "file：文书只能是 PDF、JPEG、PNG、DOCX 或 XLSX 文件（按文件内容判断）",
         )
     };
-    match offsite_store::files::sniff(data) {
-        Some(("application/zip", _)) => {
-            let ext = filename.and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase());
-            match ext.as_deref() {
-                Some("docx") => Ok(("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "docx")),
-                Some("xlsx") => Ok(("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "xlsx")),
-                _ => Err(refused()),
-            }
-        }
-        Some(t) => Ok(t),
-        None => Err(refused()),
-    }
+    offsite_store::files::document_type(data, filename).ok_or_else(refused)
 }
 
 /// The upload form: one `file`, optionally the `stage` it belongs to.

@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use offsite_store::auth::Role;
-use offsite_store::files::sniff;
 use offsite_store::tasks::{
     Action, NewTask, Refusal, TaskAttachment, TaskCheckpoint, TaskDepartment, TaskEvent, TaskExtension, TaskFilter,
     TaskRecord, TaskSource, TaskState,
@@ -461,19 +460,8 @@ pub async fn upload(
     let Some((name, data)) = file else {
         return Err(ApiError::unprocessable("a file field is required", "须上传文件（字段 file）"));
     };
-    let content_type = match sniff(&data) {
-        Some(("application/zip", _)) => {
-            let lower = name.to_lowercase();
-            if lower.ends_with(".docx") {
-                "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-            } else if lower.ends_with(".xlsx") {
-                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-            } else {
-                return Err(unsupported());
-            }
-        }
-        Some((t, _)) => t,
-        None => return Err(unsupported()),
+    let Some((content_type, _)) = offsite_store::files::document_type(&data, Some(&name)) else {
+        return Err(unsupported());
     };
     let name = if name.is_empty() { "attachment".to_owned() } else { name };
     let sha = state.files().put(&data).await?;

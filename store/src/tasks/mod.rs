@@ -171,7 +171,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: &'static str, en: impl Into<String>, zh: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &'static str, en: impl Into<String>, zh: impl Into<String>) -> Self {
         Self { code, message: en.into(), message_zh: zh.into() }
     }
 

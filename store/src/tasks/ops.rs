@@ -61,7 +61,7 @@ const STAGES: [&str; 3] = ["remind", "supervise", "escalate"];
 
 impl NewTask {
     fn check(&self) -> Result<(), Refusal> {
-        let bad = |en: &str, zh: &str| Err(Refusal { code: "invalid", message: en.into(), message_zh: zh.into() });
+        let bad = |en: &str, zh: &str| Err(Refusal::new("invalid", en, zh));
         let title = self.title.trim();
         if title.is_empty() || title.chars().count() > 200 {
             return bad("title must be 1 to 200 characters", "标题须为 1 至 200 个字符");
@@ -70,7 +70,7 @@ impl NewTask {
             return bad("description is at most 5000 characters", "描述不超过 5000 个字符");
         }
         if self.co_department_ids.contains(&self.department_id) {
-            return bad("the lead department cannot also be a co-handler", "牵头部门不能同时为协办部门");
+            return Err(lead_is_co_handler());
         }
         Ok(())
     }
@@ -91,13 +91,6 @@ impl Store {
     pub async fn task(&self, id: i64) -> Result<Option<TaskRecord>> {
         let mut conn = self.pool.acquire().await?;
         task_in(&mut conn, id).await
-    }
-
-    pub async fn task_by_no(&self, task_no: &str) -> Result<Option<TaskRecord>> {
-        Ok(sqlx::query_as(&format!("{TASK_SELECT} WHERE t.task_no = $1"))
-            .bind(task_no)
-            .fetch_optional(&self.pool)
-            .await?)
     }
 
     /// Does an action; `Ok(Err(refusal))` when the state machine or the input forbids it.
@@ -145,12 +138,7 @@ impl Store {
     ) -> Result<Option<TaskAttachment>> {
         let mut tx = self.pool.begin().await?;
         let Some(cur) = lock_task(&mut tx, id).await? else { return Ok(None) };
-        sqlx::query("INSERT INTO files (sha256, size, content_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(sha256)
-            .bind(size)
-            .bind(content_type)
-            .execute(&mut *tx)
-            .await?;
+crate::files::record_file_in(&mut tx, sha256, size, content_type).await?;
         let ev = event(
             &mut tx,
             &cur,
@@ -383,11 +371,11 @@ async fn department_exists(conn: &mut PgConnection, id: i64) -> Result<bool> {
 }
 
 fn no_department(id: i64) -> Refusal {
-    Refusal {
-        code: "invalid",
-        message: format!("department {id} does not exist"),
-        message_zh: format!("部门 {id} 不存在"),
-    }
+    Refusal::new("invalid", format!("department {id} does not exist"), format!("部门 {id} 不存在"))
+}
+
+fn lead_is_co_handler() -> Refusal {
+    Refusal::new("invalid", "the lead department cannot also be a co-handler", "牵头部门不能同时为协办部门")
 }
 
 pub(super) async fn dispatch_in(conn: &mut PgConnection, t: &NewTask) -> Result<Result<TaskRecord, Refusal>> {
@@ -533,7 +521,7 @@ pub(super) async fn event(
 }
 
 fn refuse(code: &'static str, en: impl Into<String>, zh: impl Into<String>) -> Result<Result<(), Refusal>> {
-    Ok(Err(Refusal { code, message: en.into(), message_zh: zh.into() }))
+    Ok(Err(Refusal::new(code, en, zh)))
 }
 
 fn nonempty(s: &str, max: usize) -> bool {
@@ -724,11 +712,7 @@ async fn redirect(
         }
     }
     if co.is_some_and(|c| c.contains(&department_id)) {
-        return Ok(Err(Refusal {
-            code: "invalid",
-            message: "the lead department cannot also be a co-handler".into(),
-            message_zh: "牵头部门不能同时为协办部门".into(),
-        }));
+        return Ok(Err(lead_is_co_handler()));
     }
     let cal = calendar_in(conn).await?;
     let (limit, sign_due) = due(&cal, at, &cur.sign_limit)?;

@@ -21,16 +21,6 @@ pub struct TaskPolicy {
     pub reviewer_department_id: Option<i64>,
 }
 
-impl TaskPolicy {
-    pub fn sign(&self) -> Limit {
-        Limit::parse(&self.sign_limit).unwrap_or(Limit::Minutes(30))
-    }
-
-    pub fn handle(&self) -> Limit {
-        Limit::parse(&self.handle_limit).unwrap_or(Limit::WorkingDays(5))
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CalendarDayKind {

@@ -42,12 +42,8 @@ pub struct Precision {
     pub precision: Option<f64>,
 }
 
-fn refusal(code: &'static str, en: &str, zh: &str) -> Refusal {
-    Refusal { code, message: en.into(), message_zh: zh.into() }
-}
-
 fn no_department() -> Refusal {
-    refusal(
+    Refusal::new(
         "no_department",
         "no department is responsible for this object and item; name one",
         "未找到负责该对象和事项的部门，请指定部门",
@@ -101,16 +97,16 @@ impl Store {
                 .await?;
         let Some((current, fp, detail)) = w else { return Ok(None) };
         if current.is_some() {
-            return Ok(Some(Err(refusal("already_dispatched", "the warning already belongs to a task", "该预警已关联任务"))));
+            return Ok(Some(Err(Refusal::new("already_dispatched", "the warning already belongs to a task", "该预警已关联任务"))));
         }
         if fp {
-            return Ok(Some(Err(refusal("false_positive", "the warning was closed as a false positive", "该预警已判定为误报"))));
+            return Ok(Some(Err(Refusal::new("false_positive", "the warning was closed as a false positive", "该预警已判定为误报"))));
         }
         let Some(task) = task_in(&mut tx, task_id).await? else {
-            return Ok(Some(Err(refusal("invalid", "no such task", "任务不存在"))));
+            return Ok(Some(Err(Refusal::new("invalid", "no such task", "任务不存在"))));
         };
         if !task.state().is_open() && !via_case {
-            return Ok(Some(Err(refusal("task_closed", "the task is closed", "任务已办结"))));
+            return Ok(Some(Err(Refusal::new("task_closed", "the task is closed", "任务已办结"))));
         }
         sqlx::query(
             "UPDATE warnings SET task_id = $2, acknowledged_at = coalesce(acknowledged_at, $3), \
@@ -178,10 +174,10 @@ impl Store {
         .await?;
         let Some((tracking_no, service, description, object_id, task_id, status)) = c else { return Ok(None) };
         if task_id.is_some() {
-            return Ok(Some(Err(refusal("already_dispatched", "the complaint already has a task", "该投诉已派发任务"))));
+            return Ok(Some(Err(Refusal::new("already_dispatched", "the complaint already has a task", "该投诉已派发任务"))));
         }
         if status != "open" {
-            return Ok(Some(Err(refusal("complaint_closed", "the complaint is closed", "该投诉已办结"))));
+            return Ok(Some(Err(Refusal::new("complaint_closed", "the complaint is closed", "该投诉已办结"))));
         }
         let department = match (d.department_id, &object_id) {
             (Some(dep), _) => Some(dep),
@@ -249,10 +245,10 @@ pub(super) async fn dispatch_warning_in(
     .await?;
     let Some((task_id, fp, level, item, object_id, detail, device_id)) = w else { return Ok(None) };
     if task_id.is_some() {
-        return Ok(Some(Err(refusal("already_dispatched", "the warning already belongs to a task", "该预警已关联任务"))));
+        return Ok(Some(Err(Refusal::new("already_dispatched", "the warning already belongs to a task", "该预警已关联任务"))));
     }
     if fp {
-        return Ok(Some(Err(refusal("false_positive", "the warning was closed as a false positive", "该预警已判定为误报"))));
+        return Ok(Some(Err(Refusal::new("false_positive", "the warning was closed as a false positive", "该预警已判定为误报"))));
     }
     let item = d.item.clone().or(item);
     let department = match (d.department_id, &object_id) {
