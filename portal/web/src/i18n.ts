@@ -1,5 +1,6 @@
 import { createI18n } from 'vue-i18n'
 import { LOCALE_KEY, savedLocale, type Locale } from './lib/locale'
+import { pageModules } from './modules/types'
 
 const zh = {
   app: { title: '非现场监管平台', subtitle: '监测预警 · 任务协同 · 全程留痕' },
@@ -11,7 +12,18 @@ const zh = {
     submit: '登录',
     required: '请填写用户名和密码',
   },
-  menu: { wall: '监控中心大屏', tasks: '任务台', notifications: '消息通知' },
+  menu: {
+    wall: '监控中心大屏',
+    tasks: '任务台',
+    cases: '案件',
+    devices: '设备',
+    cameras: '视频',
+    oversight: '督查考核',
+    admin: '系统管理',
+    audit: '审计日志',
+    account: '个人中心',
+    notifications: '消息通知',
+  },
   user: { logout: '退出登录' },
   level: { 1: '红色', 2: '橙色', 3: '黄色', 4: '蓝色' },
   wall: {
@@ -160,7 +172,18 @@ const en: Messages = {
     submit: 'Sign in',
     required: 'Enter your user name and password',
   },
-  menu: { wall: 'Monitoring wall', tasks: 'Task desk', notifications: 'Notifications' },
+  menu: {
+    wall: 'Monitoring wall',
+    tasks: 'Task desk',
+    cases: 'Cases',
+    devices: 'Devices',
+    cameras: 'Cameras',
+    oversight: 'Re-supervision',
+    admin: 'Administration',
+    audit: 'Audit trail',
+    account: 'My account',
+    notifications: 'Notifications',
+  },
   user: { logout: 'Sign out' },
   level: { 1: 'Red', 2: 'Orange', 3: 'Yellow', 4: 'Blue' },
   wall: {
@@ -301,7 +324,10 @@ export const i18n = createI18n({
   legacy: false,
   locale: savedLocale(globalThis.localStorage),
   fallbackLocale: 'zh-CN',
-  messages: { 'zh-CN': zh, en },
+  messages: {
+    'zh-CN': Object.assign({}, zh, ...pageModules().map((m) => m.messages.zh)),
+    en: Object.assign({}, en, ...pageModules().map((m) => m.messages.en)),
+  },
 })
 
 export function setLocale(l: Locale): void {

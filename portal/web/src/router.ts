@@ -1,6 +1,7 @@
 import { createRouter, createWebHistory } from 'vue-router'
 import { loadSession } from './session'
 import { homeFor } from './lib/roles'
+import { pageModules } from './modules/types'
 
 export const router = createRouter({
   history: createWebHistory(),
@@ -16,6 +17,7 @@ export const router = createRouter({
         { path: 'tasks/:id(\\d+)', name: 'task', component: () => import('./views/TaskDetailView.vue'), props: true },
         { path: 'warnings/:id(\\d+)', name: 'warning', component: () => import('./views/WarningDetailView.vue'), props: true },
         { path: 'notifications', name: 'notifications', component: () => import('./views/NotificationsView.vue') },
+        ...pageModules().flatMap((m) => m.routes),
       ],
     },
     // The public service portal: no session is asked for (meta.public is inherited by the children).

@@ -5,19 +5,19 @@ const keys = (roles: string[]) => menuFor(roles).map((m) => m.key)
 
 describe('menu by role', () => {
   it('gives the monitoring center the wall first', () => {
-    expect(keys(['monitor'])).toEqual(['wall', 'tasks', 'notifications'])
+    expect(keys(['monitor'])).toEqual(['wall', 'tasks', 'cases', 'devices', 'cameras', 'oversight', 'notifications', 'account'])
     expect(homeFor(['monitor'])).toBe('/wall')
   })
   it('sends handlers to the task desk, without the wall', () => {
-    expect(keys(['handler'])).toEqual(['tasks', 'notifications'])
+    expect(keys(['handler'])).toEqual(['tasks', 'cases', 'devices', 'notifications', 'account'])
     expect(homeFor(['handler'])).toBe('/tasks')
   })
-  it('leaves the auditor only what every account has', () => {
-    expect(keys(['audit_admin'])).toEqual(['notifications'])
+  it('gives the auditor the audit trail and what every account has', () => {
+    expect(keys(['audit_admin'])).toEqual(['audit', 'notifications', 'account'])
     expect(homeFor([])).toBe('/notifications')
   })
   it('merges several roles', () => {
-    expect(keys(['handler', 'resupervision'])).toEqual(['wall', 'tasks', 'notifications'])
+    expect(keys(['handler', 'resupervision'])).toEqual(['wall', 'tasks', 'cases', 'devices', 'cameras', 'oversight', 'notifications', 'account'])
   })
 })
 

@@ -13,7 +13,7 @@ export type Role =
 
 export interface MenuEntry {
   /** Route name (router.ts) and i18n key `menu.<key>`. */
-  key: 'wall' | 'tasks' | 'notifications'
+  key: 'wall' | 'tasks' | 'cases' | 'devices' | 'cameras' | 'oversight' | 'admin' | 'audit' | 'account' | 'notifications'
   path: string
   roles: readonly Role[] | 'all'
 }
@@ -25,7 +25,15 @@ export const MENU: readonly MenuEntry[] = [
     path: '/tasks',
     roles: ['monitor', 'system_admin', 'handler', 'leader', 'reviewer', 'resupervision'],
   },
+  { key: 'cases', path: '/cases', roles: ['monitor', 'system_admin', 'handler', 'leader', 'reviewer', 'resupervision'] },
+  { key: 'devices', path: '/devices', roles: ['monitor', 'system_admin', 'handler', 'leader', 'reviewer', 'resupervision'] },
+  { key: 'cameras', path: '/cameras', roles: ['monitor', 'system_admin', 'leader', 'resupervision'] },
+  // Re-supervision (督查督办): how departments respond.
+  { key: 'oversight', path: '/oversight', roles: ['resupervision', 'leader', 'monitor', 'system_admin'] },
+  { key: 'admin', path: '/admin', roles: ['system_admin', 'security_admin'] },
+  { key: 'audit', path: '/audit', roles: ['audit_admin'] },
   { key: 'notifications', path: '/notifications', roles: 'all' },
+  { key: 'account', path: '/account', roles: 'all' },
 ]
 
 export function menuFor(roles: readonly string[]): MenuEntry[] {
