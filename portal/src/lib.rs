@@ -241,6 +241,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/series", get(routes::series::series))
         .route("/api/v1/warnings", get(routes::warnings::list))
         .route("/api/v1/warnings/stream", get(routes::warnings::stream))
+        .route("/api/v1/wall/summary", get(routes::wall::summary))
         .route("/api/v1/warnings/{id}", get(routes::warnings::get))
         .route("/api/v1/warnings/{id}/resolve", post(routes::warnings::resolve))
         .route("/api/v1/rules", get(routes::rules::list).post(routes::rules::create))

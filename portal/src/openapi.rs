@@ -64,6 +64,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("get", "/api/v1/series", "devices", "时序数据", "A device's metric over time (?device&metric&from&to&step)", Login, ""),
     ("get", "/api/v1/warnings", "warnings", "预警列表", "Warnings (filters: open, level, device, object, source, since, until, group)", Login, ""),
     ("get", "/api/v1/warnings/stream", "warnings", "实时预警推送（SSE）", "Live warning changes as server-sent events", Login, ""),
+    ("get", "/api/v1/wall/summary", "warnings", "监控大屏汇总：各级别与各区域未处置预警数、设备在线率", "Wall figures: open warnings by level and region, devices online", Login, ""),
     ("get", "/api/v1/warnings/{id}", "warnings", "预警详情（含证据）", "A warning with its evidence", Login, ""),
     ("post", "/api/v1/warnings/{id}/resolve", "warnings", "人工处理预警", "Resolve a warning by hand, with a reason", Login, "monitoring center, system administrator"),
     ("get", "/api/v1/rules", "rules", "预警规则列表", "Warning rules", Login, ""),

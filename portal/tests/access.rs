@@ -175,6 +175,7 @@ async fn every_endpoint_with_every_role() -> Result<()> {
         (Method::GET, "/api/v1/catalog".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, "/api/v1/complaints".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, "/api/v1/metrics/departments".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, "/api/v1/wall/summary".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, "/api/v1/devices/export".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, format!("/api/v1/devices/{a}/metadata"), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, format!("/api/v1/devices/{b}/metadata"), None, [Ok, Forbidden, Forbidden, Ok, NotFound, NotFound, Ok, Ok]),
@@ -203,6 +204,14 @@ async fn every_endpoint_with_every_role() -> Result<()> {
         let v: Value = reqwest::Client::new().get(format!("{}{path}", w.base)).bearer_auth(t).send().await?.json().await?;
         let ids: Vec<&str> = v["items"].as_array().unwrap().iter().map(|i| i[key].as_str().unwrap()).collect();
         assert_eq!(ids, vec![a.as_str()], "{path}");
+    }
+    // The wall's figures count what the caller sees: both devices and both (orange) warnings for
+    // the monitoring center, department A's only for its handler.
+    for (i, want) in [(3, 2), (4, 1)] {
+        let v: Value = reqwest::Client::new().get(format!("{}/api/v1/wall/summary", w.base)).bearer_auth(&tokens[i]).send().await?.json().await?;
+        assert_eq!(v["devices"], want, "{}: {v}", users[i]);
+        assert_eq!(v["open_by_level"], json!([0, want, 0, 0]), "{}: {v}", users[i]);
+        assert_eq!(v["regions"][0]["open_by_level"][1], want, "{}: {v}", users[i]);
     }
     // Read-only roles change nothing: resolving a visible warning is refused, and it stays open.
     for (i, user) in users.iter().enumerate() {

@@ -19,6 +19,7 @@ pub mod rules;
 pub mod samples;
 pub mod tasks;
 pub mod testing;
+pub mod wall;
 pub mod warnings;
 
 use std::time::Duration;

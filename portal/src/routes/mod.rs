@@ -2,6 +2,7 @@ pub mod auth;
 pub mod cases;
 pub mod complaints;
 pub mod dept_metrics;
+pub mod wall;
 pub mod device_registry;
 pub mod devices;
 pub mod health;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { applyChange, hourlyCounts, perLevel } from './wall'
+import { applyChange, hourlyCounts, onlineRate } from './wall'
 
 describe('hourly counts', () => {
   const now = Date.parse('2026-05-01T10:20:00Z') // 18:20 in Shanghai
@@ -21,12 +21,6 @@ describe('hourly counts', () => {
   })
 })
 
-describe('per level', () => {
-  it('turns cumulative totals into per-level counts', () => {
-    expect(perLevel([2, 5, 5, 9])).toEqual([2, 3, 0, 4])
-  })
-})
-
 describe('live list', () => {
   const w = (id: number, open = true) => ({ id, level: 1, open, first_seen: '', last_seen: '' })
   it('puts new and repeated warnings first and drops resolved ones', () => {
@@ -41,5 +35,17 @@ describe('live list', () => {
   it('keeps at most max entries', () => {
     const list = [1, 2, 3].reduce((l, i) => applyChange(l, 'opened', w(i), 2), [] as ReturnType<typeof w>[])
     expect(list.map((x) => x.id)).toEqual([3, 2])
+  })
+})
+
+describe('online rate', () => {
+  it('is a percentage with at most one decimal', () => {
+    expect(onlineRate(7, 8)).toBe('87.5%')
+    expect(onlineRate(60, 60)).toBe('100%')
+    expect(onlineRate(1, 3)).toBe('33.3%')
+    expect(onlineRate(0, 5)).toBe('0%')
+  })
+  it('is a dash when there are no devices', () => {
+    expect(onlineRate(0, 0)).toBe('—')
   })
 })

@@ -17,14 +17,6 @@ export function hourlyCounts(times: readonly string[], now: number): { labels: s
   return { labels, counts }
 }
 
-/**
- * Open warnings per level from the API's "at most this severe" totals: `atMost[k]` counts levels
- * 1..k+1, so level k+1 alone is the difference with the previous one.
- */
-export function perLevel(atMost: readonly number[]): number[] {
-  return atMost.map((n, i) => n - (i === 0 ? 0 : atMost[i - 1]))
-}
-
 export interface LiveWarning {
   id: number
   level: number
@@ -38,4 +30,26 @@ export function applyChange<T extends LiveWarning>(list: readonly T[], kind: str
   const rest = list.filter((x) => x.id !== w.id)
   if (kind === 'resolved' || !w.open) return rest
   return [w, ...rest].slice(0, max)
+}
+
+/** The wall's figures (GET /api/v1/wall/summary). */
+export interface RegionFigures {
+  region_code: string | null
+  region_name: string | null
+  open_by_level: [number, number, number, number]
+  devices: number
+  devices_online: number
+}
+export interface WallSummary {
+  open_by_level: [number, number, number, number]
+  devices: number
+  devices_online: number
+  regions: RegionFigures[]
+}
+
+/** "87.5%" (one decimal, trailing .0 dropped); "—" when there is nothing to count. */
+export function onlineRate(online: number, total: number): string {
+  if (total <= 0) return '—'
+  const pct = Math.round((online / total) * 1000) / 10
+  return `${pct}%`
 }
