@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { filterUsers, generatePassword, passwordProblem, userBody, validateUser, type UserForm } from './accounts'
+import { filterUsers, generatePassword, passwordProblem, readsRegisters, userBody, validateUser, type UserForm } from './accounts'
 
 const t = (key: string) => key
 
@@ -73,5 +73,14 @@ describe('user form', () => {
     expect(filterUsers(users, '住建').map((u) => u.username)).toEqual(['handler1'])
     expect(filterUsers(users, 'ADM').map((u) => u.username)).toEqual(['admin'])
     expect(filterUsers(users, ' ')).toHaveLength(2)
+  })
+})
+
+describe('who reads the registers', () => {
+  it('is everyone with a view of business data, not the security or audit administrator', () => {
+    expect(readsRegisters(['security_admin'])).toBe(false)
+    expect(readsRegisters(['audit_admin'])).toBe(false)
+    expect(readsRegisters(['security_admin', 'monitor'])).toBe(true)
+    expect(readsRegisters(['handler'])).toBe(true)
   })
 })

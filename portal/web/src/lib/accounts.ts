@@ -20,6 +20,16 @@ export const ROLES: readonly Role[] = [
 /** Roles whose view is their department's (and their account's regions). */
 export const DEPARTMENT_ROLES: readonly Role[] = ['handler', 'leader']
 
+/**
+ * Whether these roles may read the registers (departments, regions): the roles with a view of
+ * business data (portal/src/access.rs `scope`). The security and audit administrators have none,
+ * so their pages must not ask (a 403 would only fill the console).
+ */
+export function readsRegisters(roles: readonly string[]): boolean {
+  const viewers: readonly Role[] = ['system_admin', 'monitor', 'reviewer', 'resupervision', 'handler', 'leader']
+  return roles.some((r) => (viewers as readonly string[]).includes(r))
+}
+
 export interface UserAccount {
   id: number
   username: string
