@@ -79,7 +79,6 @@ const zh = {
       regionsHint: '勾选该部门负责的行政区划；勾选上级区划即包含其全部下级。',
       codeHint: '稳定的英文编码，如 market、housing-construction',
       empty: '尚无部门',
-      noEdit: '部门创建后编码与名称暂不支持在此修改',
     },
     users: {
       title: '用户与角色',
@@ -170,7 +169,7 @@ const zh = {
       bulk: '导入导出',
       add: '新建事项',
       search: '按编码、事项名称或部门筛选',
-      lookup: '按编码查看（含未发布的草稿）',
+      lookup: '按编码查看（含草稿）',
       lookupButton: '查看',
       code: '事项编码',
       version: '版本',
@@ -320,7 +319,6 @@ const en: typeof zh = {
       regionsHint: 'Tick the regions this department is responsible for; a region includes its sub-regions.',
       codeHint: 'A stable code, e.g. market, housing-construction',
       empty: 'No departments yet',
-      noEdit: 'A department’s code and name cannot be changed here yet',
     },
     users: {
       title: 'Users and roles',
@@ -387,7 +385,7 @@ const en: typeof zh = {
       columns: 'Columns: id, name, credit_code, type, address, lon, lat, region_code, department_code (Chinese headers accepted too). A row with an existing id updates that object; columns left out of the file keep their values.',
     },
     devices: {
-      title: 'Device ledger import / export',
+      title: 'Device ledger',
       intro: 'Maintain registered devices’ ledger in bulk: object, class, location, installation date, model and expected metrics. Devices themselves (with credentials) are registered on the Devices page; an import only updates existing devices.',
       columns: 'Columns',
       column: 'Column',
@@ -411,7 +409,7 @@ const en: typeof zh = {
       bulk: 'Import / export',
       add: 'New item',
       search: 'Filter by code, item or department',
-      lookup: 'Open by code (drafts included)',
+      lookup: 'Open by code (with drafts)',
       lookupButton: 'Open',
       code: 'Item code',
       version: 'Version',
