@@ -41,13 +41,16 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   const headers: Record<string, string> = { Accept: 'application/json' }
   // A FormData body goes as multipart: the browser writes its Content-Type with the boundary.
   const multipart = typeof FormData !== 'undefined' && body instanceof FormData
-  if (body !== undefined && !multipart) headers['Content-Type'] = 'application/json'
+  // A Blob (a chosen file) goes as it is: the import endpoints read the raw CSV or XLSX bytes.
+  const raw = typeof Blob !== 'undefined' && body instanceof Blob
+  if (raw) headers['Content-Type'] = (body as Blob).type || 'application/octet-stream'
+  else if (body !== undefined && !multipart) headers['Content-Type'] = 'application/json'
   if (method !== 'GET' && csrfToken) headers['X-CSRF-Token'] = csrfToken
   const resp = await fetch(path, {
     method,
     headers,
     credentials: 'same-origin',
-    body: body === undefined ? undefined : multipart ? (body as FormData) : JSON.stringify(body),
+    body: body === undefined ? undefined : multipart || raw ? (body as BodyInit) : JSON.stringify(body),
   })
   const text = await resp.text()
   let parsed: unknown = null
@@ -66,6 +69,8 @@ export const get = <T>(path: string) => api<T>('GET', path)
 export const post = <T>(path: string, body?: unknown) => api<T>('POST', path, body ?? {})
 /** A multipart POST (forms with files). */
 export const postForm = <T>(path: string, form: FormData) => api<T>('POST', path, form)
+/** A POST whose body is a file's bytes (CSV/XLSX imports), with the session's CSRF header. */
+export const postFile = <T>(path: string, file: Blob) => api<T>('POST', path, file)
 
 /** `?a=1&b=x` from the given, non-empty values. */
 export function query(params: Record<string, string | number | boolean | null | undefined>): string {
