@@ -214,6 +214,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit", get(routes::auth::audit_search))
         .route("/api/v1/regions", get(routes::registers::regions).post(routes::registers::upsert_region))
         .route("/api/v1/departments", get(routes::registers::departments).post(routes::registers::create_department))
+        .route("/api/v1/regions/{code}", delete(routes::registers::delete_region))
+        .route("/api/v1/departments/{id}", axum::routing::put(routes::registers::update_department).delete(routes::registers::delete_department))
         .route("/api/v1/departments/{id}/regions", axum::routing::put(routes::registers::set_department_regions))
         .route("/api/v1/objects", get(routes::registers::objects).post(routes::registers::create_object))
         .route("/api/v1/objects/import", post(routes::registers::import_objects))
@@ -223,6 +225,7 @@ pub fn router(state: AppState) -> Router {
             get(routes::registers::object).put(routes::registers::update_object).delete(routes::registers::delete_object),
         )
         .route("/api/v1/catalog", get(routes::registers::catalog))
+        .route("/api/v1/catalog/drafts", get(routes::registers::catalog_drafts))
         .route("/api/v1/catalog/import", post(routes::registers::import_catalog))
         .route("/api/v1/catalog/export", get(routes::registers::export_catalog))
         .route("/api/v1/catalog/{code}/history", get(routes::registers::catalog_history))

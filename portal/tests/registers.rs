@@ -117,6 +117,40 @@ async fn catalog_versions_and_history() -> Result<()> {
 }
 
 #[tokio::test]
+async fn drafts_are_listed_and_departments_edited_and_deleted() -> Result<()> {
+    let app = app().await?;
+    let sys = app.client("sys").await?;
+    let fields = json!({"department": "住建局", "main_item": "渣土运输监管", "method": "非现场监管"});
+    sys.put(app.url("/api/v1/catalog/NEW-1/draft")).json(&fields).send().await?.error_for_status()?;
+    let drafts: Value = sys.get(app.url("/api/v1/catalog/drafts")).send().await?.json().await?;
+    assert!(drafts["items"].as_array().unwrap().iter().any(|i| i["code"] == "NEW-1"), "{drafts}");
+    let current: Value = sys.get(app.url("/api/v1/catalog")).send().await?.json().await?;
+    assert!(!current.to_string().contains("NEW-1"), "a draft is not current: {current}");
+
+    let d: Value = sys.post(app.url("/api/v1/departments")).json(&json!({"code": "tmp", "name": "临时部门"})).send().await?.json().await?;
+    let id = d["id"].as_i64().unwrap();
+    let u: Value = sys
+        .put(app.url(&format!("/api/v1/departments/{id}")))
+        .json(&json!({"code": "tmp2", "name": "临时部门（改）"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!((u["code"].as_str(), u["name"].as_str()), (Some("tmp2"), Some("临时部门（改）")), "{u}");
+    // Under itself: refused, naming the field.
+    let r = sys.put(app.url(&format!("/api/v1/departments/{id}"))).json(&json!({"code": "tmp2", "name": "x", "parent_id": id})).send().await?;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await?.contains("parent_id"));
+    // A department with objects cannot go; an empty one can, once.
+    let housing = app.db.store.department_by_code("housing-construction").await?.unwrap().id;
+    let r = sys.delete(app.url(&format!("/api/v1/departments/{housing}"))).send().await?;
+    assert!(r.status().is_client_error() && r.status() != StatusCode::NOT_FOUND, "{}", r.status());
+    assert_eq!(sys.delete(app.url(&format!("/api/v1/departments/{id}"))).send().await?.status(), StatusCode::NO_CONTENT);
+    assert_eq!(sys.delete(app.url(&format!("/api/v1/departments/{id}"))).send().await?.status(), StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+#[tokio::test]
 async fn objects_round_trip_through_xlsx() -> Result<()> {
     let app = app().await?;
     let sys = app.client("sys").await?;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::access::{scope, CONFIGURE};
+use offsite_store::auth::Role;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -27,8 +28,17 @@ fn not_found(what: &str, id: &str) -> ApiError {
 
 // --- regions ---
 
+/// The organisation (regions, departments) is read by everyone with business data and also by the
+/// security administrator, who assigns accounts to departments and regions but sees no business data.
+async fn may_read_organisation(state: &AppState, who: &Principal) -> ApiResult<()> {
+    if who.has_any(&[Role::SecurityAdmin]) {
+        return Ok(());
+    }
+    scope(state, who).await.map(|_| ())
+}
+
 pub async fn regions(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Value>> {
-    scope(&state, &who).await?;
+    may_read_organisation(&state, &who).await?;
     let tree = state.store.region_tree().await?;
     Ok(Json(json!({ "items": tree })))
 }
@@ -43,7 +53,7 @@ pub async fn upsert_region(State(state): State<AppState>, who: Principal, ApiJso
 // --- departments ---
 
 pub async fn departments(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Value>> {
-    scope(&state, &who).await?;
+    may_read_organisation(&state, &who).await?;
     let items = state.store.departments().await?;
     let total = items.len() as i64;
     Ok(page(items, total))
@@ -54,6 +64,41 @@ pub async fn create_department(State(state): State<AppState>, who: Principal, Ap
     let saved = state.store.insert_department(&d).await?;
     state.audit(AuditEvent::new(who.username(), "department.create", "department").id(saved.id.to_string()).after(json!(saved))).await;
     Ok((StatusCode::CREATED, Json(json!(saved))))
+}
+
+pub async fn delete_region(State(state): State<AppState>, who: Principal, ApiPath(code): ApiPath<String>) -> ApiResult<StatusCode> {
+    who.require(&CONFIGURE)?;
+    if !state.store.delete_region(&code).await? {
+        return Err(not_found("region", &code));
+    }
+    state.audit(AuditEvent::new(who.username(), "region.delete", "region").id(code)).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn update_department(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(d): ApiJson<NewDepartment>,
+) -> ApiResult<Json<Value>> {
+    who.require(&CONFIGURE)?;
+    let before = state.store.department(id).await?;
+    let Some(saved) = state.store.update_department(id, &d).await? else {
+        return Err(not_found("department", &id.to_string()));
+    };
+    state
+        .audit(AuditEvent::new(who.username(), "department.update", "department").id(id.to_string()).before(json!(before)).after(json!(saved)))
+        .await;
+    Ok(Json(json!(saved)))
+}
+
+pub async fn delete_department(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
+    who.require(&CONFIGURE)?;
+    if !state.store.delete_department(id).await? {
+        return Err(not_found("department", &id.to_string()));
+    }
+    state.audit(AuditEvent::new(who.username(), "department.delete", "department").id(id.to_string())).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -246,6 +291,14 @@ pub async fn export_objects(State(state): State<AppState>, who: Principal, ApiQu
 pub async fn catalog(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Value>> {
     scope(&state, &who).await?;
     let items = state.store.catalog_current().await?;
+    let total = items.len() as i64;
+    Ok(page(items, total))
+}
+
+/// Drafts not yet published (new items and pending changes), for the administrators who edit them.
+pub async fn catalog_drafts(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Value>> {
+    who.require(&CONFIGURE)?;
+    let items = state.store.catalog_drafts().await?;
     let total = items.len() as i64;
     Ok(page(items, total))
 }

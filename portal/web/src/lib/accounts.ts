@@ -21,12 +21,13 @@ export const ROLES: readonly Role[] = [
 export const DEPARTMENT_ROLES: readonly Role[] = ['handler', 'leader']
 
 /**
- * Whether these roles may read the registers (departments, regions): the roles with a view of
- * business data (portal/src/access.rs `scope`). The security and audit administrators have none,
- * so their pages must not ask (a 403 would only fill the console).
+ * Whether these roles may read the organisation (departments, regions): the roles with a view of
+ * business data, and the security administrator who assigns accounts to departments
+ * (portal/src/routes/registers.rs `may_read_organisation`). The audit administrator has none, so
+ * their pages must not ask (a 403 would only fill the console).
  */
 export function readsRegisters(roles: readonly string[]): boolean {
-  const viewers: readonly Role[] = ['system_admin', 'monitor', 'reviewer', 'resupervision', 'handler', 'leader']
+  const viewers: readonly Role[] = ['system_admin', 'security_admin', 'monitor', 'reviewer', 'resupervision', 'handler', 'leader']
   return roles.some((r) => (viewers as readonly string[]).includes(r))
 }
 
