@@ -234,3 +234,86 @@ async fn only_the_audit_administrator_reads_the_trail() -> Result<()> {
     assert_eq!(s, StatusCode::FORBIDDEN);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_person_lists_only_their_own_tokens_in_force_without_secrets() -> Result<()> {
+    let app = App::spawn().await?;
+    app.user("alice", &[Role::Handler]).await?;
+    app.user("bob", &[Role::Monitor]).await?;
+    let session = |name: &'static str| {
+        let app = &app;
+        async move {
+            let (_, _, b) = app.login(name, "Demo@2026").await?;
+            anyhow::Ok(b["token"].as_str().unwrap().to_owned())
+        }
+    };
+    let (alice, bob) = (session("alice").await?, session("bob").await?);
+    let create = |who: String, name: &'static str| {
+        let app = &app;
+        async move {
+            let (s, _, t) = app
+                .call(Method::POST, "/api/v1/auth/tokens", Some(json!({"name": name})), Some(&who), None, None)
+                .await?;
+            assert_eq!(s, StatusCode::CREATED, "{t}");
+            anyhow::Ok(t)
+        }
+    };
+    let first = create(alice.clone(), "报表对接").await?;
+    let second = create(alice.clone(), "脚本").await?;
+    create(bob.clone(), "bob 的令牌").await?;
+
+    // Without a login: 401.
+    let (s, _, _) = app.call(Method::GET, "/api/v1/auth/tokens", None, None, None, None).await?;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let list = |who: String| {
+        let app = &app;
+        async move {
+            let (s, _, v) = app.call(Method::GET, "/api/v1/auth/tokens", None, Some(&who), None, None).await?;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            anyhow::Ok(v)
+        }
+    };
+    let v = list(alice.clone()).await?;
+    assert_eq!(v["total"], 2);
+    let items = v["items"].as_array().unwrap();
+    // Newest first; never the secret nor its digest.
+    assert_eq!(items.iter().map(|i| i["name"].as_str().unwrap()).collect::<Vec<_>>(), ["脚本", "报表对接"]);
+    assert_eq!(items[0]["id"], second["id"]);
+    for i in items {
+        let keys: Vec<&str> = i.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 4, "{i}");
+        for k in ["id", "name", "created_at", "last_used"] {
+            assert!(keys.contains(&k), "{k} missing in {i}");
+        }
+        assert!(i["created_at"].as_str().is_some());
+        assert!(i["last_used"].is_null(), "not used yet: {i}");
+    }
+    let text = v.to_string();
+    for secret in [first["token"].as_str().unwrap(), second["token"].as_str().unwrap(), "ost_"] {
+        assert!(!text.contains(secret), "the list shows a secret: {text}");
+    }
+
+    // Using a token records when.
+    let (s, _, _) = app.call(Method::GET, "/api/v1/auth/me", None, first["token"].as_str(), None, None).await?;
+    assert_eq!(s, StatusCode::OK);
+    let v = list(alice.clone()).await?;
+    let used = v["items"].as_array().unwrap().iter().find(|i| i["id"] == first["id"]).unwrap().clone();
+    assert!(used["last_used"].as_str().is_some(), "{used}");
+
+    // Bob sees his own only, and cannot revoke Alice's.
+    let v = list(bob.clone()).await?;
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["items"][0]["name"], "bob 的令牌");
+    let path = format!("/api/v1/auth/tokens/{}", first["id"]);
+    let (s, _, _) = app.call(Method::DELETE, &path, None, Some(&bob), None, None).await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A revoked token leaves the list.
+    let (s, _, _) = app.call(Method::DELETE, &path, None, Some(&alice), None, None).await?;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let v = list(alice).await?;
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["items"][0]["id"], second["id"]);
+    Ok(())
+}

@@ -235,3 +235,79 @@ async fn bad_periods_are_400_with_both_languages() -> Result<()> {
     assert_eq!(v["error"]["code"], "invalid");
     Ok(())
 }
+
+/// The workbook's first sheet as rows of cells.
+fn sheet_rows(bytes: &[u8]) -> Result<(Vec<String>, Vec<Vec<calamine::Data>>)> {
+    use calamine::{open_workbook_from_rs, Reader, Xlsx};
+    let mut wb: Xlsx<_> = open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec()))?;
+    let names = wb.sheet_names().to_vec();
+    let range = wb.worksheet_range(&names[0])?;
+    Ok((names, range.rows().map(<[calamine::Data]>::to_vec).collect()))
+}
+
+#[tokio::test]
+async fn the_xlsx_export_holds_the_json_figures_under_chinese_headers() -> Result<()> {
+    use calamine::Data;
+    let app = app().await?;
+    let june = "?from=2026-06-01&to=2026-06-30";
+    let export = |user: &'static str, q: &'static str| {
+        let app = &app;
+        async move {
+            let c = common::client(&app.db.store, user).await?;
+            anyhow::Ok(c.get(format!("{}{PATH}/export{q}", app.base)).send().await?)
+        }
+    };
+    let r = export("resup", june).await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet");
+    let disposition = r.headers()["content-disposition"].to_str()?.to_owned();
+    assert!(disposition.contains("department-metrics-20260601-20260630.xlsx"), "{disposition}");
+    let bytes = r.bytes().await?;
+    let (_, json) = app.get("resup", june).await?;
+
+    let (sheets, rows) = sheet_rows(&bytes)?;
+    assert_eq!(sheets, ["部门履职统计", "统计说明"]);
+    let header: Vec<String> = rows[0].iter().map(|c| c.to_string()).collect();
+    let wanted =
+        ["部门名称", "任务数", "按时签收率", "按时办结率", "当前在办超期数", "平均办理时长（分钟）", "回访满意率"];
+    for h in wanted {
+        assert!(header.iter().any(|x| x == h), "no column {h} in {header:?}");
+    }
+    let columns = offsite_portal::routes::dept_metrics::EXPORT_COLUMNS;
+    assert_eq!(header, columns.iter().map(|c| c.1).collect::<Vec<_>>());
+    let items = json["items"].as_array().unwrap();
+    assert_eq!(rows.len(), items.len() + 1, "a row per department");
+    for (row, item) in rows[1..].iter().zip(items) {
+        for ((key, title, _), cell) in columns.iter().zip(row) {
+            let want = &item[*key];
+            match (want, cell) {
+                (Value::Null, Data::Empty) => {}
+                (Value::String(s), Data::String(got)) => assert_eq!(got, s, "{title}"),
+                (Value::Number(n), Data::Float(got)) => assert_eq!(*got, n.as_f64().unwrap(), "{title}"),
+                (Value::Number(n), Data::Int(got)) => assert_eq!(*got as f64, n.as_f64().unwrap(), "{title}"),
+                other => panic!("{title} ({key}): JSON and cell differ: {other:?}"),
+            }
+        }
+    }
+    // A few figures by hand: the city closed on time (100%); the idle department has empty rates.
+    let col = |h: &str| header.iter().position(|x| x == h).unwrap();
+    let city = rows.iter().find(|r| r[col("部门ID")] == Data::Float(app.city as f64)).expect("the city's row");
+    assert_eq!(city[col("按时办结率")], Data::Float(1.0));
+    assert_eq!(city[col("平均签收时长（分钟）")], Data::Float(10.0));
+    let idle = rows.iter().find(|r| r[col("部门编码")] == Data::String("d-idle".into())).expect("the idle row");
+    assert_eq!(idle[col("按时签收率")], Data::Empty);
+    assert_eq!(idle[col("任务数")], Data::Float(0.0));
+
+    // Same rights as the JSON: a leader's subtree only; nothing for the security administrator.
+    let bytes = export("lead_district", june).await?.bytes().await?;
+    let (_, rows) = sheet_rows(&bytes)?;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1][col("部门ID")], Data::Float(app.district as f64));
+    assert_eq!(export("secadmin", june).await?.status(), StatusCode::FORBIDDEN);
+    // Same period rules.
+    let bad = export("resup", "?from=2026-06-30&to=2026-06-01").await?;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let e: Value = bad.json().await?;
+    assert!(e["error"]["message_zh"].as_str().is_some(), "{e}");
+    Ok(())
+}

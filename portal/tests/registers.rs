@@ -212,3 +212,81 @@ async fn device_metadata_import_and_export() -> Result<()> {
     assert!(x.starts_with(b"PK"));
     Ok(())
 }
+
+#[tokio::test]
+async fn the_public_catalog_shows_published_items_only_without_internal_fields() -> Result<()> {
+    let app = app().await?;
+    let sys = app.client("sys").await?;
+    let fields = |measures: &str| {
+        json!({"department": "住建局", "main_item": "建筑施工扬尘监管", "sub_item": "PM10 在线监测", "method": "非现场监管",
+               "measures": measures, "object_type": "建筑工地", "legal_basis": "《大气污染防治法》", "level": "市级"})
+    };
+    // ITEM-PUB: version 1 published, then a version 2 draft; ITEM-DRAFT: only ever a draft.
+    sys.put(app.url("/api/v1/catalog/ITEM-PUB/draft")).json(&fields("在线监测")).send().await?.error_for_status()?;
+    sys.post(app.url("/api/v1/catalog/ITEM-PUB/publish")).send().await?.error_for_status()?;
+    sys.put(app.url("/api/v1/catalog/ITEM-PUB/draft"))
+        .json(&fields("尚未发布的草稿措施"))
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut secret = fields("只在草稿里的措施");
+    secret["main_item"] = json!("未发布事项");
+    sys.put(app.url("/api/v1/catalog/ITEM-DRAFT/draft")).json(&secret).send().await?.error_for_status()?;
+
+    // No login at all.
+    let anon = reqwest::Client::new();
+    let calls = std::cell::Cell::new(0_i64);
+    let get = |q: &str| {
+        calls.set(calls.get() + 1);
+        anon.get(app.url(&format!("/api/public/v1/catalog{q}"))).send()
+    };
+    let r = get("").await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=60");
+    let all: Value = r.json().await?;
+    let items = all["items"].as_array().unwrap();
+    let codes: Vec<&str> = items.iter().map(|i| i["code"].as_str().unwrap()).collect();
+    assert!(codes.contains(&"ITEM-PUB"), "{all}");
+    assert!(!codes.contains(&"ITEM-DRAFT"), "a draft is public: {all}");
+    let text = all.to_string();
+    assert!(!text.contains("草稿") && !text.contains("未发布事项"), "draft content is public: {text}");
+    let item = items.iter().find(|i| i["code"] == "ITEM-PUB").unwrap();
+    assert_eq!(item["version"], 1);
+    assert_eq!(item["measures"], "在线监测");
+    assert_eq!(item["legal_basis"], "《大气污染防治法》");
+    assert!(item["published_date"].as_str().is_some_and(|d| d.len() == 10), "{item}");
+    // Nothing about who wrote or published what, nor the workflow's state.
+    let public = "code version department main_item sub_item method measures object_type legal_basis process result \
+                  level published_date";
+    for i in items {
+        for k in i.as_object().unwrap().keys() {
+            assert!(public.split_whitespace().any(|p| p == k), "internal field {k} is public: {i}");
+        }
+    }
+    assert!(item.get("created_by").is_none() && item.get("published_by").is_none() && item.get("status").is_none());
+
+    // Search (every word, any case) and pages.
+    let found: Value = get("?q=pm10%20ITEM-pub").await?.json().await?;
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["items"][0]["code"], "ITEM-PUB");
+    let none: Value = get("?q=%E6%9C%AA%E5%8F%91%E5%B8%83").await?.json().await?; // 未发布
+    assert_eq!(none["total"], 0, "{none}");
+    let page: Value = get("?limit=1&offset=1").await?.json().await?;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["total"], all["total"]);
+    assert!(all["total"].as_i64().unwrap() >= 2, "the demo catalog and ITEM-PUB: {all}");
+
+    // Rate-limited per address like the other public endpoints.
+    let limit = offsite_portal::routes::public_catalog::CATALOG_LIMIT.max;
+    loop {
+        let r = get("?limit=1").await?;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().contains_key("retry-after"));
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(calls.get() <= limit, "still answering after {} calls", calls.get());
+    }
+    assert_eq!(calls.get(), limit + 1);
+    Ok(())
+}

@@ -168,6 +168,15 @@ pub struct NewUser {
 }
 
 /// An authenticated session.
+/// A personal API token as its owner sees it in a list: never the secret nor its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ApiTokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Session {
     pub user: UserRecord,
@@ -463,6 +472,17 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok((id, token))
+    }
+
+    /// The user's tokens still in force (revoked ones are gone for good), newest first.
+    pub async fn list_api_tokens(&self, user_id: i64) -> Result<Vec<ApiTokenInfo>> {
+        Ok(sqlx::query_as(
+            "SELECT id, name, created_at, last_used FROM api_tokens \
+             WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id DESC",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn revoke_api_token(&self, user_id: i64, id: i64) -> Result<bool> {

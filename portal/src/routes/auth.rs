@@ -150,6 +150,13 @@ pub async fn create_token(State(state): State<AppState>, p: Principal, ApiJson(b
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": name, "token": token }))))
 }
 
+/// The caller's own tokens in force: name and dates only, the secret was shown once at creation.
+pub async fn list_tokens(State(state): State<AppState>, p: Principal) -> ApiResult<Json<serde_json::Value>> {
+    let items = state.store.list_api_tokens(p.user_id()).await?;
+    let total = items.len();
+    Ok(Json(json!({ "items": items, "total": total })))
+}
+
 pub async fn revoke_token(State(state): State<AppState>, p: Principal, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
     if state.store.revoke_api_token(p.user_id(), id).await? {
         state.audit(AuditEvent::new(p.username(), "token.revoke", "api_token").id(id.to_string())).await;

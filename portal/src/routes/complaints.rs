@@ -188,7 +188,7 @@ fn client(ip: Option<String>) -> String {
 }
 
 /// Counts a request against a public bucket; `Some(429)` when over the limit.
-async fn rate(state: &AppState, bucket: &str, ip: &str, limit: RateLimit) -> ApiResult<Option<Response>> {
+pub(crate) async fn rate(state: &AppState, bucket: &str, ip: &str, limit: RateLimit) -> ApiResult<Option<Response>> {
     Ok(state.store.rate_hit(bucket, ip, limit).await?.map(throttled))
 }
 

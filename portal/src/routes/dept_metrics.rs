@@ -7,6 +7,8 @@
 //! own department. The security and audit administrators see no business data (403).
 
 use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use offsite_store::auth::Role;
@@ -144,17 +146,152 @@ async fn departments(state: &AppState, who: &Principal) -> ApiResult<DepartmentS
     Err(forbidden())
 }
 
+/// The figures the caller may read for the period asked for, judged now.
+async fn figures(state: &AppState, who: &Principal, p: &Params) -> ApiResult<Figures> {
+    let set = departments(state, who).await?;
+    let now = Utc::now();
+    let period = period(p, now)?;
+    let items = state.store.department_figures(&set, period, now).await?;
+    Ok(Figures { items, from: period.from(), to: period.to(), as_of: now })
+}
+
 pub async fn departments_figures(
     State(state): State<AppState>,
     who: Principal,
     ApiQuery(p): ApiQuery<Params>,
 ) -> ApiResult<Json<Figures>> {
-    let set = departments(&state, &who).await?;
-    let now = Utc::now();
-    let period = period(&p, now)?;
-    let items = state.store.department_figures(&set, period, now).await?;
-    Ok(Json(Figures { items, from: period.from(), to: period.to(), as_of: now }))
+    Ok(Json(figures(&state, &who, &p).await?))
 }
+
+/// How a column's value is written in the spreadsheet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    Text,
+    Count,
+    /// A fraction shown as a percentage (the cell holds the fraction itself).
+    Rate,
+    Minutes,
+}
+
+/// The export's columns: the JSON field each one shows and its Chinese header, in the order of
+/// the spreadsheet. Every field of [`DepartmentFigures`] is here (a test checks it).
+pub const EXPORT_COLUMNS: &[(&str, &str, ColumnKind)] = &[
+    ("department_code", "部门编码", ColumnKind::Text),
+    ("department_name", "部门名称", ColumnKind::Text),
+    ("department_id", "部门ID", ColumnKind::Count),
+    ("tasks", "任务数", ColumnKind::Count),
+    ("received", "接收数", ColumnKind::Count),
+    ("returns", "退回次数", ColumnKind::Count),
+    ("return_rate", "退回率", ColumnKind::Rate),
+    ("signed", "签收数", ColumnKind::Count),
+    ("signed_on_time", "按时签收数", ColumnKind::Count),
+    ("on_time_sign_rate", "按时签收率", ColumnKind::Rate),
+    ("closed", "办结数", ColumnKind::Count),
+    ("closed_on_time", "按时办结数", ColumnKind::Count),
+    ("on_time_completion_rate", "按时办结率", ColumnKind::Rate),
+    ("sign_overdue", "签收超期数", ColumnKind::Count),
+    ("handle_overdue", "办理超期数", ColumnKind::Count),
+    ("open_overdue_now", "当前在办超期数", ColumnKind::Count),
+    ("mean_sign_minutes", "平均签收时长（分钟）", ColumnKind::Minutes),
+    ("mean_close_minutes", "平均办理时长（分钟）", ColumnKind::Minutes),
+    ("reviewed", "已审核数", ColumnKind::Count),
+    ("redone", "返工数", ColumnKind::Count),
+    ("redo_rate", "返工率", ColumnKind::Rate),
+    ("extended", "延期任务数", ColumnKind::Count),
+    ("extension_rate", "延期率", ColumnKind::Rate),
+    ("warnings_received", "派至预警数", ColumnKind::Count),
+    ("warnings_false_positive", "误报预警数", ColumnKind::Count),
+    ("false_positive_rate", "误报率", ColumnKind::Rate),
+    ("callbacks", "回访数", ColumnKind::Count),
+    ("callbacks_satisfied", "回访满意数", ColumnKind::Count),
+    ("callback_satisfaction", "回访满意率", ColumnKind::Rate),
+];
+
+/// The first sheet's name; the second one says which period and moment the figures are for.
+pub const EXPORT_SHEET: &str = "部门履职统计";
+pub const EXPORT_NOTES_SHEET: &str = "统计说明";
+
+fn shanghai(t: &DateTime<Utc>) -> String {
+    t.with_timezone(&china()).format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// The figures as an XLSX workbook: one row per department under Chinese headers (a missing rate
+/// or mean is an empty cell), and a sheet naming the period and the moment of judgement.
+fn figures_xlsx(f: &Figures) -> anyhow::Result<Vec<u8>> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let header = Format::new().set_bold();
+    let percent = Format::new().set_num_format("0.0%");
+    let minutes = Format::new().set_num_format("0.0");
+    let mut wb = Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.set_name(EXPORT_SHEET)?;
+    for (c, (_, title, _)) in EXPORT_COLUMNS.iter().enumerate() {
+        ws.write_string_with_format(0, c as u16, *title, &header)?;
+        ws.set_column_width(c as u16, if c < 2 { 18 } else { 12 })?;
+    }
+    ws.set_freeze_panes(1, 2)?;
+    for (r, item) in f.items.iter().enumerate() {
+        let row = r as u32 + 1;
+        let v = serde_json::to_value(item)?;
+        for (c, (key, _, kind)) in EXPORT_COLUMNS.iter().enumerate() {
+            let col = c as u16;
+            match (kind, &v[*key]) {
+                (_, serde_json::Value::Null) => {}
+                (ColumnKind::Text, x) => {
+                    ws.write_string(row, col, x.as_str().unwrap_or_default())?;
+                }
+                (ColumnKind::Count, x) => {
+                    ws.write_number(row, col, x.as_f64().unwrap_or_default())?;
+                }
+                (ColumnKind::Rate, x) => {
+                    ws.write_number_with_format(row, col, x.as_f64().unwrap_or_default(), &percent)?;
+                }
+                (ColumnKind::Minutes, x) => {
+                    ws.write_number_with_format(row, col, x.as_f64().unwrap_or_default(), &minutes)?;
+                }
+            }
+        }
+    }
+    let notes = wb.add_worksheet();
+    notes.set_name(EXPORT_NOTES_SHEET)?;
+    notes.set_column_width(0, 16)?;
+    notes.set_column_width(1, 60)?;
+    let lines = [
+        ("统计开始（含）", shanghai(&f.from)),
+        ("统计结束（不含）", shanghai(&f.to)),
+        ("超期判定时刻", shanghai(&f.as_of)),
+        ("时区", "Asia/Shanghai（北京时间）".to_owned()),
+        ("口径", "统计期间内派发、现由该部门主办的任务（不含待重新派发的退回任务）；分母为 0 的比率留空".to_owned()),
+    ];
+    for (r, (k, v)) in lines.iter().enumerate() {
+        notes.write_string_with_format(r as u32, 0, *k, &header)?;
+        notes.write_string(r as u32, 1, v)?;
+    }
+    Ok(wb.save_to_buffer()?)
+}
+
+/// `GET /api/v1/metrics/departments/export`: the same figures as XLSX, same parameters and rights.
+pub async fn export_figures(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiQuery(p): ApiQuery<Params>,
+) -> ApiResult<Response> {
+    let f = figures(&state, &who, &p).await?;
+    let bytes = figures_xlsx(&f)?;
+    let day = |t: &DateTime<Utc>| t.with_timezone(&china()).format("%Y%m%d").to_string();
+    // Named by the first and last day held (`to` itself is excluded).
+    let last = f.to - Duration::seconds(1);
+    let name = format!("department-metrics-{}-{}.xlsx", day(&f.from), day(&last));
+    let mut resp = bytes.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(XLSX_TYPE));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+const XLSX_TYPE: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
 #[cfg(test)]
 mod tests {
@@ -166,6 +303,47 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         crate::time::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_export_has_one_column_per_figure() {
+        let figures = DepartmentFigures {
+            department_id: 1,
+            department_code: "c".into(),
+            department_name: "n".into(),
+            tasks: 0,
+            received: 0,
+            returns: 0,
+            return_rate: None,
+            signed: 0,
+            signed_on_time: 0,
+            on_time_sign_rate: None,
+            closed: 0,
+            closed_on_time: 0,
+            on_time_completion_rate: None,
+            sign_overdue: 0,
+            handle_overdue: 0,
+            open_overdue_now: 0,
+            mean_sign_minutes: None,
+            mean_close_minutes: None,
+            reviewed: 0,
+            redone: 0,
+            redo_rate: None,
+            extended: 0,
+            extension_rate: None,
+            warnings_received: 0,
+            warnings_false_positive: 0,
+            false_positive_rate: None,
+            callbacks: 0,
+            callbacks_satisfied: 0,
+            callback_satisfaction: None,
+        };
+        let v = serde_json::to_value(&figures).unwrap();
+        let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut columns: Vec<&str> = EXPORT_COLUMNS.iter().map(|c| c.0).collect();
+        fields.sort_unstable();
+        columns.sort_unstable();
+        assert_eq!(columns, fields);
     }
 
     #[test]

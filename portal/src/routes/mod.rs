@@ -8,6 +8,7 @@ pub mod devices;
 pub mod health;
 pub mod metrics;
 pub mod notifications;
+pub mod public_catalog;
 pub mod registers;
 pub mod rules;
 pub mod series;

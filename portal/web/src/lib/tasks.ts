@@ -1,3 +1,5 @@
+import type { TaskAttachment } from './attachments'
+
 export interface Task {
   id: number
   task_no: string
@@ -29,6 +31,7 @@ export interface TaskEvent {
 
 export interface TaskDetail extends Task {
   events: TaskEvent[]
+  attachments: TaskAttachment[]
 }
 
 export const TASK_STATES = ['dispatched', 'signed', 'in_progress', 'feedback', 'returned', 'closed', 'archived'] as const
