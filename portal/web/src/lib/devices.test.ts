@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
+  byMetricInterest,
   chartSeries,
   credentialFiles,
   filterDevices,
@@ -135,5 +136,16 @@ describe('Shanghai wall times', () => {
   })
   it('writes them back', () => {
     expect(msToShanghai(Date.parse('2026-05-01T16:30:05Z'))).toBe('2026-05-02 00:30:05')
+  })
+})
+
+describe('metric order', () => {
+  it('puts sensor metrics before the agent health ones', () => {
+    expect(['agent.dropped', 'pm10', 'agent.queue_depth', 'noise'].sort(byMetricInterest)).toEqual([
+      'noise',
+      'pm10',
+      'agent.dropped',
+      'agent.queue_depth',
+    ])
   })
 })

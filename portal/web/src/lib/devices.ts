@@ -101,6 +101,12 @@ export function metricLabel(def: MetricDef | undefined, key: string, locale: str
   return locale === 'en' ? `${name} (${def.unit})` : `${name}（${def.unit}）`
 }
 
+/** Sensor metrics first, the edge agent's own health metrics (`agent.*`) after them, each by key. */
+export function byMetricInterest(a: string, b: string): number {
+  const rank = (k: string) => (k.startsWith('agent.') ? 1 : 0)
+  return rank(a) - rank(b) || a.localeCompare(b)
+}
+
 /** A value for reading: at most 3 decimals, no trailing zeros. */
 export function formatValue(v: number | null | undefined): string {
   if (v === null || v === undefined || !Number.isFinite(v)) return '—'
