@@ -115,6 +115,12 @@ impl Pki {
         Ok(pki)
     }
 
+    /// Whether `dir` holds a CA already: a process that only signs for the broker (the portal)
+    /// must use the broker's CA, never start a new one.
+    pub fn has_ca(dir: &Path) -> bool {
+        dir.join(CA_CERT).exists() && dir.join(CA_KEY).exists()
+    }
+
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
     }

@@ -13,6 +13,7 @@ mod device_cmd;
 mod edge_cmd;
 mod internal_mqtt;
 mod nab_cmd;
+mod provisioner;
 mod startup;
 mod telemetry;
 mod tiers;

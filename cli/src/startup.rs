@@ -203,7 +203,8 @@ impl AllInOne {
             .with_live(live.clone())
             .with_audit(audit.clone())
             .with_secret_key(complaints_key)
-            .with_files(crate::tiers::file_store(cfg)?);
+            .with_files(crate::tiers::file_store(cfg)?)
+            .with_provisioner(std::sync::Arc::new(crate::provisioner::PkiProvisioner(pki.clone())));
         let portal = tokio::spawn(offsite_portal::serve(listener, state, async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));

@@ -111,6 +111,10 @@ pub async fn portal(cfg: Config) -> Result<()> {
             .with_audit(audit.clone())
             .with_secret_key(complaints_key)
             .with_files(file_store(&cfg)?);
+        let state = match crate::provisioner::for_portal(&cfg) {
+            Some(p) => state.with_provisioner(p),
+            None => state,
+        };
         let served = offsite_portal::serve(listener, state, shutdown_signal()).await;
         let _ = stop.send(true);
         if let Some(s) = scheduler {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod live;
 pub mod openapi;
+pub mod provision;
 pub mod routes;
 pub mod time;
 pub mod web;
@@ -80,6 +81,8 @@ pub struct AppState {
     /// system's temporary directory, fine for tests only; real use configures
     /// [`AppState::with_files`] (the CLI: `<data_dir>/files`).
     files: Arc<dyn offsite_store::files::FileStore>,
+    /// Signs device credentials; `None` where this process has no access to the device CA.
+    provisioner: Option<Arc<dyn provision::DeviceProvisioner>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -101,6 +104,7 @@ impl AppState {
             files: Arc::new(offsite_store::files::LocalDirStore::new(
                 std::env::temp_dir().join(format!("offsite-files-{}", std::process::id())),
             )),
+            provisioner: None,
         }
     }
 
@@ -112,6 +116,16 @@ impl AppState {
 
     pub fn files(&self) -> &Arc<dyn offsite_store::files::FileStore> {
         &self.files
+    }
+
+    /// Lets administrators register devices and rotate their credentials through the API.
+    pub fn with_provisioner(mut self, provisioner: Arc<dyn provision::DeviceProvisioner>) -> Self {
+        self.provisioner = Some(provisioner);
+        self
+    }
+
+    pub fn provisioner(&self) -> Option<&Arc<dyn provision::DeviceProvisioner>> {
+        self.provisioner.as_ref()
     }
 
     /// The key (32 bytes, AES-256-GCM) that encrypts complainants' contact details at rest; the CLI
@@ -231,10 +245,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/catalog/{code}/history", get(routes::registers::catalog_history))
         .route("/api/v1/catalog/{code}/draft", axum::routing::put(routes::registers::catalog_draft))
         .route("/api/v1/catalog/{code}/publish", post(routes::registers::catalog_publish))
-        .route("/api/v1/devices", get(routes::devices::list))
+        .route("/api/v1/devices", get(routes::devices::list).post(routes::device_registry::register))
         .route("/api/v1/devices/export", get(routes::device_registry::export))
         .route("/api/v1/devices/import", post(routes::device_registry::import))
         .route("/api/v1/devices/{id}", get(routes::devices::get))
+        .route("/api/v1/devices/{id}/latest", get(routes::devices::latest))
+        .route("/api/v1/devices/{id}/rotate", post(routes::device_registry::rotate))
+        .route("/api/v1/devices/{id}/revoke", post(routes::device_registry::revoke))
         .route(
             "/api/v1/devices/{id}/metadata",
             get(routes::device_registry::get_metadata).put(routes::device_registry::put_metadata),

@@ -41,7 +41,7 @@ pub use registers::{
     RegionLevel, RegionNode, RowError, SeedReport,
 };
 pub use rules::{Condition, Level, NewRule, Rule, Scope, RULES_CHANNEL};
-pub use samples::{MetricDef, Partitioning, SampleRow, SeriesPoint, WriteOutcome};
+pub use samples::{LatestValue, MetricDef, Partitioning, SampleRow, SeriesPoint, WriteOutcome};
 pub use warnings::{
     MaintenanceRecord, NewMaintenance, NewSilence, NewWarning, SilenceRecord, Upserted, WarningChange, WarningFilter,
     WarningRecord, WARNINGS_CHANNEL,

@@ -44,6 +44,15 @@ pub struct WriteOutcome {
     pub duplicates: u64,
 }
 
+/// The newest value a device has sent for one metric (kept per batch in `sample_latest`).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct LatestValue {
+    pub metric: String,
+    pub ts: DateTime<Utc>,
+    pub value: f64,
+    pub quality: i16,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct MetricDef {
     pub id: i32,
@@ -195,6 +204,17 @@ impl Store {
             }
         }
         Ok(dropped)
+    }
+
+    /// Each metric's newest value for a device, by metric key: one primary-key range scan.
+    pub async fn device_latest(&self, device_key: i32) -> Result<Vec<LatestValue>> {
+        Ok(sqlx::query_as(
+            "SELECT m.key AS metric, l.ts, l.value, l.quality FROM sample_latest l \
+             JOIN metrics m ON m.id = l.metric_id WHERE l.device_key = $1 ORDER BY m.key",
+        )
+        .bind(device_key)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn metrics(&self) -> Result<Vec<MetricDef>> {

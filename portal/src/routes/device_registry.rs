@@ -1,10 +1,12 @@
 //! Device metadata and its bulk import/export (CSV or XLSX): where a device is, when it was
 //! installed, its model and expected metrics, its object and class. Devices themselves are
-//! provisioned with their credentials (`offsite device add`); the import updates what describes them.
+//! provisioned with their credentials (`offsite device add`, or `POST /api/v1/devices` where the
+//! process holds the device CA); the import updates what describes them.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use offsite_store::{AuditEvent, DeviceMetadata, RowError};
@@ -180,4 +182,156 @@ pub async fn import(State(state): State<AppState>, who: Principal, ApiQuery(q): 
         state.audit(AuditEvent::new(who.username(), "device.import", "device").after(json!({"updated": updated, "errors": errors.len()}))).await;
     }
     Ok(Json(json!({ "updated": updated, "errors": errors, "dry_run": q.dry_run })))
+}
+
+/// `POST /api/v1/devices` as sent; [`Registration::parse`] turns it into something to act on.
+#[derive(Debug, Deserialize)]
+pub struct RegisterBody {
+    name: String,
+    #[serde(default)]
+    object_id: Option<String>,
+    #[serde(default)]
+    class: Option<String>,
+}
+
+/// A device to register: a display name of 1 to 200 characters, and optionally the regulated object
+/// it belongs to and its class (what class-scoped rules match).
+#[derive(Debug, PartialEq)]
+struct Registration {
+    name: String,
+    object_id: Option<String>,
+    class: Option<String>,
+}
+
+impl Registration {
+    fn parse(b: RegisterBody) -> ApiResult<Self> {
+        let name = b.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ApiError::bad_request("name: 1 to 200 characters", "name：设备名称须为 1 至 200 个字符"));
+        }
+        let present = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let object_id = present(b.object_id);
+        if let Some(o) = &object_id {
+            if o.len() > 64 || !o.bytes().all(|c| c.is_ascii_alphanumeric() || b"_-".contains(&c)) {
+                return Err(ApiError::bad_request(
+                    "object_id: 1-64 characters of A-Z a-z 0-9 _ -",
+                    "object_id：监管对象编号须为 1 至 64 个字母、数字、_ 或 -",
+                ));
+            }
+        }
+        let class = present(b.class);
+        if let Some(c) = &class {
+            if c.len() > 64 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+                return Err(ApiError::bad_request(
+                    "class: 1-64 characters of A-Z a-z 0-9 _ . -",
+                    "class：设备类别须为 1 至 64 个字母、数字或 _ . -",
+                ));
+            }
+        }
+        Ok(Self { name, object_id, class })
+    }
+}
+
+fn no_provisioner() -> ApiError {
+    ApiError::unavailable(
+        "this portal cannot issue device credentials: it has no access to the device certificate authority (run the all-in-one, or `offsite portal` on the broker's data directory, or use `offsite device add`)",
+        "本门户无法签发设备凭据：无法访问设备证书颁发机构（请使用一体化部署，或在与消息代理相同的数据目录上运行 offsite portal，或使用 offsite device add 命令）",
+    )
+}
+
+/// Credentials leave the server once; nothing between it and the browser may keep a copy.
+fn credentials_response(status: StatusCode, creds: &offsite_wire::DeviceCredentials) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(json!(creds))).into_response()
+}
+
+/// Registers a device and answers its credentials (token, certificate, key, CA) — the only time
+/// they are shown; the registry keeps the token's digest only.
+pub async fn register(State(state): State<AppState>, who: Principal, ApiJson(body): ApiJson<RegisterBody>) -> ApiResult<Response> {
+    who.require(&CONFIGURE)?;
+    let r = Registration::parse(body)?;
+    let provisioner = state.provisioner().cloned().ok_or_else(no_provisioner)?;
+    if let Some(o) = &r.object_id {
+        if state.store.object(o).await?.is_none() {
+            return Err(ApiError::bad_request(format!("object_id: no object {o}"), format!("object_id：监管对象 {o} 不存在")));
+        }
+    }
+    let (record, creds) = provisioner.provision(&state.store, &r.name, r.object_id.clone()).await?;
+    if r.class.is_some() {
+        state.store.set_device_class(&creds.device_id, r.class.as_deref()).await?;
+    }
+    state
+        .audit(
+            AuditEvent::new(who.username(), "device.provision", "device")
+                .id(record.id.clone())
+                .after(json!({"name": record.name, "object_id": record.object_id, "class": r.class})),
+        )
+        .await;
+    Ok(credentials_response(StatusCode::CREATED, &creds))
+}
+
+/// New token and certificate for a device; the old token stops working at its next connection.
+pub async fn rotate(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
+    who.require(&CONFIGURE)?;
+    let id = parse_device_id(&id)?;
+    let device = visible_device(&state, &who, &id).await?;
+    let provisioner = state.provisioner().cloned().ok_or_else(no_provisioner)?;
+    if device.revoked_at.is_some() {
+        return Err(revoked(&id));
+    }
+    // `None` only if it was revoked between the two reads.
+    let creds = provisioner.rotate(&state.store, &id).await?.ok_or_else(|| revoked(&id))?;
+    state.audit(AuditEvent::new(who.username(), "device.rotate", "device").id(id.to_string())).await;
+    Ok(credentials_response(StatusCode::OK, &creds))
+}
+
+/// Refuses the device from its next connection attempt on (and its data). Revoking a revoked
+/// device changes nothing and records nothing.
+pub async fn revoke(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<super::devices::DeviceView>> {
+    who.require(&CONFIGURE)?;
+    let id = parse_device_id(&id)?;
+    let before = visible_device(&state, &who, &id).await?;
+    if before.revoked_at.is_none() {
+        state.store.revoke_device(&id).await?;
+        state.audit(AuditEvent::new(who.username(), "device.revoke", "device").id(id.to_string())).await;
+    }
+    Ok(Json(visible_device(&state, &who, &id).await?.into()))
+}
+
+fn revoked(id: &DeviceId) -> ApiError {
+    ApiError::conflict(
+        format!("device {id} is revoked; register a new device instead"),
+        format!("设备 {id} 已吊销，请重新登记新设备"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(name: &str, object_id: Option<&str>, class: Option<&str>) -> RegisterBody {
+        RegisterBody { name: name.into(), object_id: object_id.map(Into::into), class: class.map(Into::into) }
+    }
+
+    #[test]
+    fn registrations_are_trimmed_and_checked() {
+        let r = Registration::parse(body("  扬尘监测仪 3号 ", Some(" site-1 "), Some(""))).unwrap();
+        assert_eq!(r, Registration { name: "扬尘监测仪 3号".into(), object_id: Some("site-1".into()), class: None });
+        // 200 Chinese characters are 600 bytes and still allowed: the limit is in characters.
+        assert!(Registration::parse(body(&"仪".repeat(200), None, None)).is_ok());
+        for bad in [
+            body("   ", None, None),
+            body(&"仪".repeat(201), None, None),
+            body("ok", Some("site 1"), None),
+            body("ok", Some(&"a".repeat(65)), None),
+            body("ok", None, Some("dust monitor")),
+        ] {
+            let e = Registration::parse(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(!e.message_zh.is_empty());
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! `GET /api/v1/devices`, `GET /api/v1/devices/{id}` and `GET /api/v1/metrics` (the catalog).
+//! `GET /api/v1/devices`, `GET /api/v1/devices/{id}`, `GET /api/v1/devices/{id}/latest` and
+//! `GET /api/v1/metrics` (the catalog).
 
 use axum::extract::State;
 use axum::Json;
@@ -102,6 +103,31 @@ pub(crate) async fn visible_device(state: &AppState, who: &Principal, id: &Devic
         Some(d) if visible.as_ref().is_none_or(|v| v.contains(&d.key)) => Ok(d),
         _ => Err(device_not_found(id)),
     }
+}
+
+/// One metric's newest value; `quality` 0 is good (see `offsite_store::samples::quality`).
+#[derive(Debug, Serialize)]
+pub struct LatestView {
+    pub metric: String,
+    #[serde(serialize_with = "crate::time::serialize")]
+    pub ts: DateTime<Utc>,
+    pub value: f64,
+    pub quality: i16,
+}
+
+/// The newest value of every metric the device has sent: what its page charts first.
+pub async fn latest(State(state): State<AppState>, who: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Page<LatestView>>> {
+    let id = parse_device_id(&id)?;
+    let d = visible_device(&state, &who, &id).await?;
+    let items: Vec<LatestView> = state
+        .store
+        .device_latest(d.key)
+        .await?
+        .into_iter()
+        .map(|l| LatestView { metric: l.metric, ts: l.ts, value: l.value, quality: l.quality })
+        .collect();
+    let total = items.len() as i64;
+    Ok(Json(Page { items, total }))
 }
 
 pub async fn metric_catalog(State(state): State<AppState>, _who: Principal) -> ApiResult<Json<Page<MetricDef>>> {
