@@ -134,11 +134,12 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
             println!("scenario: {line}");
             if line == "READY wall" && link.is_none() {
                 // The wall is live: now the device trips the seeded orange rule "PM10 持续超标
-                // (>150 μg/m³, 20 s)" with 30 s of 180 μg/m³ (below the red 200 line, so the
-                // monitor dispatches it by hand rather than the scheduler by itself).
+                // (>150 μg/m³, 20 s)": ten seconds of a normal 60 μg/m³, then 30 s of 180 (below
+                // the red 200 line, so the monitor dispatches it by hand, not the scheduler).
                 let l = DeviceLink::connect(&creds, &Endpoint { host: "localhost".into(), port: site.tls_port }, LinkOptions::default(), None)?;
                 let now = Utc::now().timestamp_millis();
-                l.publish((0..=30).map(|i| sample(now - (30 - i) * 1000, "pm10", 180.0)).collect()).await?;
+                let samples = (0..=40).map(|i| sample(now - (40 - i) * 1000, "pm10", if i < 10 { 60.0 } else { 180.0 }));
+                l.publish(samples.collect()).await?;
                 link = Some(l);
             }
             transcript.push(line);

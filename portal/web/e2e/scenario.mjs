@@ -54,7 +54,8 @@ const browser = await chromium.launch({
 
 /** A fresh browser context (its own cookies and storage) watched for problems. */
 async function person(label, width = 1440) {
-  const context = await browser.newContext({ viewport: { width, height: 900 }, locale: 'en-US' })
+  // An English browser: the first visit must still be Chinese. Reduced motion: charts draw at once.
+  const context = await browser.newContext({ viewport: { width, height: 900 }, locale: 'en-US', reducedMotion: 'reduce' })
   context.setDefaultTimeout(TIMEOUT)
   const page = await context.newPage()
   page.on('console', (m) => {
