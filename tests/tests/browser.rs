@@ -37,7 +37,10 @@ fn chromium() -> PathBuf {
 fn check_prerequisites(web: &Path) -> Result<()> {
     let chromium = chromium();
     if !chromium.exists() {
-        bail!("{} not found: the browser tests need Debian's chromium (run scripts/setup.sh, or set OFFSITE_CHROMIUM)", chromium.display());
+        bail!(
+            "{} not found: the browser tests need Debian's chromium (run scripts/setup.sh, or set OFFSITE_CHROMIUM)",
+            chromium.display()
+        );
     }
     if !Command::new("node").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
         bail!("node not found: the browser tests run portal/web/e2e/scenario.mjs with Node.js 20+");
@@ -52,7 +55,11 @@ fn check_prerequisites(web: &Path) -> Result<()> {
 }
 
 fn sample(ts_ms: i64, metric: &str, value: f64) -> Sample {
-    Sample { ts: chrono::DateTime::from_timestamp_millis(ts_ms).unwrap(), metric: MetricKey::parse(metric).unwrap(), value }
+    Sample {
+        ts: chrono::DateTime::from_timestamp_millis(ts_ms).unwrap(),
+        metric: MetricKey::parse(metric).unwrap(),
+        value,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,9 +120,12 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
         .spawn()
         .context("running node")?;
     let (tx, rx) = mpsc::channel::<String>();
-    for out in [node.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>), node.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>)]
-        .into_iter()
-        .flatten()
+    for out in [
+        node.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        node.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -136,9 +146,15 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
                 // The wall is live: now the device trips the seeded orange rule "PM10 持续超标
                 // (>150 μg/m³, 20 s)": ten seconds of a normal 60 μg/m³, then 30 s of 180 (below
                 // the red 200 line, so the monitor dispatches it by hand, not the scheduler).
-                let l = DeviceLink::connect(&creds, &Endpoint { host: "localhost".into(), port: site.tls_port }, LinkOptions::default(), None)?;
+                let l = DeviceLink::connect(
+                    &creds,
+                    &Endpoint { host: "localhost".into(), port: site.tls_port },
+                    LinkOptions::default(),
+                    None,
+                )?;
                 let now = Utc::now().timestamp_millis();
-                let samples = (0..=40).map(|i| sample(now - (40 - i) * 1000, "pm10", if i < 10 { 60.0 } else { 180.0 }));
+                let samples =
+                    (0..=40).map(|i| sample(now - (40 - i) * 1000, "pm10", if i < 10 { 60.0 } else { 180.0 }));
                 l.publish(samples.collect()).await?;
                 link = Some(l);
             }
@@ -163,20 +179,13 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
         assert!(l.flush(Duration::from_secs(10)).await, "the device's batch was acknowledged");
     }
     if !status.success() || transcript.last().map(String::as_str) != Some("PASS") {
-        bail!(
-            "the browser scenario failed ({status}); screenshots in {}:\n{}",
-            shots.display(),
-            transcript.join("\n")
-        );
+        bail!("the browser scenario failed ({status}); screenshots in {}:\n{}", shots.display(), transcript.join("\n"));
     }
     assert!(link.is_some(), "the scenario never reported the wall ready");
 
     // What the browser did is what the database holds: the task is closed by the reviewer.
-    let task_id: i64 = transcript
-        .iter()
-        .find_map(|l| l.strip_prefix("TASK "))
-        .context("the scenario names the task")?
-        .parse()?;
+    let task_id: i64 =
+        transcript.iter().find_map(|l| l.strip_prefix("TASK ")).context("the scenario names the task")?.parse()?;
     let (state, department): (String, String) = sqlx::query_as(
         "SELECT t.state::text, d.code FROM tasks t JOIN departments d ON d.id = t.department_id WHERE t.id = $1",
     )
