@@ -2,7 +2,8 @@
 #
 #   make            build target/release/offsite (same as `make build`), web UI inside
 #   make web        build the web UI (portal/web -> portal/web/dist, embedded by the portal)
-#   make test       run the whole test suite, then stop the shared test database
+#   make test       build the web UI, run its unit tests and the whole Rust suite (browser tests
+#                   included), then stop the shared test database
 #   make demo       build, then `offsite demo $(DEMO_ARGS)`
 #   make models     retrain the shipped anomaly model (models/anomaly/) in models/.venv
 #
@@ -37,13 +38,16 @@ build: setup web
 demo: build
 	./$(BIN) demo $(DEMO_ARGS)
 
-# The end-to-end tests run the real `offsite` binary (target/debug/offsite), so it is built first.
+# The end-to-end tests run the real `offsite` binary (target/debug/offsite), so it is built first;
+# the web UI too, because the browser tests (tests/tests/browser.rs) drive it and a debug binary
+# serves portal/web/dist from the disk. The web UI's unit tests (Vitest) run first and count.
 # The tests leave their PostgreSQL cluster running between test binaries: stop it whatever the
-# outcome, and keep the tests' exit status.
-test: setup
+# outcome, and keep the first failing exit status.
+test: setup web
 	@status=0; \
-	$(CARGO) build --locked -p offsite-cli && \
-	RUST_BACKTRACE=1 $(CARGO) test --workspace --locked --no-fail-fast || status=$$?; \
+	(cd portal/web && npm test) || status=$$?; \
+	{ $(CARGO) build --locked -p offsite-cli && \
+	  RUST_BACKTRACE=1 $(CARGO) test --workspace --locked --no-fail-fast; } || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
 	bash scripts/stop-test-db.sh || true; \
 	exit $$status
 

@@ -36,7 +36,9 @@ have_pg_server() {
 }
 
 missing=()
-for pkg in pkg-config mosquitto mosquitto-clients postgresql-15-partman sudo ca-certificates; do
+# chromium drives the browser tests (playwright-core, tests/tests/browser.rs); fonts-noto-cjk makes
+# Chinese readable in it and in its screenshots.
+for pkg in pkg-config mosquitto mosquitto-clients postgresql-15-partman sudo ca-certificates chromium fonts-noto-cjk; do
     installed "$pkg" || missing+=("$pkg")
 done
 if ! installed postgresql-15 && ! have_pg_server; then
@@ -134,7 +136,7 @@ fi
 
 # --- Node.js for the web UI (portal/web; `make web`) ----------------------------------------------
 # Not installed here: Debian 12's nodejs (18) is too old for Vite 7, which needs Node 20.19 or newer.
-# Without it `make web` (and so `make build`) fails; the API and `make test` do not need it.
+# Without it `make web` (and so `make build` and `make test`, whose browser tests drive the UI) fails.
 node_ok() {
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
         node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'
@@ -142,7 +144,7 @@ node_ok() {
 if node_ok; then
     done_steps+=("node $(node --version) present")
 else
-    say "WARNING: Node.js 20.19+ with npm not found; install it (e.g. from nodejs.org) to build the web UI (make web)."
+    say "WARNING: Node.js 20.19+ with npm not found; install it (e.g. from nodejs.org) to build the web UI and run its tests (make web, make test)."
     done_steps+=("node MISSING (web UI cannot be built)")
 fi
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use offsite_broker::BrokerConfig;
 use offsite_ingest::IngestConfig;
-use offsite_portal::PortalConfig;
+use offsite_portal::{ComplaintsConfig, PortalConfig};
 use offsite_workflow::notify::NotifyConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +32,8 @@ pub struct Config {
     pub log: LogConfig,
     /// In-app notifications and outbound channels (webhook, WeCom, DingTalk, e-mail).
     pub notifications: NotifyConfig,
+    /// The public complaint form (`[complaints] captcha`).
+    pub complaints: ComplaintsConfig,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             workflow: offsite_workflow::scheduler::SchedulerConfig::default(),
             log: LogConfig::default(),
             notifications: NotifyConfig::default(),
+            complaints: ComplaintsConfig::default(),
         }
     }
 }
@@ -169,7 +172,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));
@@ -221,6 +224,16 @@ mod tests {
             assert_eq!(c.notifications.smtp.password.as_deref(), Some("from-env"));
             assert_eq!(c.notifications.smtp.host.as_deref(), Some("smtp.example.cn"));
             assert_eq!(c.notifications.retry_delays_s, vec![10, 30, 120, 600, 3600]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn complaint_captcha_is_on_unless_turned_off() {
+        figment::Jail::expect_with(|jail| {
+            assert!(Config::load(None, None).unwrap().complaints.captcha);
+            jail.set_env("OFFSITE_COMPLAINTS__CAPTCHA", "false");
+            assert!(!Config::load(None, None).unwrap().complaints.captcha);
             Ok(())
         });
     }

@@ -60,6 +60,14 @@ impl Database {
     }
 }
 
+/// Whether the complaint form's CAPTCHA is on; turning it off is said loudly at start.
+pub fn complaint_captcha(cfg: &Config) -> bool {
+    if !cfg.complaints.captcha {
+        tracing::warn!("the public complaint form's CAPTCHA is OFF ([complaints] captcha = false): only rate limits stand between the form and bots");
+    }
+    cfg.complaints.captcha
+}
+
 /// The key that encrypts complainants' phone and ID numbers: `<data_dir>/secrets/complaints.key`,
 /// 32 random bytes made on first start (mode 0600). Every portal of one installation must read the
 /// same file; losing it makes the stored contact details unreadable.
@@ -203,6 +211,7 @@ impl AllInOne {
             .with_live(live.clone())
             .with_audit(audit.clone())
             .with_secret_key(complaints_key)
+            .with_captcha(complaint_captcha(cfg))
             .with_files(crate::tiers::file_store(cfg)?)
             .with_provisioner(std::sync::Arc::new(crate::provisioner::PkiProvisioner(pki.clone())));
         let portal = tokio::spawn(offsite_portal::serve(listener, state, async move {

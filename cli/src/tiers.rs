@@ -110,6 +110,7 @@ pub async fn portal(cfg: Config) -> Result<()> {
         let state = offsite_portal::AppState::new(store)
             .with_audit(audit.clone())
             .with_secret_key(complaints_key)
+            .with_captcha(startup::complaint_captcha(&cfg))
             .with_files(file_store(&cfg)?);
         let state = match crate::provisioner::for_portal(&cfg) {
             Some(p) => state.with_provisioner(p),

@@ -57,6 +57,22 @@ impl Default for PortalConfig {
     }
 }
 
+/// The public complaint form (`[complaints]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ComplaintsConfig {
+    /// Whether a submission must solve the image CAPTCHA. On by default; an operator may turn it
+    /// off (e.g. behind another bot defence, or for automated browser tests), which is logged as a
+    /// warning at start. The form learns it from `GET /api/v1/complaints/captcha`.
+    pub captcha: bool,
+}
+
+impl Default for ComplaintsConfig {
+    fn default() -> Self {
+        Self { captcha: true }
+    }
+}
+
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -77,6 +93,8 @@ pub struct AppState {
     contact_cipher: routes::complaints::ContactCipher,
     /// Pending answers of the public complaint form's CAPTCHAs.
     captchas: captcha::CaptchaStore,
+    /// False when the operator turned the CAPTCHA off (`[complaints] captcha = false`).
+    captcha_required: bool,
     /// Where attachments and documents are kept. [`AppState::new`] uses a directory under the
     /// system's temporary directory, fine for tests only; real use configures
     /// [`AppState::with_files`] (the CLI: `<data_dir>/files`).
@@ -101,6 +119,7 @@ impl AppState {
             audit: None,
             contact_cipher: routes::complaints::ContactCipher::random(),
             captchas: captcha::CaptchaStore::default(),
+            captcha_required: true,
             files: Arc::new(offsite_store::files::LocalDirStore::new(
                 std::env::temp_dir().join(format!("offsite-files-{}", std::process::id())),
             )),
@@ -143,6 +162,16 @@ impl AppState {
     /// tests solve CAPTCHAs with [`captcha::CaptchaStore::answer`].
     pub fn captchas(&self) -> &captcha::CaptchaStore {
         &self.captchas
+    }
+
+    /// Whether complaint submissions must solve the CAPTCHA (on unless configured off).
+    pub fn with_captcha(mut self, required: bool) -> Self {
+        self.captcha_required = required;
+        self
+    }
+
+    pub fn captcha_required(&self) -> bool {
+        self.captcha_required
     }
 
     /// Records every change made through the API in this audit trail.

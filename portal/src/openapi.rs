@@ -122,7 +122,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("get", "/api/v1/responsibilities", "workflow", "事项-区划-责任部门", "Which department handles an item in a region", Login, ""),
     ("put", "/api/v1/responsibilities", "workflow", "设置责任部门", "Set the department handling an item in a region (and the regions under it)", Login, "system administrator"),
     ("get", "/api/v1/complaints/services", "complaints", "投诉举报类别", "Complaint services (Open311 service codes)", Public, ""),
-    ("get", "/api/v1/complaints/captcha", "complaints", "获取图片验证码", "An image CAPTCHA for the public form (rate-limited per address)", Public, ""),
+    ("get", "/api/v1/complaints/captcha", "complaints", "获取图片验证码", "An image CAPTCHA for the public form (rate-limited per address); `required: false` (no image) when the operator turned it off", Public, ""),
     ("post", "/api/v1/complaints", "complaints", "提交投诉举报", "File a complaint: multipart/form-data with the CAPTCHA answer and up to 3 JPEG/PNG/PDF attachments; returns a tracking number", Public, "rate-limited per address"),
     ("get", "/api/v1/complaints/track/{tracking_no}", "complaints", "按受理编号查询进度", "Status and public notes of a complaint, by tracking number (nothing private)", Public, "rate-limited per address"),
     ("get", "/api/v1/complaints", "complaints", "投诉举报列表", "Complaints (contact details masked; within the caller's scope)", Login, ""),

@@ -44,6 +44,10 @@ fn png() -> Vec<u8> {
 }
 
 async fn app() -> Result<App> {
+    app_with_captcha(true).await
+}
+
+async fn app_with_captcha(captcha: bool) -> Result<App> {
     let db = TestDb::new().await?;
     db.store.seed_demo_registers().await?;
     let housing = db.store.department_by_code("housing-construction").await?.unwrap().id;
@@ -65,7 +69,8 @@ async fn app() -> Result<App> {
     let state = AppState::new(db.store.clone())
         .with_live(offsite_portal::live::channel())
         .with_audit(audit)
-        .with_secret_key([7u8; 32]);
+        .with_secret_key([7u8; 32])
+        .with_captcha(captcha);
     tokio::spawn(serve(listener, state.clone(), async move {
         let _ = rx.await;
     }));
@@ -495,5 +500,28 @@ async fn the_intake_alone_takes_large_bodies_and_wants_multipart() -> Result<()>
         )
         .await?;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    Ok(())
+}
+
+/// An operator may turn the CAPTCHA off (`[complaints] captcha = false`): the form is told so and
+/// a submission without an answer is accepted; with it on (the default) the same one is refused.
+#[tokio::test]
+async fn captcha_can_be_turned_off_by_the_operator() -> Result<()> {
+    let no_answer = (String::new(), String::new());
+    let on = app().await?;
+    let c: Value = on.anon.get(on.url("/api/v1/complaints/captcha")).send().await?.json().await?;
+    assert_eq!(c["required"], true, "{c}");
+    let (s, b) = on.submit(&no_answer, &[], vec![]).await?;
+    assert_field_error(s, &b, "captcha_answer");
+
+    let off = app_with_captcha(false).await?;
+    let r = off.anon.get(off.url("/api/v1/complaints/captcha")).send().await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await?, json!({"required": false}));
+    let (s, b) = off.submit(&no_answer, &[], vec![]).await?;
+    assert!(s.is_success(), "{s} {b}");
+    let no = b["tracking_no"].as_str().expect("a tracking number");
+    let tracked: Value = off.anon.get(off.url(&format!("/api/v1/complaints/track/{no}"))).send().await?.json().await?;
+    assert_eq!(tracked["tracking_no"], no, "{tracked}");
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! Public, no login (each rate-limited per client address, counted in the database so every replica
 //! agrees):
 //! - `GET  /api/v1/complaints/services`: the services (Open311 service list).
-//! - `GET  /api/v1/complaints/captcha`: a CAPTCHA image and its id.
+//! - `GET  /api/v1/complaints/captcha`: a CAPTCHA image and its id, or `{"required": false}` when
+//!   the operator turned the CAPTCHA off (`[complaints] captcha = false`; the form then hides it).
 //! - `POST /api/v1/complaints`: multipart form with the complaint, the CAPTCHA answer and up to three
 //!   JPEG/PNG/PDF attachments (types recognised by content); answers the tracking number.
 //! - `GET  /api/v1/complaints/track/{tracking_no}`: status, service, times and public notes only.
@@ -286,8 +287,11 @@ pub async fn captcha(State(state): State<AppState>, ClientIp(ip): ClientIp) -> A
     if let Some(r) = rate(&state, "captcha", &client(ip), CAPTCHA_LIMIT).await? {
         return Ok(r);
     }
+    if !state.captcha_required() {
+        return Ok(no_store(Json(json!({ "required": false })).into_response()));
+    }
     let c = state.captchas().issue();
-    let body = json!({ "id": c.id, "image": c.image, "expires_in_s": crate::captcha::TTL.as_secs() });
+    let body = json!({ "required": true, "id": c.id, "image": c.image, "expires_in_s": crate::captcha::TTL.as_secs() });
     Ok(no_store(Json(body).into_response()))
 }
 
@@ -471,30 +475,8 @@ pub async fn submit(
     let form = read_form(mp).await?;
 
     // The CAPTCHA first: it is used up whatever follows.
-    let (Some(cid), Some(answer)) = (present(form.captcha_id.clone()), present(form.captcha_answer.clone())) else {
-        return Err(ApiError::bad_request(
-            "captcha_answer: solve the CAPTCHA (captcha_id and captcha_answer are required)",
-            "captcha_answer：请填写图形验证码",
-        ));
-    };
-    match state.captchas().check(&cid, &answer) {
-        crate::captcha::Check::Ok => {}
-        crate::captcha::Check::Wrong => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "captcha",
-                "captcha_answer: wrong answer; get a new CAPTCHA and try again",
-                "captcha_answer：验证码错误，请刷新验证码后重试",
-            ))
-        }
-        crate::captcha::Check::Unknown => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "captcha",
-                "captcha_id: the CAPTCHA has expired or was already used; get a new one",
-                "captcha_id：验证码已过期或已使用，请刷新验证码",
-            ))
-        }
+    if state.captcha_required() {
+        check_captcha(&state, &form)?;
     }
 
     let phone = present(form.phone).map(|p| normalize_phone(&p)).transpose().map_err(field_error)?;
@@ -694,4 +676,34 @@ pub async fn close(
         }
         Closed::NotFound => Err(not_found(&id.to_string())),
     }
+}
+
+/// Uses up the form's CAPTCHA; a missing, wrong, expired or used one refuses the submission.
+fn check_captcha(state: &AppState, form: &Form) -> ApiResult<()> {
+    let (Some(cid), Some(answer)) = (present(form.captcha_id.clone()), present(form.captcha_answer.clone())) else {
+        return Err(ApiError::bad_request(
+            "captcha_answer: solve the CAPTCHA (captcha_id and captcha_answer are required)",
+            "captcha_answer：请填写图形验证码",
+        ));
+    };
+    match state.captchas().check(&cid, &answer) {
+        crate::captcha::Check::Ok => {}
+        crate::captcha::Check::Wrong => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "captcha",
+                "captcha_answer: wrong answer; get a new CAPTCHA and try again",
+                "captcha_answer：验证码错误，请刷新验证码后重试",
+            ))
+        }
+        crate::captcha::Check::Unknown => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "captcha",
+                "captcha_id: the CAPTCHA has expired or was already used; get a new one",
+                "captcha_id：验证码已过期或已使用，请刷新验证码",
+            ))
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { complaintFormData, missingFields, parseTrackingNo, serviceName, TRACKING_NO } from './public'
+import { captchaRequired, complaintFormData, missingFields, parseTrackingNo, serviceName, TRACKING_NO } from './public'
 
 describe('tracking numbers', () => {
   it('accepts the server format and makes typed input canonical', () => {
@@ -46,6 +46,14 @@ describe('complaint form', () => {
   it('names the required fields that are missing', () => {
     expect(missingFields(draft)).toEqual([])
     expect(missingFields({ ...draft, service_code: '', captcha_answer: ' ' })).toEqual(['service_code', 'captcha_answer'])
+  })
+
+  it('does not ask for a CAPTCHA answer when the server turned the CAPTCHA off', () => {
+    expect(missingFields({ ...draft, captcha_answer: '' }, false)).toEqual([])
+    expect(missingFields({ ...draft, description: ' ', captcha_answer: '' }, false)).toEqual(['description'])
+    expect(captchaRequired({ required: false })).toBe(false)
+    expect(captchaRequired({ required: true, id: 'c', image: 'data:' })).toBe(true)
+    expect(captchaRequired({ id: 'c', image: 'data:' })).toBe(true)
   })
 })
 

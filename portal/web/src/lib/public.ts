@@ -55,10 +55,26 @@ export function complaintFormData(draft: ComplaintDraft, files: readonly Blob[] 
   return form
 }
 
-/** Which required fields are missing, by form field name; empty when the form may be sent. */
-export function missingFields(draft: ComplaintDraft): (keyof ComplaintDraft)[] {
-  const required: (keyof ComplaintDraft)[] = ['service_code', 'description', 'captcha_answer']
+/**
+ * Which required fields are missing, by form field name; empty when the form may be sent. The
+ * CAPTCHA answer is required unless the server said the CAPTCHA is off.
+ */
+export function missingFields(draft: ComplaintDraft, captchaRequired = true): (keyof ComplaintDraft)[] {
+  const required: (keyof ComplaintDraft)[] = ['service_code', 'description']
+  if (captchaRequired) required.push('captcha_answer')
   return required.filter((k) => (draft[k] ?? '').trim() === '')
+}
+
+/** `GET /api/v1/complaints/captcha`: an image to solve, or `required: false` when it is turned off. */
+export interface CaptchaAnswer {
+  required?: boolean
+  id?: string
+  image?: string
+}
+
+/** Whether the form must show a CAPTCHA (servers that predate the switch always send one). */
+export function captchaRequired(c: CaptchaAnswer): boolean {
+  return c.required !== false
 }
 
 export interface ComplaintService {
