@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::collections::VecDeque;
 
-use crate::detector::{Detector, Finding, Level, Observation, SeriesKey, Transition};
+use crate::detector::{Detector, Finding, Level, Observation, SeriesKey, Transition, Limits};
 use crate::likelihood::{log_score, Likelihood, LikelihoodConfig};
 
 /// Forecasts the next normalised value of many windows at once.
@@ -258,6 +258,7 @@ impl Detector for AnomalyDetector {
                     event: "anomaly".into(),
                     level: self.cfg.level,
                     detail: format!("score {score:.3}"),
+                    limits: Limits { score_at_least: Some(self.cfg.raise_at), ..Limits::default() },
                 })
             } else if st.raised {
                 st.raised = false;

@@ -45,10 +45,23 @@ pub struct Observation {
     pub value: f64,
 }
 
+/// What a raised warning was measured against: kept in its evidence so that the evidence chart can
+/// draw the limit next to the series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Limits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+    /// A model's score at or above which it raises.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score_at_least: Option<f64>,
+}
+
 /// A warning condition starting or ending on a series.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
-    Raise { event: String, level: Level, detail: String },
+    Raise { event: String, level: Level, detail: String, limits: Limits },
     Clear { event: String },
 }
 

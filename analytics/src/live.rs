@@ -275,7 +275,7 @@ impl Engine {
     async fn apply(&mut self, source: &str, o: &Observation, score: f64, t: Transition, committed_at: Instant) {
         let version = self.chain.detectors().find(|d| d.name() == source).map(|d| d.version().to_owned()).unwrap_or_default();
         match t {
-            Transition::Raise { event, level, detail } => {
+            Transition::Raise { event, level, detail, limits } => {
                 if self.offline.contains(&o.key.device) {
                     // The set is refreshed on the idle tick; a device that has just come back may
                     // already be online: ask before inhibiting.
@@ -305,6 +305,7 @@ impl Engine {
                     "value": o.value,
                     "at": o.ts,
                     "series": series,
+                    "limits": limits,
                 });
                 let w = NewWarning {
                     dedup_key: format!("{source}|{}|{}|{event}", o.meta.device_id, o.meta.metric_key),

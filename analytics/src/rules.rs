@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::detector::{Detector, Finding, Observation, SeriesKey, SeriesMeta, Transition};
+use crate::detector::{Detector, Finding, Observation, SeriesKey, SeriesMeta, Transition, Limits};
 
 pub use offsite_store::rules::{Condition, Rule, Scope};
 
@@ -135,7 +135,11 @@ impl Detector for RuleDetector {
 }
 
 fn raise(rule: &Rule, detail: String) -> Transition {
-    Transition::Raise { event: rule.event(), level: rule.level, detail: format!("{}: {detail}", rule.name) }
+    let limits = match rule.condition {
+        Condition::Threshold { above, below, .. } => Limits { above, below, score_at_least: None },
+        _ => Limits::default(),
+    };
+    Transition::Raise { event: rule.event(), level: rule.level, detail: format!("{}: {detail}", rule.name), limits }
 }
 
 /// Advances one rule's state by one sample; returns a transition if the rule starts or stops firing.

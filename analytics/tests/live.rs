@@ -110,6 +110,7 @@ async fn threshold_warning_dedups_resolves_and_groups() -> Result<()> {
     assert_eq!((w.source.as_str(), w.level, w.device_id.as_str()), ("rules", Level::ORANGE, "grpa"));
     assert_eq!(w.evidence["detector"], "rules");
     assert!(w.evidence["series"].as_array().is_some_and(|s| !s.is_empty()), "evidence carries the series");
+    assert_eq!(w.evidence["limits"], serde_json::json!({"above": 150.0}), "evidence carries the rule's limit");
 
     // Still above, then back within the hysteresis band: still the same open warning.
     r.send(a, t(1), 210.0);

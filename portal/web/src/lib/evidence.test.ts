@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest'
-import { detectorOf, dispatchBody, evidenceChart, parseTaskId, toMillis } from './evidence'
+import { detectorOf, dispatchBody, evidenceChart, parseTaskId, scoreThreshold, toMillis } from './evidence'
 
 describe('evidence chart', () => {
+  it('keeps the rule limits that are numbers, and a model score threshold apart', () => {
+    expect(evidenceChart({ limits: { above: 150 } }).limits).toEqual([{ kind: 'above', value: 150 }])
+    expect(evidenceChart({ limits: { above: 'x', below: -3.5 } }).limits).toEqual([{ kind: 'below', value: -3.5 }])
+    expect(evidenceChart({}).limits).toEqual([])
+    expect(scoreThreshold({ limits: { score_at_least: 0.8 } })).toBe(0.8)
+    expect(scoreThreshold({ limits: { above: 1 } })).toBeNull()
+  })
+
   it('turns [time, value] pairs into sorted points and keeps the event time', () => {
     const c = evidenceChart({
       detector: 'threshold',
@@ -29,7 +37,7 @@ describe('evidence chart', () => {
 
   it('copes with evidence that has no series', () => {
     expect(evidenceChart({ detector: 'health', version: '1' }).points).toEqual([])
-    expect(evidenceChart(null)).toEqual({ points: [], eventAt: null })
+    expect(evidenceChart(null)).toEqual({ points: [], eventAt: null, limits: [] })
   })
 
   it('reads seconds and milliseconds', () => {

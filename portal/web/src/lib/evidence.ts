@@ -8,6 +8,8 @@ export interface Evidence {
   value?: number
   at?: string | number
   series?: unknown
+  /** What the value was measured against (analytics `Limits`): drawn as lines on the chart. */
+  limits?: { above?: unknown; below?: unknown; score_at_least?: unknown }
 }
 
 /** Milliseconds since the epoch from an RFC 3339 string or a number (seconds below 1e11, else ms). */
@@ -28,6 +30,8 @@ export interface EvidenceChart {
   points: [number, number][]
   /** When the event happened, for the marker; `null` when the evidence does not say. */
   eventAt: number | null
+  /** Value limits of the rule that raised it (a threshold's `above` / `below`), finite numbers only. */
+  limits: { kind: 'above' | 'below'; value: number }[]
 }
 
 export function evidenceChart(evidence: unknown): EvidenceChart {
@@ -43,7 +47,20 @@ export function evidenceChart(evidence: unknown): EvidenceChart {
     }
   }
   points.sort((a, b) => a[0] - b[0])
-  return { points, eventAt: toMillis(ev.at) }
+  const limits: EvidenceChart['limits'] = []
+  const l = ev.limits && typeof ev.limits === 'object' ? ev.limits : {}
+  for (const kind of ['above', 'below'] as const) {
+    const v = l[kind]
+    if (typeof v === 'number' && Number.isFinite(v)) limits.push({ kind, value: v })
+  }
+  return { points, eventAt: toMillis(ev.at), limits }
+}
+
+/** A model's raise threshold on its score, when the evidence carries one. */
+export function scoreThreshold(evidence: unknown): number | null {
+  const ev = (evidence && typeof evidence === 'object' ? evidence : {}) as Evidence
+  const v = ev.limits && typeof ev.limits === 'object' ? ev.limits.score_at_least : undefined
+  return typeof v === 'number' && Number.isFinite(v) ? v : null
 }
 
 /** The rule or model that raised it and its version: the evidence's, else the warning's own. */
