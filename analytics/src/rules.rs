@@ -142,6 +142,14 @@ fn raise(rule: &Rule, detail: String) -> Transition {
     Transition::Raise { event: rule.event(), level: rule.level, detail: format!("{}: {detail}", rule.name), limits }
 }
 
+/// A measured value as people read it in a warning's text: at most three decimals, no trailing
+/// zeros (the evidence keeps the exact value).
+fn shown(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".to_owned() } else { s.to_owned() }
+}
+
 /// Advances one rule's state by one sample; returns a transition if the rule starts or stops firing.
 fn step(rule: &Rule, st: &mut RuleState, ts: DateTime<Utc>, v: f64) -> Option<Transition> {
     let prev = st.last.replace((ts, v));
@@ -157,7 +165,7 @@ fn step(rule: &Rule, st: &mut RuleState, ts: DateTime<Utc>, v: f64) -> Option<Tr
                 if !st.firing && (ts - since).num_seconds() >= *for_s as i64 {
                     st.firing = true;
                     let limit = above.map(|a| format!("> {a}")).or(below.map(|b| format!("< {b}"))).unwrap_or_default();
-                    return Some(raise(rule, format!("{v} {limit} for {} s", (ts - since).num_seconds())));
+                    return Some(raise(rule, format!("{} {limit} for {} s", shown(v), (ts - since).num_seconds())));
                 }
                 None
             } else {
@@ -197,7 +205,7 @@ fn step(rule: &Rule, st: &mut RuleState, ts: DateTime<Utc>, v: f64) -> Option<Tr
                 let since = *st.since.get_or_insert(prev.map(|p| p.0).unwrap_or(ts));
                 if !st.firing && (ts - since).num_seconds() >= *for_s as i64 {
                     st.firing = true;
-                    return Some(raise(rule, format!("value stuck at {v} for {} s", (ts - since).num_seconds())));
+                    return Some(raise(rule, format!("value stuck at {} for {} s", shown(v), (ts - since).num_seconds())));
                 }
                 None
             } else {
@@ -257,6 +265,14 @@ mod tests {
                 f.transition.map(|t| (points[f.index].0, if matches!(t, Transition::Raise { .. }) { "raise" } else { "clear" }))
             })
             .collect()
+    }
+
+    #[test]
+    fn values_in_texts_have_at_most_three_decimals() {
+        assert_eq!(shown(10.966372081098196), "10.966");
+        assert_eq!(shown(180.0), "180");
+        assert_eq!(shown(-0.0001), "0");
+        assert_eq!(shown(2.5), "2.5");
     }
 
     #[test]
