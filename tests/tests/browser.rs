@@ -54,6 +54,25 @@ fn check_prerequisites(web: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A log line without its terminal colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn sample(ts_ms: i64, metric: &str, value: f64) -> Sample {
     Sample {
         ts: chrono::DateTime::from_timestamp_millis(ts_ms).unwrap(),
@@ -68,6 +87,8 @@ async fn the_issue_scenario_in_a_real_browser() -> Result<()> {
     let web = root.join("portal/web");
     check_prerequisites(&web)?;
     let shots = root.join("target/screenshots");
+    // This run's pictures only (a stale failure.png would mislead).
+    let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots)?;
 
     let site = Site::new().await?;
@@ -80,6 +101,8 @@ async fn the_issue_scenario_in_a_real_browser() -> Result<()> {
     let _demo = Proc(demo.spawn().context("spawning offsite demo")?);
     let outcome = run_scenario(&site, &web, &shots, &log_path).await;
     if outcome.is_err() {
+        // The whole log stays beside the screenshots for a look after the temporary folder is gone.
+        let _ = std::fs::copy(&log_path, shots.join("offsite-demo.log"));
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(40).collect();
         eprintln!("--- last lines of offsite demo's log ---");
@@ -97,6 +120,15 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
     wait_for("the demo accounts", Duration::from_secs(90), || {
         let seeded = std::fs::read_to_string(log).is_ok_and(|t| t.contains("demo accounts"));
         async move { seeded }
+    })
+    .await?;
+    // The analytics tier picks up the demo's rules on its next tick after seeding; an anomaly sent
+    // before that would meet no rule.
+    wait_for("the demo rules in the analytics tier", Duration::from_secs(60), || {
+        let loaded = std::fs::read_to_string(log).is_ok_and(|t| {
+            t.lines().map(plain).any(|l| l.contains("rules loaded") && !l.contains("rules=0"))
+        });
+        async move { loaded }
     })
     .await?;
     let base = format!("http://127.0.0.1:{}", site.http_port);

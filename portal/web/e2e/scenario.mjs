@@ -268,6 +268,58 @@ try {
   clean('public')
   await citizen.context.close()
 
+  // 8. A tour of every area each kind of account opens, administration pages included: each loads
+  // without a console error, a failed request or a refusal (the menu only offers what the role may
+  // use), and the handler's pages fit a phone.
+  const tours = [
+    { user: 'admin', width: 1440, paths: ['/wall', '/tasks', '/cases', '/devices', `/devices/${DEVICE}`, '/cameras', '/oversight', '/notifications', '/account'], admin: true },
+    { user: 'secadmin', width: 1440, paths: ['/account'], admin: true },
+    { user: 'resup', width: 1440, paths: ['/oversight', '/tasks?overdue=true'] },
+    { user: HANDLER, width: PHONE_WIDTH, paths: ['/tasks', '/cases', '/devices', `/devices/${DEVICE}`, '/notifications', '/account'] },
+  ]
+  for (const tour of tours) {
+    step(`tour as ${tour.user}`)
+    const who = await person(tour.user, tour.width)
+    page = who.page
+    await login(page, tour.user)
+    const visit = async (path, name) => {
+      await page.goto(`${BASE}${path}`)
+      await page.locator('main, .main, .el-main').first().waitFor()
+      // Live pages keep a stream open, so "idle" may never come: give them a moment instead.
+      await page.waitForLoadState('networkidle', { timeout: 8_000 }).catch(() => undefined)
+      if (tour.width === PHONE_WIDTH) await fitsPhone(page, `${path} for ${tour.user}`)
+      await shot(page, `tour-${tour.user}-${name}`)
+      clean(`${path} for ${tour.user}`)
+    }
+    for (const path of tour.paths) {
+      await visit(path, path.replace(DEVICE, 'device').replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '') || 'home')
+    }
+    if (tour.admin) {
+      await page.goto(`${BASE}/admin`)
+      await page.locator('.admin-nav .el-menu-item').first().waitFor()
+      const adminPaths = await page.evaluate(() =>
+        [...document.querySelectorAll('.admin-nav .el-menu-item')].map((e) => e.textContent?.trim() ?? ''),
+      )
+      if (adminPaths.length === 0) throw new Error(`no administration pages for ${tour.user}`)
+      for (let i = 0; i < adminPaths.length; i++) {
+        await page.locator('.admin-nav .el-menu-item').nth(i).click()
+        await page.waitForLoadState('networkidle', { timeout: 8_000 }).catch(() => undefined)
+        await shot(page, `tour-${tour.user}-admin-${i + 1}`)
+        clean(`administration page ${adminPaths[i]} for ${tour.user}`)
+      }
+      console.log(`ADMIN ${tour.user}: ${adminPaths.join(', ')}`)
+    }
+    await who.context.close()
+  }
+  step('tour of the public portal')
+  const visitor = await person('public')
+  page = visitor.page
+  await page.goto(`${BASE}/public`)
+  await page.waitForLoadState('networkidle', { timeout: 8_000 }).catch(() => undefined)
+  await shot(page, 'tour-public-home')
+  clean('public home')
+  await visitor.context.close()
+
   console.log('PASS')
   await browser.close()
 } catch (e) {
