@@ -6,6 +6,7 @@ pub mod device_registry;
 pub mod devices;
 pub mod health;
 pub mod metrics;
+pub mod models;
 pub mod notifications;
 pub mod registers;
 pub mod rules;
