@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { channelBody, channelForm, emptyChannelForm, parseRecipients, type Channel, type ChannelForm } from './channels'
+import { channelBody, channelForm, deliveryTag, emptyChannelForm, parseRecipients, type Channel, type ChannelForm } from './channels'
 
 const form = (over: Partial<ChannelForm>): ChannelForm => ({ ...emptyChannelForm(), name: '住建值班群', ...over })
 
@@ -21,7 +21,7 @@ const stored: Channel = {
 
 describe('channel form', () => {
   it('creates a signed webhook with the default events', () => {
-    const r = channelBody(form({ url: ' http://10.0.0.5:9000/hook ', secretAction: 'set', secret: 's3cret' }))
+    const r = channelBody(form({ url: ' http://10.0.0.5:9000/hook ', secret: 's3cret' }))
     expect(r).toEqual({
       ok: true,
       body: {
@@ -77,5 +77,13 @@ describe('channel form', () => {
   it('splits recipients on every separator people use', () => {
     expect(parseRecipients(' a@x.cn;b@x.cn，c@x.cn\n\n a@x.cn ')).toEqual(['a@x.cn', 'b@x.cn', 'c@x.cn'])
     expect(parseRecipients('')).toEqual([])
+  })
+})
+
+describe('deliveries', () => {
+  it('are coloured by state', () => {
+    expect(deliveryTag('delivered')).toBe('success')
+    expect(deliveryTag('failed')).toBe('danger')
+    expect(deliveryTag('pending')).toBe('info')
   })
 })

@@ -145,7 +145,8 @@ export function channelBody(f: ChannelForm, existing?: Channel): ChannelCheck {
   else body.events = [...f.events]
 
   if (usesSecret(f.kind)) {
-    if (f.secretAction === 'set') {
+    // A new channel has no secret to keep: whatever was typed is set.
+    if (f.secretAction === 'set' || (!existing && f.secret !== '')) {
       const s = f.secret
       if (!s.trim() || [...s].length > 500) errors.secret = 'cfg.channels.err.secret'
       else body.secret = s
@@ -155,8 +156,6 @@ export function channelBody(f: ChannelForm, existing?: Channel): ChannelCheck {
 }
 
 /** Element Plus tag type per delivery state. */
-export const DELIVERY_TAG: Record<Delivery['state'], 'info' | 'success' | 'danger'> = {
-  pending: 'info',
-  delivered: 'success',
-  failed: 'danger',
+export function deliveryTag(state: string): 'info' | 'success' | 'danger' {
+  return state === 'delivered' ? 'success' : state === 'failed' ? 'danger' : 'info'
 }
