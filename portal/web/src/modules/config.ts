@@ -320,7 +320,7 @@ const en: typeof zh = {
       precision: 'Precision',
       precisionHint: '1 − false positives ÷ triaged',
       empty: 'No rules yet',
-      confirmDelete: 'Delete the rule “{name}”? Its past warnings are kept.',
+      confirmDelete: 'Delete the rule "{name}"? Its past warnings are kept.',
       err: {
         name: 'Enter a name of 1 to 200 characters',
         level: 'Choose a level',
@@ -383,8 +383,8 @@ const en: typeof zh = {
       dayName: 'Name',
     },
     limits: {
-      intro: 'The sign-for clock runs from dispatch, the handling clock from signing. m minutes, h hours, wd working days (by the working calendar). Item “*” holds each level’s default and cannot be removed.',
-      add: 'Add an item’s limits',
+      intro: "The sign-for clock runs from dispatch, the handling clock from signing. m minutes, h hours, wd working days (by the working calendar). Item * holds each level's default and cannot be removed.",
+      add: "Add an item's limits",
       item: 'Regulatory item',
       defaultItem: 'Default (every item)',
       level: 'Level',
@@ -401,7 +401,7 @@ const en: typeof zh = {
       err: { item: 'Choose an item', limit: 'Enter a whole number from 1 to 999999' },
     },
     resp: {
-      intro: 'Which department handles an item in a region (and the regions under it); without one, the object’s own department does.',
+      intro: "Which department handles an item in a region (and the regions under it); without one, the object's own department does.",
       add: 'Add responsibility',
       item: 'Regulatory item',
       region: 'Region',
@@ -448,7 +448,7 @@ const en: typeof zh = {
       },
     },
     channels: {
-      intro: 'A department’s outbound channels: generic webhook (HMAC-SHA256 signed), WeCom group robot, DingTalk group robot, e-mail. Secrets are write-only; robot keys in URLs are shown as ***.',
+      intro: "A department's outbound channels: generic webhook (HMAC-SHA256 signed), WeCom group robot, DingTalk group robot, e-mail. Secrets are write-only; robot keys in URLs are shown as ***.",
       department: 'Department',
       pickDepartment: 'Choose a department',
       add: 'Add channel',
@@ -482,7 +482,7 @@ const en: typeof zh = {
       title: 'Content',
       noDeliveries: 'No deliveries yet',
       empty: 'This department has no channel yet',
-      confirmDelete: 'Delete the channel “{name}”?',
+      confirmDelete: 'Delete the channel "{name}"?',
       eventNames: {
         new_task: 'New task',
         reminder: 'Reminder',
