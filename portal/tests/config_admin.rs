@@ -40,7 +40,9 @@ async fn app() -> Result<App> {
     let base = format!("http://{}", listener.local_addr()?);
     let (tx, rx) = oneshot::channel::<()>();
     let audit = offsite_store::AuditLog::start(db.store.clone(), None, Duration::from_secs(60));
-    let state = AppState::new(db.store.clone()).with_live(offsite_portal::live::channel()).with_audit(audit);
+    let state = AppState::new(db.store.clone())
+        .with_live(offsite_portal::live::channel())
+        .with_audit(audit);
     tokio::spawn(serve(listener, state, async move {
         let _ = rx.await;
     }));
@@ -79,18 +81,40 @@ async fn models_list_each_load_newest_first_with_the_current_one_marked() -> Res
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["items"], json!([]), "nothing loaded yet");
 
-    app.db.store.record_model_load(&load("anomaly-onnx", "1", 'a', 0)).await?;
-    app.db.store.record_model_load(&load("anomaly-onnx", "2", 'B', 5)).await?;
-    app.db.store.record_model_load(&load("anomaly-other", "7", 'c', 1)).await?;
+    app.db
+        .store
+        .record_model_load(&load("anomaly-onnx", "1", 'a', 0))
+        .await?;
+    app.db
+        .store
+        .record_model_load(&load("anomaly-onnx", "2", 'B', 5))
+        .await?;
+    app.db
+        .store
+        .record_model_load(&load("anomaly-other", "7", 'c', 1))
+        .await?;
 
     let (status, body) = app.call("mon", Method::GET, "/api/v1/models", None).await?;
     assert_eq!(status, StatusCode::OK);
     let items = body["items"].as_array().unwrap();
     let seen: Vec<(&str, &str, bool)> = items
         .iter()
-        .map(|m| (m["detector"].as_str().unwrap(), m["version"].as_str().unwrap(), m["current"].as_bool().unwrap()))
+        .map(|m| {
+            (
+                m["detector"].as_str().unwrap(),
+                m["version"].as_str().unwrap(),
+                m["current"].as_bool().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(seen, [("anomaly-onnx", "2", true), ("anomaly-other", "7", true), ("anomaly-onnx", "1", false)]);
+    assert_eq!(
+        seen,
+        [
+            ("anomaly-onnx", "2", true),
+            ("anomaly-other", "7", true),
+            ("anomaly-onnx", "1", false)
+        ]
+    );
     assert_eq!(items[0]["sha256"], "b".repeat(64), "digests are stored lowercase");
     assert_eq!(items[0]["metadata"]["window"], 64);
     assert_eq!(items[0]["loaded_at"], "2026-05-01T08:05:00Z");
@@ -106,9 +130,17 @@ async fn models_list_each_load_newest_first_with_the_current_one_marked() -> Res
 #[tokio::test]
 async fn a_responsibility_can_be_removed_by_the_system_administrator_only() -> Result<()> {
     let app = app().await?;
-    let housing = app.db.store.department_by_code("housing-construction").await?.unwrap().id;
+    let housing = app
+        .db
+        .store
+        .department_by_code("housing-construction")
+        .await?
+        .unwrap()
+        .id;
     let body = json!({"item": "demo-dust", "region_code": "330102", "department_id": housing});
-    let (status, _) = app.call("admin", Method::PUT, "/api/v1/responsibilities", Some(body)).await?;
+    let (status, _) = app
+        .call("admin", Method::PUT, "/api/v1/responsibilities", Some(body))
+        .await?;
     assert_eq!(status, StatusCode::OK);
 
     let path = "/api/v1/responsibilities/demo-dust/330102";
@@ -118,7 +150,11 @@ async fn a_responsibility_can_be_removed_by_the_system_administrator_only() -> R
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, list) = app.call("admin", Method::GET, "/api/v1/responsibilities", None).await?;
     assert!(
-        !list["items"].as_array().unwrap().iter().any(|r| r["item"] == "demo-dust" && r["region_code"] == "330102"),
+        !list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["item"] == "demo-dust" && r["region_code"] == "330102"),
         "{list}"
     );
     let (status, body) = app.call("admin", Method::DELETE, path, None).await?;

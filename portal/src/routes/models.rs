@@ -54,6 +54,12 @@ pub struct Models {
 
 pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Models>> {
     crate::access::scope(&state, &who).await?;
-    let items = state.store.model_loads(HISTORY).await?.into_iter().map(ModelView::from).collect();
+    let items = state
+        .store
+        .model_loads(HISTORY)
+        .await?
+        .into_iter()
+        .map(ModelView::from)
+        .collect();
     Ok(Json(Models { items }))
 }
