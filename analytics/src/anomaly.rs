@@ -23,6 +23,11 @@ pub trait Predictor: Send {
     fn reload_if_changed(&mut self) -> Option<Result<String, String>> {
         None
     }
+    /// The model file in use, if the predictor has one (`detector` left empty: the detector's
+    /// name is filled in by [`AnomalyDetector`]).
+    fn loaded(&self) -> Option<offsite_store::detector_models::ModelLoad> {
+        None
+    }
 }
 
 /// Forecasts "same as the last value": the fallback when no model is available.
@@ -157,6 +162,10 @@ impl Detector for AnomalyDetector {
 
     fn version(&self) -> &str {
         &self.version
+    }
+
+    fn models(&self) -> Vec<offsite_store::detector_models::ModelLoad> {
+        self.predictor.loaded().map(|m| offsite_store::detector_models::ModelLoad { detector: self.name.clone(), ..m }).into_iter().collect()
     }
 
     fn observe(&mut self, batch: &[Observation], out: &mut Vec<Finding>) {

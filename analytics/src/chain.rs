@@ -52,6 +52,11 @@ impl Chain {
         out
     }
 
+    /// The model files every detector has in use.
+    pub fn models(&self) -> Vec<offsite_store::detector_models::ModelLoad> {
+        self.detectors.iter().flat_map(|d| d.models()).collect()
+    }
+
     /// Runs every detector over the batch; one outcome per sample, in order.
     pub fn observe(&mut self, batch: &[Observation]) -> Vec<Outcome> {
         let mut out = vec![Outcome::default(); batch.len()];

@@ -91,4 +91,8 @@ pub trait Detector: Send {
     fn idle(&mut self, _now: DateTime<Utc>) -> Vec<(SeriesKey, Arc<SeriesMeta>, Transition)> {
         Vec::new()
     }
+    /// The model files in use (with when each was loaded), for the `detector_models` log.
+    fn models(&self) -> Vec<offsite_store::detector_models::ModelLoad> {
+        Vec::new()
+    }
 }

@@ -169,6 +169,8 @@ struct Engine {
     registry_loaded: Instant,
     /// Device keys looked up and not found, with when.
     missing: HashMap<i32, Instant>,
+    /// Model loads already written to `detector_models` (detector, load time).
+    models_recorded: HashSet<(String, DateTime<Utc>)>,
 }
 
 impl Engine {
@@ -188,9 +190,11 @@ impl Engine {
             rules_seen: None,
             registry_loaded: Instant::now(),
             missing: HashMap::new(),
+            models_recorded: HashSet::new(),
         };
         e.load_registry().await?;
         e.reload_rules().await;
+        e.record_models().await;
         Ok(e)
     }
 
@@ -409,6 +413,25 @@ impl Engine {
             Err(e) => warn!(error = %format!("{e:#}"), "reading device status"),
         }
         self.reload_rules().await;
+        self.record_models().await;
+    }
+
+    /// Writes each model load not yet recorded (a new one after a reload); a failed write is
+    /// retried on the next tick.
+    async fn record_models(&mut self) {
+        for m in self.chain.models() {
+            let key = (m.detector.clone(), m.loaded_at);
+            if self.models_recorded.contains(&key) {
+                continue;
+            }
+            match self.store.record_model_load(&m).await {
+                Ok(_) => {
+                    info!(detector = %m.detector, model = %m.name, version = %m.version, "model load recorded");
+                    self.models_recorded.insert(key);
+                }
+                Err(e) => warn!(error = %format!("{e:#}"), "recording a model load"),
+            }
+        }
     }
 
     async fn device_offline(&mut self, key: i32, id: &str, now: DateTime<Utc>) {

@@ -11,6 +11,8 @@ use ort::value::TensorRef;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use offsite_store::detector_models::{ModelDigest, ModelLoad};
+
 use crate::anomaly::Predictor;
 
 /// The parts of `model.json` inference depends on.
@@ -23,6 +25,9 @@ pub struct ModelCard {
     pub window: usize,
     pub input: Tensor,
     pub output: Tensor,
+    /// The whole card as read (what the portal shows of a model).
+    #[serde(skip)]
+    pub metadata: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,8 +39,12 @@ impl ModelCard {
     /// Reads `dir/model.json`.
     pub fn load(dir: &Path) -> Result<Self> {
         let p = dir.join("model.json");
-        let card: ModelCard = serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("parsing {}", p.display()))?;
+        let metadata: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+                .with_context(|| format!("parsing {}", p.display()))?;
+        let mut card: ModelCard =
+            serde_json::from_value(metadata.clone()).with_context(|| format!("parsing {}", p.display()))?;
+        card.metadata = metadata;
         if card.window == 0 || card.window > 4096 {
             bail!("{}: window {} out of range", p.display(), card.window);
         }
@@ -69,6 +78,9 @@ pub struct OnnxForecaster {
     dir: PathBuf,
     /// Modification times of the card and the model when loaded.
     stamp: Option<(std::time::SystemTime, std::time::SystemTime)>,
+    /// The file's digest (checked against the card) and when it was loaded.
+    sha256: ModelDigest,
+    loaded_at: chrono::DateTime<chrono::Utc>,
 }
 
 fn stamp(dir: &Path, file: &str) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
@@ -100,7 +112,8 @@ impl OnnxForecaster {
             bail!("model {} has no output named {:?}", path.display(), card.output.name);
         }
         let stamp = stamp(dir, &card.file);
-        Ok(Self { session, card, path, dir: dir.to_path_buf(), stamp })
+        let sha256 = ModelDigest::parse(&digest).context("a SHA-256 digest is 64 hex digits")?;
+        Ok(Self { session, card, path, dir: dir.to_path_buf(), stamp, sha256, loaded_at: chrono::Utc::now() })
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -123,6 +136,17 @@ impl Predictor for OnnxForecaster {
 
     fn version(&self) -> &str {
         &self.card.version
+    }
+
+    fn loaded(&self) -> Option<ModelLoad> {
+        Some(ModelLoad {
+            detector: String::new(),
+            name: self.card.name.clone(),
+            version: self.card.version.clone(),
+            sha256: self.sha256.clone(),
+            metadata: self.card.metadata.clone(),
+            loaded_at: self.loaded_at,
+        })
     }
 
     fn reload_if_changed(&mut self) -> Option<std::result::Result<String, String>> {

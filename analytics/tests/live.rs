@@ -231,3 +231,68 @@ async fn rule_edits_apply_without_restart() -> Result<()> {
     r.analytics.take().unwrap().shutdown().await;
     Ok(())
 }
+
+/// A predictor whose "model file" the test swaps, as a reload would.
+struct SwappableModel(std::sync::Arc<std::sync::Mutex<offsite_store::detector_models::ModelLoad>>);
+
+impl offsite_analytics::anomaly::Predictor for SwappableModel {
+    fn window(&self) -> usize {
+        8
+    }
+    fn name(&self) -> &str {
+        "swappable"
+    }
+    fn version(&self) -> &str {
+        "test"
+    }
+    fn predict(&mut self, _x: &[f32], rows: usize, out: &mut Vec<f32>) -> anyhow::Result<()> {
+        out.extend(std::iter::repeat_n(0.0, rows));
+        Ok(())
+    }
+    fn loaded(&self) -> Option<offsite_store::detector_models::ModelLoad> {
+        Some(self.0.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test]
+async fn every_model_load_is_recorded_once() -> Result<()> {
+    use offsite_analytics::anomaly::{AnomalyConfig, AnomalyDetector};
+    use offsite_store::detector_models::{ModelDigest, ModelLoad};
+
+    let db = TestDb::new().await?;
+    let first = ModelLoad {
+        detector: String::new(),
+        name: "forecaster".into(),
+        version: "1".into(),
+        sha256: ModelDigest::parse(&"1".repeat(64)).unwrap(),
+        metadata: serde_json::json!({"name": "forecaster", "version": "1"}),
+        loaded_at: t(0),
+    };
+    let model = std::sync::Arc::new(std::sync::Mutex::new(first.clone()));
+    let chain = Chain::new(vec![Box::new(AnomalyDetector::new(Box::new(SwappableModel(model.clone())), AnomalyConfig::default()))]);
+    let (_tx, rx) = flume::bounded::<Committed>(1);
+    let (live_tx, _live) = broadcast::channel(10);
+    let cfg = LiveConfig { idle_every: Duration::from_millis(100), ..LiveConfig::default() };
+    let analytics = Analytics::start(db.store.clone(), chain, cfg, rx, live_tx).await?;
+
+    // Recorded at start, under the detector's name, and not again on later ticks.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let loads = db.store.model_loads(10).await?;
+    assert_eq!(loads.len(), 1, "{loads:?}");
+    assert_eq!((loads[0].detector.as_str(), loads[0].version.as_str(), loads[0].current), ("anomaly-swappable", "1", true));
+
+    // A reload (a new file, a new load time) is recorded and becomes the current one.
+    *model.lock().unwrap() = ModelLoad { version: "2".into(), sha256: ModelDigest::parse(&"2".repeat(64)).unwrap(), loaded_at: t(5), ..first };
+    let mut loads = Vec::new();
+    for _ in 0..50 {
+        loads = db.store.model_loads(10).await?;
+        if loads.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen: Vec<(&str, bool)> = loads.iter().map(|m| (m.version.as_str(), m.current)).collect();
+    assert_eq!(seen, [("2", true), ("1", false)]);
+    analytics.shutdown().await;
+    Ok(())
+}

@@ -294,6 +294,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/wall/summary", get(routes::wall::summary))
         .route("/api/v1/warnings/{id}", get(routes::warnings::get))
         .route("/api/v1/warnings/{id}/resolve", post(routes::warnings::resolve))
+        .route("/api/v1/models", get(routes::models::list))
         .route("/api/v1/rules", get(routes::rules::list).post(routes::rules::create))
         .route("/api/v1/rules/{id}", get(routes::rules::get).put(routes::rules::update).delete(routes::rules::delete))
         .route("/api/v1/silences", get(routes::silences::list_silences).post(routes::silences::create_silence))
@@ -341,6 +342,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/responsibilities",
             get(routes::workflow_admin::responsibilities).put(routes::workflow_admin::put_responsibility),
+        )
+        .route(
+            "/api/v1/responsibilities/{item}/{region_code}",
+            delete(routes::workflow_admin::delete_responsibility),
         )
         .route("/api/v1/tasks/{id}/case", post(routes::cases::open))
         .route("/api/v1/cases", get(routes::cases::list))

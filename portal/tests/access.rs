@@ -157,6 +157,7 @@ async fn every_endpoint_with_every_role() -> Result<()> {
         (Method::GET, format!("/api/v1/warnings/{wa}"), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, format!("/api/v1/warnings/{wb}"), None, [Ok, Forbidden, Forbidden, Ok, NotFound, NotFound, Ok, Ok]),
         (Method::GET, "/api/v1/rules".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, "/api/v1/models".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::POST, "/api/v1/rules".into(), Some(rule.clone()), [Ok, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden]),
         (Method::GET, "/api/v1/silences".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::POST, "/api/v1/silences".into(), Some(silence), [Ok, Forbidden, Forbidden, Ok, Forbidden, Forbidden, Forbidden, Forbidden]),

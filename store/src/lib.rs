@@ -10,6 +10,7 @@ pub mod commands;
 pub mod complaints;
 pub mod credit;
 pub mod dept_metrics;
+pub mod detector_models;
 pub mod devices;
 pub mod embedded;
 pub mod files;

@@ -7,6 +7,7 @@ pub mod device_registry;
 pub mod devices;
 pub mod health;
 pub mod metrics;
+pub mod models;
 pub mod notifications;
 pub mod public_catalog;
 pub mod registers;

@@ -217,3 +217,21 @@ pub async fn put_responsibility(
         .await;
     Ok(Json(b))
 }
+
+pub async fn delete_responsibility(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath((item, region_code)): ApiPath<(String, String)>,
+) -> ApiResult<Response> {
+    who.require(&CONFIGURE)?;
+    if !state.store.delete_responsibility(&item, &region_code).await? {
+        return Err(ApiError::not_found("no department is set for that item and region", "该事项在该区划没有设置责任部门"));
+    }
+    state
+        .audit(
+            offsite_store::AuditEvent::new(who.username(), "responsibility.delete", "responsibility")
+                .id(format!("{item}/{region_code}")),
+        )
+        .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

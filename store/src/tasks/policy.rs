@@ -113,6 +113,16 @@ impl Store {
         Ok(())
     }
 
+    /// Removes what `set_responsibility` set; false if nothing was set.
+    pub async fn delete_responsibility(&self, item: &str, region_code: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM responsibilities WHERE item = $1 AND region_code = $2")
+            .bind(item)
+            .bind(region_code)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// `(item, region_code, department_id)` rows.
     pub async fn responsibilities(&self) -> Result<Vec<(String, String, i64)>> {
         Ok(sqlx::query_as("SELECT item, region_code, department_id FROM responsibilities ORDER BY 1, 2")
