@@ -409,3 +409,45 @@ async fn openapi_document_and_docs_ui_need_no_login() -> Result<()> {
     assert!(!html.contains("https://"), "no asset is loaded from the internet");
     Ok(())
 }
+
+/// The public sees only what the API description marks public: every other operation, whatever
+/// its method and path parameters, answers an anonymous caller 401 before doing anything.
+#[tokio::test]
+async fn the_public_sees_nothing_but_public_operations() -> Result<()> {
+    use offsite_portal::openapi::{Access, ENDPOINTS};
+    let app = App::spawn().await?;
+    let anon = reqwest::Client::new();
+    let mut leaks = Vec::new();
+    let mut checked = 0;
+    for (method, path, _, _, _, access, _) in ENDPOINTS {
+        if *access != Access::Login {
+            continue;
+        }
+        // Path parameters get plausible values, so a refusal is about the caller, not the shape.
+        let concrete: String = path
+            .split('/')
+            .map(|seg| match seg {
+                "{id}" | "{doc_id}" | "{attachment_id}" | "{level}" => "1",
+                "{code}" | "{region_code}" => "330102",
+                "{day}" => "2026-10-01",
+                "{item}" => "ITEM-1",
+                s if s.starts_with('{') => "x",
+                s => s,
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())?;
+        let mut req = anon.request(m, app.url(&concrete));
+        if *method != "get" && *method != "delete" {
+            req = req.json(&serde_json::json!({}));
+        }
+        let status = req.send().await?.status();
+        checked += 1;
+        if status != StatusCode::UNAUTHORIZED {
+            leaks.push(format!("{method} {concrete}: {status}"));
+        }
+    }
+    assert!(checked > 100, "only {checked} operations checked");
+    assert!(leaks.is_empty(), "answered an anonymous caller:\n{}", leaks.join("\n"));
+    Ok(())
+}

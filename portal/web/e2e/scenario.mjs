@@ -274,6 +274,8 @@ try {
   const tours = [
     { user: 'admin', width: 1440, paths: ['/wall', '/tasks', '/cases', '/devices', `/devices/${DEVICE}`, '/cameras', '/oversight', '/notifications', '/account'], admin: true },
     { user: 'secadmin', width: 1440, paths: ['/account'], admin: true },
+    { user: 'monitor', width: 1440, paths: ['/cases', '/devices', '/cameras', '/oversight'], admin: true },
+    { user: 'leader1', width: 1440, paths: ['/wall', '/tasks', '/oversight'] },
     { user: 'resup', width: 1440, paths: ['/oversight', '/tasks?overdue=true'] },
     { user: HANDLER, width: PHONE_WIDTH, paths: ['/tasks', '/cases', '/devices', `/devices/${DEVICE}`, '/notifications', '/account'] },
   ]

@@ -119,6 +119,8 @@ const zh = {
   },
   notifications: { title: '消息通知', empty: '暂无消息', readAll: '全部已读', unread: '未读' },
   warning: {
+    snapshot: '现场快照',
+    noSnapshot: '该预警没有快照：视频接入上线后，摄像头产生的预警会附带现场快照。',
     title: '预警详情',
     evidence: '证据曲线',
     noSeries: '该预警没有可绘制的数据序列',
@@ -309,6 +311,8 @@ const en: Messages = {
   },
   notifications: { title: 'Notifications', empty: 'No notifications', readAll: 'Mark all read', unread: 'Unread' },
   warning: {
+    snapshot: 'Snapshot',
+    noSnapshot: 'No snapshot for this warning: once video is connected, camera warnings carry a snapshot of the scene.',
     title: 'Warning',
     evidence: 'Evidence',
     noSeries: 'This warning carries no series to draw',

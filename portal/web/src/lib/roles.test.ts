@@ -5,7 +5,7 @@ const keys = (roles: string[]) => menuFor(roles).map((m) => m.key)
 
 describe('menu by role', () => {
   it('gives the monitoring center the wall first', () => {
-    expect(keys(['monitor'])).toEqual(['wall', 'tasks', 'cases', 'devices', 'cameras', 'oversight', 'notifications', 'account'])
+    expect(keys(['monitor'])).toEqual(['wall', 'tasks', 'cases', 'devices', 'cameras', 'oversight', 'admin', 'notifications', 'account'])
     expect(homeFor(['monitor'])).toBe('/wall')
   })
   it('sends handlers to the task desk, without the wall', () => {

@@ -30,7 +30,8 @@ export const MENU: readonly MenuEntry[] = [
   { key: 'cameras', path: '/cameras', roles: ['monitor', 'system_admin', 'leader', 'resupervision'] },
   // Re-supervision (督查督办): how departments respond.
   { key: 'oversight', path: '/oversight', roles: ['resupervision', 'leader', 'monitor', 'system_admin'] },
-  { key: 'admin', path: '/admin', roles: ['system_admin', 'security_admin'] },
+  // The monitoring center finds its silences there (the other administration pages are not theirs).
+  { key: 'admin', path: '/admin', roles: ['system_admin', 'security_admin', 'monitor'] },
   { key: 'audit', path: '/audit', roles: ['audit_admin'] },
   { key: 'notifications', path: '/notifications', roles: 'all' },
   { key: 'account', path: '/account', roles: 'all' },
