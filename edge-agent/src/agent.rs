@@ -384,7 +384,13 @@ impl DeviceRunner {
     /// Checks the whole command first, so it applies completely or not at all; persists before
     /// the answer goes out.
     fn apply(&mut self, c: &Command) -> Result<(), String> {
-        let CommandAction::Configure { sources } = &c.action;
+        let sources = match &c.action {
+            CommandAction::Configure { sources } => sources,
+            // Zones belong to camera mode; a sensor-only agent has no camera to apply them to.
+            CommandAction::SetZones { camera, .. } => {
+                return Err(format!("no camera {camera} on this agent / 本设备没有摄像头 {camera}"));
+            }
+        };
         for (name, s) in sources {
             if !self.slots.iter().any(|slot| &slot.name == name) {
                 return Err(format!("unknown source {name:?} / 未知数据源"));

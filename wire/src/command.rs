@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Platform -> device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     /// 1..=64 characters of `[A-Za-z0-9_-]`.
     pub id: String,
@@ -18,11 +18,13 @@ pub struct Command {
 }
 
 /// What a command asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CommandAction {
     /// Change sources of the device: sampling interval, on/off. Sources not named keep their settings.
     Configure { sources: BTreeMap<String, SourceSettings> },
+    /// Replace a camera's zones (the zone editor). The device answers with the zones it now uses.
+    SetZones { camera: crate::CameraId, zones: Vec<crate::Zone> },
 }
 
 /// Settings of one source; a field left out keeps its current value.

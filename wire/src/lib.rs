@@ -3,12 +3,17 @@
 //! Everything a device sends or receives is described here, so the edge agent, ingest and the
 //! tests agree by construction. The human-readable contract is `docs/protocol.md`.
 
+mod camera;
 mod command;
 mod credentials;
 mod ids;
 mod payload;
 mod topic;
 
+pub use camera::{
+    zone_metric, BoxN, CameraEventKind, CameraId, CameraMessage, Detection, Point, Snapshot, Zone, ZoneId, ZoneKind,
+    MAX_CAMERA_MESSAGE,
+};
 pub use command::{valid_command_id, Command, CommandAck, CommandAction, SourceSettings, MAX_COMMAND_ID};
 pub use credentials::DeviceCredentials;
 pub use ids::{DeviceId, IdError, MetricKey};

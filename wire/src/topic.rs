@@ -18,11 +18,13 @@ pub enum Channel {
     Cmd,
     /// Device -> platform: result of a command.
     CmdAck,
+    /// Device -> platform: camera events, status and snapshots (`CameraMessage`).
+    Event,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] =
-        [Channel::Data, Channel::Status, Channel::Ack, Channel::Cmd, Channel::CmdAck];
+    pub const ALL: [Channel; 6] =
+        [Channel::Data, Channel::Status, Channel::Ack, Channel::Cmd, Channel::CmdAck, Channel::Event];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,6 +33,7 @@ impl Channel {
             Channel::Ack => "ack",
             Channel::Cmd => "cmd",
             Channel::CmdAck => "cmd/ack",
+            Channel::Event => "event",
         }
     }
 
