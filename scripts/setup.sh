@@ -134,6 +134,27 @@ PY
     fi
 fi
 
+# --- Python reference detector for the vision tests (vision/tests/reference.rs) -------------------
+# A venv with the pinned Python onnxruntime; the tests compare the Rust detector's boxes with it.
+VISION_VENV=vision/reference/.venv
+VISION_REQ=vision/reference/requirements.txt
+if [[ -x $VISION_VENV/bin/python ]] && cmp -s "$VISION_REQ" "$VISION_VENV/requirements.txt"; then
+    done_steps+=("vision reference venv present")
+elif command -v python3 >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1; then
+    say "creating ${VISION_VENV} (numpy, onnxruntime, opencv-python-headless)"
+    if python3 -m venv "$VISION_VENV" &&
+        "$VISION_VENV/bin/pip" install -q --disable-pip-version-check -r "$VISION_REQ" >&2; then
+        cp "$VISION_REQ" "$VISION_VENV/requirements.txt"
+        done_steps+=("vision reference venv made")
+    else
+        say "WARNING: could not make ${VISION_VENV}; the vision reference test will fail until it exists."
+        done_steps+=("vision reference venv MISSING (pip failed)")
+    fi
+else
+    say "WARNING: python3 with venv not found; the vision reference test needs it (apt-get install python3-venv)."
+    done_steps+=("vision reference venv MISSING (no python3 venv)")
+fi
+
 # --- Node.js for the web UI (portal/web; `make web`) ----------------------------------------------
 # Not installed here: Debian 12's nodejs (18) is too old for Vite 7, which needs Node 20.19 or newer.
 # Without it `make web` (and so `make build` and `make test`, whose browser tests drive the UI) fails.
