@@ -78,6 +78,10 @@ fn boxes_match_python_onnxruntime_and_counts_match_the_eye() {
             assert!(g.x1 >= 0.0 && g.y1 >= 0.0 && g.x2 <= 1.0 && g.y2 <= 1.0 && g.x1 < g.x2 && g.y1 < g.y2);
         }
 
+        // The evidence picture for a person looking at the result (target/tmp/yolox-reference).
+        let jpeg = offsite_vision::draw::snapshot_jpeg(&frame, &got, &[], 85).unwrap();
+        std::fs::write(out.join(format!("snapshot_{index:05}.jpg")), jpeg).unwrap();
+
         if WITH_PERSON.contains(&index) {
             assert!(!got.is_empty(), "frame {index} shows a person at the table, none found");
         } else {
