@@ -157,7 +157,13 @@ fn check_frame(frame: &FrameRef) -> Result<()> {
     }
     let need = (frame.height as usize - 1) * frame.stride + 3 * frame.width as usize;
     if frame.data.len() < need {
-        bail!("frame of {}x{} (stride {}) needs {need} bytes, has {}", frame.width, frame.height, frame.stride, frame.data.len());
+        bail!(
+            "frame of {}x{} (stride {}) needs {need} bytes, has {}",
+            frame.width,
+            frame.height,
+            frame.stride,
+            frame.data.len()
+        );
     }
     Ok(())
 }
@@ -284,11 +290,19 @@ impl Yolox {
 
         let (inputs, outputs) = (session.inputs(), session.outputs());
         if inputs.len() != 1 || outputs.len() != 1 {
-            bail!("model {}: a YOLOX model has one input and one output, this one {} and {}", path.display(), inputs.len(), outputs.len());
+            bail!(
+                "model {}: a YOLOX model has one input and one output, this one {} and {}",
+                path.display(),
+                inputs.len(),
+                outputs.len()
+            );
         }
-        let dims = |t: &ort::value::ValueType| -> Option<Vec<i64>> { t.tensor_shape().map(|s| s.iter().copied().collect()) };
-        let in_shape = dims(inputs[0].dtype()).with_context(|| format!("model {}: the input is not a tensor", path.display()))?;
-        let out_shape = dims(outputs[0].dtype()).with_context(|| format!("model {}: the output is not a tensor", path.display()))?;
+        let dims =
+            |t: &ort::value::ValueType| -> Option<Vec<i64>> { t.tensor_shape().map(|s| s.iter().copied().collect()) };
+        let in_shape =
+            dims(inputs[0].dtype()).with_context(|| format!("model {}: the input is not a tensor", path.display()))?;
+        let out_shape = dims(outputs[0].dtype())
+            .with_context(|| format!("model {}: the output is not a tensor", path.display()))?;
         let (input_w, input_h) = match in_shape[..] {
             [1, 3, h, w] if h > 0 && w > 0 && h % 32 == 0 && w % 32 == 0 => (w as u32, h as u32),
             _ => bail!(

@@ -97,7 +97,8 @@ impl HallEvents {
                 out.push(HallTransition { kind, zone: id.clone(), raised, detail });
             }
         }
-        let gone: Vec<ZoneId> = self.zones.keys().filter(|id| !counts.iter().any(|(c, ..)| c == *id)).cloned().collect();
+        let gone: Vec<ZoneId> =
+            self.zones.keys().filter(|id| !counts.iter().any(|(c, ..)| c == *id)).cloned().collect();
         for id in gone {
             let state = self.zones.remove(&id).expect("listed above");
             if let (true, Some(kind)) = (state.raised, state.kind) {
@@ -164,7 +165,9 @@ impl HallEvents {
             return Some((
                 KIND,
                 true,
-                format!("{name} 聚集 {count} 人（上限 {limit}）已 {m} 分钟 ({count} people, limit {limit}, for {m} min)"),
+                format!(
+                    "{name} 聚集 {count} 人（上限 {limit}）已 {m} 分钟 ({count} people, limit {limit}, for {m} min)"
+                ),
             ));
         }
         None

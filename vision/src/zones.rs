@@ -96,7 +96,7 @@ mod tests {
         ];
         let counts = count_per_zone(&boxes, &[window.clone(), queue.clone()]);
         assert_eq!(counts, vec![(window.id.clone(), 1), (queue.id.clone(), 2)]);
-        assert_eq!(count_per_zone(&[], &[window.clone()]), vec![(window.id, 0)]);
+        assert_eq!(count_per_zone(&[], std::slice::from_ref(&window)), vec![(window.id, 0)]);
         assert!(count_per_zone(&boxes, &[]).is_empty());
     }
 }
