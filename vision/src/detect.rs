@@ -19,6 +19,12 @@ use sha2::{Digest, Sha256};
 
 use crate::{FrameRef, PixelFormat};
 
+/// Where setup installs the YOLOX-Nano model, relative to the installation (git-ignored: the
+/// model comes from another project).
+pub const YOLOX_NANO_PATH: &str = "models/yolox-nano/yolox_nano.onnx";
+/// The YOLOX-Nano file setup installs and the README points to.
+pub const YOLOX_NANO_SHA256: &str = "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14";
+
 /// The strides of YOLOX's three detection heads.
 pub const STRIDES: [u32; 3] = [8, 16, 32];
 /// What YOLOX pads the letterbox with (mid grey), as in its training.
@@ -385,11 +391,16 @@ impl Yolox {
     }
 }
 
-/// Where the YOLOX-Nano model is looked for when none is configured: `models/yolox-nano/` next to
-/// the current directory (where setup installs it), then the same under each parent.
+/// Where the YOLOX-Nano model is looked for when none is configured: [`YOLOX_NANO_PATH`] under
+/// the current directory or one of its parents (a checkout, where setup installs it), then under
+/// the executable's directory or one of its parents (an installation).
 pub fn default_model_path() -> Option<PathBuf> {
-    let here = std::env::current_dir().ok()?;
-    here.ancestors().map(|d| d.join("models/yolox-nano/yolox_nano.onnx")).find(|p| p.is_file())
+    let here = std::env::current_dir().ok();
+    let exe = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    [here, exe]
+        .into_iter()
+        .flatten()
+        .find_map(|start| start.ancestors().map(|d| d.join(YOLOX_NANO_PATH)).find(|p| p.is_file()))
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ fn boxes_match_python_onnxruntime_and_counts_match_the_eye() {
 
     let mut yolox = Yolox::load(&DetectorConfig::new(&model)).expect("model loads");
     assert_eq!(yolox.input_size(), (416, 416));
+    assert_eq!(yolox.sha256(), offsite_vision::detect::YOLOX_NANO_SHA256, "the model the reference was written for");
     assert!(yolox.model_name().starts_with("yolox_nano.onnx (sha256 "), "{}", yolox.model_name());
 
     let frames = reference["frames"].as_array().unwrap();

@@ -20,7 +20,7 @@ pub fn shared() -> PathBuf {
 
 /// The YOLOX-Nano model: the copy setup installs under models/, else the one in ../shared.
 pub fn yolox_model() -> PathBuf {
-    let installed = workspace().join("models/yolox-nano/yolox_nano.onnx");
+    let installed = workspace().join(offsite_vision::detect::YOLOX_NANO_PATH);
     if installed.is_file() {
         return installed;
     }
