@@ -134,6 +134,45 @@ PY
     fi
 fi
 
+# --- YOLOX-Nano person detector for camera mode (models/yolox-nano/, git-ignored) ------------------
+# The model comes from another project and is never committed: taken from ../shared when it is
+# there (development and CI); README says where else to get it. Checked by its sha256.
+YOLOX_MODEL=models/yolox-nano/yolox_nano.onnx
+YOLOX_SHA256=695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14
+yolox_ok() { [[ -f $1 ]] && [[ $(sha256sum "$1" | cut -d' ' -f1) == "$YOLOX_SHA256" ]]; }
+if yolox_ok "$YOLOX_MODEL"; then
+    done_steps+=("yolox-nano present")
+elif yolox_ok "../shared/$YOLOX_MODEL"; then
+    mkdir -p "$(dirname "$YOLOX_MODEL")"
+    cp "../shared/$YOLOX_MODEL" "$YOLOX_MODEL.part" && mv "$YOLOX_MODEL.part" "$YOLOX_MODEL"
+    for f in ../shared/models/yolox-nano/*.txt; do [[ -f $f ]] && cp "$f" "$(dirname "$YOLOX_MODEL")/"; done
+    done_steps+=("yolox-nano copied")
+else
+    say "WARNING: ${YOLOX_MODEL} is missing (or its sha256 is not ${YOLOX_SHA256:0:8}…): cameras run without person detection; README says where to get it."
+    done_steps+=("yolox-nano MISSING (person detection off)")
+fi
+
+# --- Python reference detector for the vision tests (vision/tests/reference.rs) -------------------
+# A venv with the pinned Python onnxruntime; the tests compare the Rust detector's boxes with it.
+VISION_VENV=vision/reference/.venv
+VISION_REQ=vision/reference/requirements.txt
+if [[ -x $VISION_VENV/bin/python ]] && cmp -s "$VISION_REQ" "$VISION_VENV/requirements.txt"; then
+    done_steps+=("vision reference venv present")
+elif command -v python3 >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1; then
+    say "creating ${VISION_VENV} (numpy, onnxruntime, opencv-python-headless)"
+    if python3 -m venv "$VISION_VENV" &&
+        "$VISION_VENV/bin/pip" install -q --disable-pip-version-check -r "$VISION_REQ" >&2; then
+        cp "$VISION_REQ" "$VISION_VENV/requirements.txt"
+        done_steps+=("vision reference venv made")
+    else
+        say "WARNING: could not make ${VISION_VENV}; the vision reference test will fail until it exists."
+        done_steps+=("vision reference venv MISSING (pip failed)")
+    fi
+else
+    say "WARNING: python3 with venv not found; the vision reference test needs it (apt-get install python3-venv)."
+    done_steps+=("vision reference venv MISSING (no python3 venv)")
+fi
+
 # --- Node.js for the web UI (portal/web; `make web`) ----------------------------------------------
 # Not installed here: Debian 12's nodejs (18) is too old for Vite 7, which needs Node 20.19 or newer.
 # Without it `make web` (and so `make build` and `make test`, whose browser tests drive the UI) fails.

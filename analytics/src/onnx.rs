@@ -2,7 +2,6 @@
 //! Runtime loaded at run time (`load-dynamic`), many windows per call.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use ndarray::ArrayView2;
@@ -52,23 +51,14 @@ impl ModelCard {
     }
 }
 
-static RUNTIME: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
-
-/// Loads the ONNX Runtime library once per process (later calls return the first outcome).
+/// Loads the ONNX Runtime library once per process (later calls return the first outcome). The
+/// vision crate owns the one copy, so a process that also detects people loads it once.
 pub fn init_runtime(library: &Path) -> Result<&'static ort::environment::Environment> {
-    let r = RUNTIME.get_or_init(|| {
-        let fail = |e: &dyn std::fmt::Display| format!("loading ONNX Runtime from {}: {e}", library.display());
-        let builder = ort::init_from(library).map_err(|e| fail(&e))?;
-        builder.with_name("offsite").build().map_err(|e| fail(&e))
-    });
-    r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    offsite_vision::detect::init_runtime_environment(library)
 }
 
 fn runtime() -> Result<&'static ort::environment::Environment> {
-    match RUNTIME.get() {
-        Some(r) => r.as_ref().map_err(|e| anyhow::anyhow!("{e}")),
-        None => bail!("the ONNX Runtime library is not loaded (init_runtime first)"),
-    }
+    offsite_vision::detect::runtime()
 }
 
 pub struct OnnxForecaster {

@@ -1,13 +1,12 @@
 //! What a camera's frames say, as plain functions over pixel buffers (no GStreamer, no I/O but
 //! the ONNX model): person detection with a YOLOX-style model, per-zone counts, the hall events
-//! (post unattended, crowding) and the snapshot picture with boxes and zones drawn.
-//!
-//! SKELETON: the API the camera mode of the edge agent is written against; the bodies are being
-//! written (issue 8). Every function here still answers "not available".
+//! (post unattended, crowding), stream-health measures and the snapshot picture with boxes and
+//! zones drawn. The camera mode of the edge agent calls these; ARCHITECTURE.md says how they fit.
 
 pub mod detect;
 pub mod draw;
 pub mod events;
+pub mod health;
 pub mod zones;
 
 /// How the bytes of a frame are laid out: packed 8-bit, three channels.
