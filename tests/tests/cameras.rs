@@ -53,6 +53,8 @@ fn event(seq: u64, kind: CameraEventKind, raised: bool, zone: Option<&str>, snap
 struct Device {
     client: AsyncClient,
     topic: String,
+    /// Payloads the device received on its `cmd` topic.
+    commands: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
     _poll: tokio::task::JoinHandle<()>,
 }
 
@@ -69,16 +71,22 @@ impl Device {
         }));
         let (client, mut ev) = AsyncClient::new(o, 100);
         assert!(connack_ok(&mut ev).await, "device connects");
+        let (tx, commands) = tokio::sync::mpsc::unbounded_channel();
+        let cmd_topic = format!("/tenants/{}/v1/cmd", c.device_id);
         let poll = tokio::spawn(async move {
             loop {
                 match ev.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                        let _ = tx.send(p.payload.to_vec());
+                    }
                     Ok(Event::Incoming(Packet::Disconnect)) | Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                     Ok(_) => {}
                 }
             }
         });
+        client.subscribe(format!("/tenants/{}/v1/cmd", c.device_id), QoS::AtLeastOnce).await?;
         client.publish(format!("/tenants/{}/v1/status", c.device_id), QoS::AtLeastOnce, true, r#"{"online":true}"#).await?;
-        Ok(Self { client, topic: format!("/tenants/{}/v1/event", c.device_id), _poll: poll })
+        Ok(Self { client, topic: format!("/tenants/{}/v1/event", c.device_id), commands, _poll: poll })
     }
 
     async fn send(&self, m: &CameraMessage) -> Result<()> {
@@ -113,7 +121,7 @@ async fn camera_events_become_warnings_with_snapshots() -> Result<()> {
     wait_healthy(&site, Duration::from_secs(60)).await?;
     let creds = site.provision("大厅摄像头").await?;
     let dev = creds.device_id.to_string();
-    let d = Device::connect(site.tls_port, &creds).await?;
+    let mut d = Device::connect(site.tls_port, &creds).await?;
     let secs = Duration::from_secs(20);
 
     // Status: the camera appears with its zones and detection state.
@@ -200,5 +208,18 @@ async fn camera_events_become_warnings_with_snapshots() -> Result<()> {
     wait_for("black warning", secs, || async { warning(&site, &black).await.is_some() }).await?;
     assert_eq!(warning(&site, &black).await.unwrap().1, 3, "black is yellow");
     assert_eq!(warning(&site, &format!("camera|{dev}|c1|offline|")).await.unwrap().2.as_deref(), Some("cleared"));
+
+    // The zone editor: the portal records a set_zones command and the device receives it over MQTT.
+    let admin = site.admin_client().await?;
+    let mut moved = zone();
+    moved.polygon = vec![[0.2, 0.2], [0.6, 0.2], [0.6, 0.7]];
+    let r = admin.put(site.http(&format!("/api/v1/cameras/{dev}/c1/zones"))).json(&serde_json::json!({ "zones": [moved] })).send().await?;
+    assert_eq!(r.status(), 202);
+    let answer: serde_json::Value = r.json().await?;
+    assert_eq!(answer["sent"], true);
+    let got = tokio::time::timeout(secs, d.commands.recv()).await?.expect("command arrives");
+    let cmd = offsite_wire::Command::decode(&got).map_err(anyhow::Error::msg)?;
+    assert_eq!(cmd.id, answer["command_id"].as_str().unwrap());
+    assert_eq!(cmd.action, offsite_wire::CommandAction::SetZones { camera: CameraId::parse("c1").unwrap(), zones: vec![moved] });
     Ok(())
 }
