@@ -19,7 +19,10 @@ use chrono::Utc;
 use offsite_store::cameras::{CameraStatus, NewSnapshot};
 use offsite_store::files::{sha256_hex, sniff, FileStore};
 use offsite_store::{Level, NewWarning, Store, WarningChange};
-use offsite_wire::{Ack, CameraEventKind, CameraMessage, Channel, DeviceId, RejectReason, Rejection, Snapshot, Topic};
+use offsite_wire::{
+    Ack, CameraEventKind, CameraMessage, Channel, DeviceId, RejectReason, Rejection, Snapshot,
+    Topic,
+};
 use serde_json::json;
 use tokio::sync::broadcast;
 use tracing::{error, info, warn};
@@ -51,8 +54,13 @@ const SOURCE_VERSION: &str = "1";
 /// The level of a camera warning.
 pub fn level(kind: CameraEventKind) -> Level {
     match kind {
-        CameraEventKind::Offline | CameraEventKind::Covered | CameraEventKind::Moved | CameraEventKind::Crowding => Level::ORANGE,
-        CameraEventKind::Black | CameraEventKind::Frozen | CameraEventKind::Unattended => Level::YELLOW,
+        CameraEventKind::Offline
+        | CameraEventKind::Covered
+        | CameraEventKind::Moved
+        | CameraEventKind::Crowding => Level::ORANGE,
+        CameraEventKind::Black | CameraEventKind::Frozen | CameraEventKind::Unattended => {
+            Level::YELLOW
+        }
     }
 }
 
@@ -71,15 +79,23 @@ fn label(kind: CameraEventKind) -> &'static str {
 
 /// One open warning per device, camera, kind and zone.
 pub fn dedup_key(device: &str, camera: &str, kind: CameraEventKind, zone: Option<&str>) -> String {
-    format!("camera|{device}|{camera}|{}|{}", kind.as_str(), zone.unwrap_or(""))
+    format!(
+        "camera|{device}|{camera}|{}|{}",
+        kind.as_str(),
+        zone.unwrap_or("")
+    )
 }
 
 /// Parses and checks a camera message. The snapshot's JPEG is returned decoded.
 pub fn check(payload: &[u8]) -> Result<(CameraMessage, Option<Vec<u8>>), Rejection> {
     if payload.len() > offsite_wire::MAX_CAMERA_MESSAGE {
-        return Err(Rejection::new(RejectReason::TooLarge, format!("camera message of {} bytes", payload.len())));
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!("camera message of {} bytes", payload.len()),
+        ));
     }
-    let message = CameraMessage::decode(payload).map_err(|e| Rejection::new(RejectReason::Malformed, e))?;
+    let message =
+        CameraMessage::decode(payload).map_err(|e| Rejection::new(RejectReason::Malformed, e))?;
     let snapshot = match &message {
         CameraMessage::Event { snapshot, .. } => snapshot.as_ref(),
         CameraMessage::Snapshot { snapshot, .. } => Some(snapshot),
@@ -91,7 +107,9 @@ pub fn check(payload: &[u8]) -> Result<(CameraMessage, Option<Vec<u8>>), Rejecti
 
 fn check_snapshot(s: &Snapshot) -> Result<Vec<u8>, Rejection> {
     let bad = |why: &str| Rejection::new(RejectReason::Malformed, format!("snapshot: {why}"));
-    let bytes = base64::engine::general_purpose::STANDARD.decode(&s.jpeg_base64).map_err(|_| bad("not base64"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&s.jpeg_base64)
+        .map_err(|_| bad("not base64"))?;
     if !matches!(sniff(&bytes), Some(("image/jpeg", _))) {
         return Err(bad("not a JPEG"));
     }
@@ -124,25 +142,45 @@ pub async fn run(store: Store, sink: CameraSink, rx: flume::Receiver<CameraWork>
         }
         metrics::CAMERA_MESSAGES.inc();
         if let Ok(device) = DeviceId::parse(&work.device_id) {
-            let ack = Ack { seqs: vec![seq], rejected: vec![] };
-            acks.publish(Topic::new(device, Channel::Ack).render(), ack.encode()).await;
+            let ack = Ack {
+                seqs: vec![seq],
+                rejected: vec![],
+            };
+            acks.publish(Topic::new(device, Channel::Ack).render(), ack.encode())
+                .await;
         }
     }
 }
 
 fn seq_of(m: &CameraMessage) -> u64 {
     match m {
-        CameraMessage::Event { seq, .. } | CameraMessage::Status { seq, .. } | CameraMessage::Snapshot { seq, .. } => *seq,
+        CameraMessage::Event { seq, .. }
+        | CameraMessage::Status { seq, .. }
+        | CameraMessage::Snapshot { seq, .. } => *seq,
     }
 }
 
 async fn apply(store: &Store, sink: &CameraSink, w: &CameraWork) -> anyhow::Result<()> {
-    if !store.camera_message_first_seen(w.device_key, seq_of(&w.message)).await? {
+    if !store
+        .camera_message_first_seen(w.device_key, seq_of(&w.message))
+        .await?
+    {
         metrics::CAMERA_DUPLICATES.inc();
         return Ok(());
     }
     match &w.message {
-        CameraMessage::Status { camera, at, name, online, fps, last_frame_at, detection, zones, health, .. } => {
+        CameraMessage::Status {
+            camera,
+            at,
+            name,
+            online,
+            fps,
+            last_frame_at,
+            detection,
+            zones,
+            health,
+            ..
+        } => {
             store
                 .upsert_camera_status(&CameraStatus {
                     device_key: w.device_key,
@@ -158,10 +196,21 @@ async fn apply(store: &Store, sink: &CameraSink, w: &CameraWork) -> anyhow::Resu
                 })
                 .await?;
         }
-        CameraMessage::Snapshot { camera, snapshot, .. } => {
+        CameraMessage::Snapshot {
+            camera, snapshot, ..
+        } => {
             store_snapshot(store, sink, w, camera.as_str(), snapshot).await?;
         }
-        CameraMessage::Event { camera, kind, raised, at, zone, detail, snapshot, .. } => {
+        CameraMessage::Event {
+            camera,
+            kind,
+            raised,
+            at,
+            zone,
+            detail,
+            snapshot,
+            ..
+        } => {
             let camera = camera.as_str();
             let zone = zone.as_ref().map(|z| z.as_str());
             let snapshot_id = match (snapshot, &w.jpeg) {
@@ -171,14 +220,21 @@ async fn apply(store: &Store, sink: &CameraSink, w: &CameraWork) -> anyhow::Resu
             let key = dedup_key(&w.device_id, camera, *kind, zone);
             // Checked before this event changes the camera's health: an offline event itself
             // is never inhibited.
-            let inhibited = *raised && *kind != CameraEventKind::Offline && store.camera_offline(w.device_key, camera).await?;
+            let inhibited = *raised
+                && *kind != CameraEventKind::Offline
+                && store.camera_offline(w.device_key, camera).await?;
             if kind.is_health() {
-                store.apply_camera_health(w.device_key, camera, kind.as_str(), *raised).await?;
+                store
+                    .apply_camera_health(w.device_key, camera, kind.as_str(), *raised)
+                    .await?;
             }
             let warning_id = if !*raised {
                 let resolved = store.resolve_warning(&key, *at, "cleared").await?;
                 if let (Some(r), Some(live)) = (&resolved, &sink.live) {
-                    let _ = live.send(WarningChange { id: r.id, kind: "resolved".into() });
+                    let _ = live.send(WarningChange {
+                        id: r.id,
+                        kind: "resolved".into(),
+                    });
                 }
                 resolved.map(|r| r.id)
             } else if inhibited {
@@ -186,7 +242,11 @@ async fn apply(store: &Store, sink: &CameraSink, w: &CameraWork) -> anyhow::Resu
                 info!(device = %w.device_id, camera, kind = kind.as_str(), "camera offline: event inhibited");
                 None
             } else {
-                let text = if detail.trim().is_empty() { label(*kind).to_owned() } else { format!("{}: {detail}", label(*kind)) };
+                let text = if detail.trim().is_empty() {
+                    label(*kind).to_owned()
+                } else {
+                    format!("{}: {detail}", label(*kind))
+                };
                 let u = store
                     .upsert_warning(&NewWarning {
                         dedup_key: key,
@@ -215,7 +275,10 @@ async fn apply(store: &Store, sink: &CameraSink, w: &CameraWork) -> anyhow::Resu
                     })
                     .await?;
                 if let Some(live) = &sink.live {
-                    let _ = live.send(WarningChange { id: u.record().id, kind: if u.is_opened() { "opened" } else { "repeated" }.into() });
+                    let _ = live.send(WarningChange {
+                        id: u.record().id,
+                        kind: if u.is_opened() { "opened" } else { "repeated" }.into(),
+                    });
                 }
                 Some(u.record().id)
             };
@@ -233,7 +296,13 @@ fn json_of<T: serde::Serialize>(v: &T) -> anyhow::Result<serde_json::Value> {
 }
 
 /// Stores a checked snapshot's bytes and row; `None` without a file store.
-async fn store_snapshot(store: &Store, sink: &CameraSink, w: &CameraWork, camera: &str, s: &Snapshot) -> anyhow::Result<Option<i64>> {
+async fn store_snapshot(
+    store: &Store,
+    sink: &CameraSink,
+    w: &CameraWork,
+    camera: &str,
+    s: &Snapshot,
+) -> anyhow::Result<Option<i64>> {
     let (Some(files), Some(jpeg)) = (&sink.files, &w.jpeg) else {
         warn!(device = %w.device_id, camera, "no file store: snapshot not kept");
         return Ok(None);
@@ -273,19 +342,41 @@ mod tests {
     }
 
     fn message(s: Snapshot) -> Vec<u8> {
-        CameraMessage::Snapshot { seq: 1, camera: CameraId::parse("c1").unwrap(), snapshot: s }.encode()
+        CameraMessage::Snapshot {
+            seq: 1,
+            camera: CameraId::parse("c1").unwrap(),
+            snapshot: s,
+        }
+        .encode()
     }
 
     #[test]
     fn snapshots_must_be_jpegs_with_their_hash() {
         let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3];
-        assert_eq!(check(&message(snapshot(&jpeg, sha256_hex(&jpeg)))).unwrap().1.unwrap(), jpeg);
+        assert_eq!(
+            check(&message(snapshot(&jpeg, sha256_hex(&jpeg))))
+                .unwrap()
+                .1
+                .unwrap(),
+            jpeg
+        );
         let e = check(&message(snapshot(&jpeg, sha256_hex(b"other")))).unwrap_err();
         assert!(e.detail.contains("sha256"), "{}", e.detail);
         let png = b"\x89PNG\r\n\x1a\nxx";
-        assert!(check(&message(snapshot(png, sha256_hex(png)))).unwrap_err().detail.contains("JPEG"));
-        assert_eq!(check(b"{\"type\":\"event\"}").unwrap_err().reason, RejectReason::Malformed);
-        assert_eq!(check(&vec![b' '; offsite_wire::MAX_CAMERA_MESSAGE + 1]).unwrap_err().reason, RejectReason::TooLarge);
+        assert!(check(&message(snapshot(png, sha256_hex(png))))
+            .unwrap_err()
+            .detail
+            .contains("JPEG"));
+        assert_eq!(
+            check(b"{\"type\":\"event\"}").unwrap_err().reason,
+            RejectReason::Malformed
+        );
+        assert_eq!(
+            check(&vec![b' '; offsite_wire::MAX_CAMERA_MESSAGE + 1])
+                .unwrap_err()
+                .reason,
+            RejectReason::TooLarge
+        );
     }
 
     #[test]
@@ -293,7 +384,13 @@ mod tests {
         assert_eq!(level(CameraEventKind::Offline), Level::ORANGE);
         assert_eq!(level(CameraEventKind::Unattended), Level::YELLOW);
         assert_eq!(level(CameraEventKind::Black), Level::YELLOW);
-        assert_eq!(dedup_key("d1", "c1", CameraEventKind::Unattended, Some("w1")), "camera|d1|c1|unattended|w1");
-        assert_eq!(dedup_key("d1", "c1", CameraEventKind::Black, None), "camera|d1|c1|black|");
+        assert_eq!(
+            dedup_key("d1", "c1", CameraEventKind::Unattended, Some("w1")),
+            "camera|d1|c1|unattended|w1"
+        );
+        assert_eq!(
+            dedup_key("d1", "c1", CameraEventKind::Black, None),
+            "camera|d1|c1|black|"
+        );
     }
 }

@@ -67,7 +67,12 @@ async fn camera(store: &Store, key: i32, online: bool) -> Result<()> {
 async fn app() -> Result<App> {
     let db = TestDb::new().await?;
     db.store.seed_demo_registers().await?;
-    let housing = db.store.department_by_code("housing-construction").await?.unwrap().id;
+    let housing = db
+        .store
+        .department_by_code("housing-construction")
+        .await?
+        .unwrap()
+        .id;
     let ecology = db.store.department_by_code("ecology").await?.unwrap().id;
     for (name, role, dept) in [
         ("sys", Role::SystemAdmin, None),
@@ -105,7 +110,10 @@ async fn app() -> Result<App> {
     let base = format!("http://{}", listener.local_addr()?);
     let (tx, rx) = oneshot::channel::<()>();
     let audit = offsite_store::AuditLog::start(db.store.clone(), None, Duration::from_secs(60));
-    let state = AppState::new(db.store.clone()).with_live(offsite_portal::live::channel()).with_audit(audit).with_files(files);
+    let state = AppState::new(db.store.clone())
+        .with_live(offsite_portal::live::channel())
+        .with_audit(audit)
+        .with_files(files);
     tokio::spawn(serve(listener, state, async move {
         let _ = rx.await;
     }));
@@ -121,11 +129,20 @@ async fn app() -> Result<App> {
 
 impl App {
     async fn get(&self, user: &str, path: &str) -> Result<reqwest::Response> {
-        Ok(common::client(&self.db.store, user).await?.get(format!("{}{path}", self.base)).send().await?)
+        Ok(common::client(&self.db.store, user)
+            .await?
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?)
     }
 
     async fn put(&self, user: &str, path: &str, body: Value) -> Result<(StatusCode, Value)> {
-        let r = common::client(&self.db.store, user).await?.put(format!("{}{path}", self.base)).json(&body).send().await?;
+        let r = common::client(&self.db.store, user)
+            .await?
+            .put(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await?;
         let status = r.status();
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
@@ -133,7 +150,10 @@ impl App {
     async fn cameras(&self, user: &str) -> Result<Vec<Value>> {
         let r = self.get(user, "/api/v1/cameras").await?;
         assert_eq!(r.status(), StatusCode::OK);
-        Ok(r.json::<Value>().await?["items"].as_array().cloned().unwrap_or_default())
+        Ok(r.json::<Value>().await?["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -151,8 +171,14 @@ async fn cameras_are_listed_within_scope() -> Result<()> {
     assert_eq!(c["detection"]["state"], "on");
     assert_eq!(c["zones"][0]["id"], "w1");
     assert_eq!(c["latest_snapshot_id"], app.housing_cam.1);
-    assert_eq!(app.cameras("e1").await?[0]["latest_snapshot_id"], Value::Null);
-    assert_eq!(app.get("sec", "/api/v1/cameras").await?.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.cameras("e1").await?[0]["latest_snapshot_id"],
+        Value::Null
+    );
+    assert_eq!(
+        app.get("sec", "/api/v1/cameras").await?.status(),
+        StatusCode::FORBIDDEN
+    );
 
     let wall: Value = app.get("sys", "/api/v1/wall/summary").await?.json().await?;
     assert_eq!(wall["cameras"], json!({"total": 2, "online": 1}));
@@ -171,7 +197,10 @@ async fn snapshots_go_only_to_those_who_may_see_them() -> Result<()> {
     let etag = r.headers()["etag"].to_str()?.to_owned();
     assert!(r.headers()["cache-control"].to_str()?.contains("immutable"));
     assert_eq!(r.bytes().await?.as_ref(), JPEG);
-    assert_eq!(etag, format!("\"{}\"", offsite_store::files::sha256_hex(JPEG)));
+    assert_eq!(
+        etag,
+        format!("\"{}\"", offsite_store::files::sha256_hex(JPEG))
+    );
 
     let again = common::client(&app.db.store, "sys")
         .await?
@@ -181,8 +210,15 @@ async fn snapshots_go_only_to_those_who_may_see_them() -> Result<()> {
         .await?;
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 
-    assert_eq!(app.get("e1", &path).await?.status(), StatusCode::NOT_FOUND, "another department's evidence");
-    assert_eq!(app.get("sys", "/api/v1/snapshots/999999").await?.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get("e1", &path).await?.status(),
+        StatusCode::NOT_FOUND,
+        "another department's evidence"
+    );
+    assert_eq!(
+        app.get("sys", "/api/v1/snapshots/999999").await?.status(),
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(app.get("sec", &path).await?.status(), StatusCode::FORBIDDEN);
     Ok(())
 }
@@ -199,27 +235,48 @@ async fn zones_are_checked_recorded_as_a_command_and_audited() -> Result<()> {
 
     let (s, _) = app.put("h1", &path, zones.clone()).await?;
     assert_eq!(s, StatusCode::FORBIDDEN, "handlers do not edit zones");
-    let (s, _) = app.put("mon", &format!("/api/v1/cameras/{dev}/nosuch/zones"), zones.clone()).await?;
+    let (s, _) = app
+        .put(
+            "mon",
+            &format!("/api/v1/cameras/{dev}/nosuch/zones"),
+            zones.clone(),
+        )
+        .await?;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = app.put("mon", &format!("/api/v1/cameras/{}/nosuch/zones", "nodevice"), zones.clone()).await?;
+    let (s, _) = app
+        .put(
+            "mon",
+            &format!("/api/v1/cameras/{}/nosuch/zones", "nodevice"),
+            zones.clone(),
+        )
+        .await?;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     let outside = json!({"zones": [{"id": "w1", "name": "x", "kind": "window", "polygon": [[0.1, 0.1], [1.5, 0.1], [0.4, 0.5]]}]});
     let (s, body) = app.put("mon", &path, outside).await?;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     let two_points = json!({"zones": [{"id": "w1", "name": "x", "kind": "window", "polygon": [[0.1, 0.1], [0.2, 0.1]]}]});
-    assert_eq!(app.put("mon", &path, two_points).await?.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.put("mon", &path, two_points).await?.0,
+        StatusCode::BAD_REQUEST
+    );
     let twice = json!({"zones": [
         {"id": "w1", "name": "a", "kind": "window", "polygon": [[0.1, 0.1], [0.2, 0.1], [0.2, 0.2]]},
         {"id": "w1", "name": "b", "kind": "queue", "polygon": [[0.3, 0.1], [0.4, 0.1], [0.4, 0.2]]}
     ]});
-    assert_eq!(app.put("mon", &path, twice).await?.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.put("mon", &path, twice).await?.0,
+        StatusCode::BAD_REQUEST
+    );
     let bad_id = json!({"zones": [{"id": "W 1", "name": "a", "kind": "window", "polygon": [[0.1, 0.1], [0.2, 0.1], [0.2, 0.2]]}]});
     assert!(app.put("mon", &path, bad_id).await?.0.is_client_error());
 
     let (s, body) = app.put("mon", &path, zones.clone()).await?;
     assert_eq!(s, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(body["sent"], false, "no broker connection in this test: sent on reconnection");
+    assert_eq!(
+        body["sent"], false,
+        "no broker connection in this test: sent on reconnection"
+    );
     let id = body["command_id"].as_str().unwrap().to_owned();
     let c = app.db.store.command(&id).await?.expect("command recorded");
     assert_eq!(c.kind, "set_zones");
@@ -227,12 +284,30 @@ async fn zones_are_checked_recorded_as_a_command_and_audited() -> Result<()> {
     assert_eq!(c.created_by.as_deref(), Some("mon"));
     assert_eq!(c.body["camera"], "hall");
     assert_eq!(c.body["zones"], zones["zones"]);
-    let key = app.db.store.device(&DeviceId::parse(dev)?).await?.unwrap().key;
-    assert_eq!(app.db.store.pending_commands(key, chrono::Duration::days(1)).await?.len(), 1, "waits for the device");
+    let key = app
+        .db
+        .store
+        .device(&DeviceId::parse(dev)?)
+        .await?
+        .unwrap()
+        .key;
+    assert_eq!(
+        app.db
+            .store
+            .pending_commands(key, chrono::Duration::days(1))
+            .await?
+            .len(),
+        1,
+        "waits for the device"
+    );
 
     let mut audited = None;
     for _ in 0..100 {
-        let f = AuditFilter { action: Some("camera.set_zones".into()), entity_id: Some(format!("{dev}/hall")), ..Default::default() };
+        let f = AuditFilter {
+            action: Some("camera.set_zones".into()),
+            entity_id: Some(format!("{dev}/hall")),
+            ..Default::default()
+        };
         if let Some(r) = app.db.store.audit_search(&f).await?.0.into_iter().next() {
             audited = Some(r.actor);
             break;
@@ -242,7 +317,17 @@ async fn zones_are_checked_recorded_as_a_command_and_audited() -> Result<()> {
     assert_eq!(audited.as_deref(), Some("mon"));
 
     // The system administrator reaches every department's cameras.
-    let (s, _) = app.put("sys", &format!("/api/v1/cameras/{}/hall/zones", app.ecology_dev), zones).await?;
-    assert_eq!(s, StatusCode::ACCEPTED, "the system administrator sees every camera");
+    let (s, _) = app
+        .put(
+            "sys",
+            &format!("/api/v1/cameras/{}/hall/zones", app.ecology_dev),
+            zones,
+        )
+        .await?;
+    assert_eq!(
+        s,
+        StatusCode::ACCEPTED,
+        "the system administrator sees every camera"
+    );
     Ok(())
 }

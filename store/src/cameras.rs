@@ -155,7 +155,13 @@ impl Store {
 
     /// Applies a health event to the camera's row (creating it if an event comes before any
     /// status): adds or removes `kind` from its health, and an `offline` event sets `online`.
-    pub async fn apply_camera_health(&self, device_key: i32, camera_id: &str, kind: &str, raised: bool) -> Result<()> {
+    pub async fn apply_camera_health(
+        &self,
+        device_key: i32,
+        camera_id: &str,
+        kind: &str,
+        raised: bool,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO cameras (device_key, camera_id, online, health) \
              VALUES ($1, $2, NOT ($3 = 'offline' AND $4), CASE WHEN $4 THEN ARRAY[$3] ELSE '{}' END) \
@@ -190,11 +196,13 @@ impl Store {
     pub async fn insert_snapshot(&self, s: &NewSnapshot) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         crate::files::record_file_in(tx.acquire().await?, &s.sha256, s.size, "image/jpeg").await?;
-        sqlx::query("INSERT INTO cameras (device_key, camera_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(s.device_key)
-            .bind(&s.camera_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO cameras (device_key, camera_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(s.device_key)
+        .bind(&s.camera_id)
+        .execute(&mut *tx)
+        .await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO snapshots (device_key, camera_id, at, sha256, width, height, boxes, zones) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -224,11 +232,21 @@ impl Store {
     }
 
     pub async fn snapshot(&self, id: i64) -> Result<Option<SnapshotRecord>> {
-        Ok(sqlx::query_as(&format!("{SNAPSHOT_SELECT} WHERE s.id = $1")).bind(id).fetch_optional(&self.pool).await?)
+        Ok(
+            sqlx::query_as(&format!("{SNAPSHOT_SELECT} WHERE s.id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// A camera's newest snapshots, newest first.
-    pub async fn camera_snapshots(&self, device_key: i32, camera_id: &str, limit: i64) -> Result<Vec<SnapshotRecord>> {
+    pub async fn camera_snapshots(
+        &self,
+        device_key: i32,
+        camera_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SnapshotRecord>> {
         Ok(sqlx::query_as(&format!(
             "{SNAPSHOT_SELECT} WHERE s.device_key = $1 AND s.camera_id = $2 ORDER BY s.at DESC, s.id DESC LIMIT $3"
         ))
@@ -251,11 +269,13 @@ impl Store {
     }
 
     pub async fn camera(&self, device_key: i32, camera_id: &str) -> Result<Option<CameraRecord>> {
-        Ok(sqlx::query_as(&format!("{CAMERA_SELECT} WHERE c.device_key = $1 AND c.camera_id = $2"))
-            .bind(device_key)
-            .bind(camera_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(&format!(
+            "{CAMERA_SELECT} WHERE c.device_key = $1 AND c.camera_id = $2"
+        ))
+        .bind(device_key)
+        .bind(camera_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// How many cameras there are and how many are online, over `device_keys` (`None`: all).
@@ -274,7 +294,11 @@ impl Store {
     /// Deletes snapshots taken before `before` unless their warning belongs to a task (or, through
     /// the task, a case), then the stored files nothing refers to any more (rows, then bytes), and
     /// camera message seqs seen before `before`.
-    pub async fn expire_snapshots(&self, before: DateTime<Utc>, files: &dyn FileStore) -> Result<SnapshotRetention> {
+    pub async fn expire_snapshots(
+        &self,
+        before: DateTime<Utc>,
+        files: &dyn FileStore,
+    ) -> Result<SnapshotRetention> {
         let mut tx = self.pool.begin().await?;
         let hashes: Vec<String> = sqlx::query_scalar(
             "DELETE FROM snapshots s WHERE s.at < $1 \
@@ -299,7 +323,10 @@ impl Store {
         .bind(&unique)
         .fetch_all(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM camera_messages_seen WHERE seen_at < $1").bind(before).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM camera_messages_seen WHERE seen_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         // After the commit: a crash here leaves bytes without a row (harmless), never a row without bytes.
         let mut deleted = 0;
@@ -308,6 +335,9 @@ impl Store {
                 deleted += 1;
             }
         }
-        Ok(SnapshotRetention { snapshots: removed, files: deleted })
+        Ok(SnapshotRetention {
+            snapshots: removed,
+            files: deleted,
+        })
     }
 }

@@ -32,7 +32,14 @@ fn jpeg(tag: &str) -> Vec<u8> {
     b
 }
 
-async fn snapshot(store: &Store, files: &LocalDirStore, key: i32, camera: &str, tag: &str, age: Duration) -> Result<(i64, String)> {
+async fn snapshot(
+    store: &Store,
+    files: &LocalDirStore,
+    key: i32,
+    camera: &str,
+    tag: &str,
+    age: Duration,
+) -> Result<(i64, String)> {
     let bytes = jpeg(tag);
     let sha = files.put(&bytes).await?;
     let id = store
@@ -71,16 +78,28 @@ async fn status_health_and_dedup() -> Result<()> {
         })
         .await?;
     assert!(!db.store.camera_offline(key, "hall").await?);
-    db.store.apply_camera_health(key, "hall", "offline", true).await?;
-    db.store.apply_camera_health(key, "hall", "black", true).await?;
+    db.store
+        .apply_camera_health(key, "hall", "offline", true)
+        .await?;
+    db.store
+        .apply_camera_health(key, "hall", "black", true)
+        .await?;
     let c = db.store.camera(key, "hall").await?.unwrap();
     assert!(!c.online);
     assert_eq!(c.health, vec!["offline".to_owned(), "black".to_owned()]);
     assert!(db.store.camera_offline(key, "hall").await?);
     assert_eq!(db.store.camera_counts(None).await?.online, 0);
-    db.store.apply_camera_health(key, "hall", "offline", false).await?;
+    db.store
+        .apply_camera_health(key, "hall", "offline", false)
+        .await?;
     assert!(!db.store.camera_offline(key, "hall").await?);
-    assert_eq!(db.store.camera_counts(None).await?, offsite_store::cameras::CameraCounts { total: 1, online: 1 });
+    assert_eq!(
+        db.store.camera_counts(None).await?,
+        offsite_store::cameras::CameraCounts {
+            total: 1,
+            online: 1
+        }
+    );
     assert_eq!(db.store.camera_counts(Some(&[key + 1000])).await?.total, 0);
 
     // An older status never overwrites a newer one.
@@ -101,7 +120,10 @@ async fn status_health_and_dedup() -> Result<()> {
     assert_eq!(db.store.camera(key, "hall").await?.unwrap().name, "大厅");
 
     assert!(db.store.camera_message_first_seen(key, 42).await?);
-    assert!(!db.store.camera_message_first_seen(key, 42).await?, "a redelivery is seen once");
+    assert!(
+        !db.store.camera_message_first_seen(key, 42).await?,
+        "a redelivery is seen once"
+    );
     db.store.forget_camera_message(key, 42).await?;
     assert!(db.store.camera_message_first_seen(key, 42).await?);
     Ok(())
@@ -115,14 +137,55 @@ async fn retention_keeps_what_a_task_holds() -> Result<()> {
     let files = LocalDirStore::new(dir.path());
     let key = device(&db.store, "cam2", Some("demo-site-01")).await?;
 
-    let (old_free, old_free_sha) = snapshot(&db.store, &files, key, "hall", "old-free", Duration::days(40)).await?;
-    let (old_held, old_held_sha) = snapshot(&db.store, &files, key, "hall", "old-held", Duration::days(40)).await?;
-    let (old_warned, _) = snapshot(&db.store, &files, key, "hall", "old-warned", Duration::days(40)).await?;
-    let (fresh, fresh_sha) = snapshot(&db.store, &files, key, "hall", "fresh", Duration::days(1)).await?;
+    let (old_free, old_free_sha) = snapshot(
+        &db.store,
+        &files,
+        key,
+        "hall",
+        "old-free",
+        Duration::days(40),
+    )
+    .await?;
+    let (old_held, old_held_sha) = snapshot(
+        &db.store,
+        &files,
+        key,
+        "hall",
+        "old-held",
+        Duration::days(40),
+    )
+    .await?;
+    let (old_warned, _) = snapshot(
+        &db.store,
+        &files,
+        key,
+        "hall",
+        "old-warned",
+        Duration::days(40),
+    )
+    .await?;
+    let (fresh, fresh_sha) =
+        snapshot(&db.store, &files, key, "hall", "fresh", Duration::days(1)).await?;
     // The same bytes as an old snapshot but recent: the file must survive the old row.
-    let (_, shared_sha) = snapshot(&db.store, &files, key, "hall", "old-free", Duration::hours(1)).await?;
+    let (_, shared_sha) = snapshot(
+        &db.store,
+        &files,
+        key,
+        "hall",
+        "old-free",
+        Duration::hours(1),
+    )
+    .await?;
     assert_eq!(shared_sha, old_free_sha);
-    let (old_only, old_only_sha) = snapshot(&db.store, &files, key, "door", "old-only", Duration::days(40)).await?;
+    let (old_only, old_only_sha) = snapshot(
+        &db.store,
+        &files,
+        key,
+        "door",
+        "old-only",
+        Duration::days(40),
+    )
+    .await?;
 
     let warning = |event: &str| NewWarning {
         dedup_key: format!("camera|cam2|hall|{event}|"),
@@ -139,10 +202,20 @@ async fn retention_keeps_what_a_task_holds() -> Result<()> {
         evidence: json!({}),
         group_window: Duration::zero(),
     };
-    let held = db.store.upsert_warning(&warning("unattended")).await?.into_record();
+    let held = db
+        .store
+        .upsert_warning(&warning("unattended"))
+        .await?
+        .into_record();
     db.store.link_snapshot(old_held, held.id).await?;
     let dispatch = Dispatch {
-        department_id: Some(db.store.department_by_code("housing-construction").await?.unwrap().id),
+        department_id: Some(
+            db.store
+                .department_by_code("housing-construction")
+                .await?
+                .unwrap()
+                .id,
+        ),
         co_department_ids: vec![],
         title: None,
         description: None,
@@ -151,14 +224,28 @@ async fn retention_keeps_what_a_task_holds() -> Result<()> {
         by: "mon".into(),
         at: Utc::now(),
     };
-    db.store.dispatch_warning(held.id, &dispatch).await?.unwrap().map_err(|r| anyhow::anyhow!("{r:?}"))?;
+    db.store
+        .dispatch_warning(held.id, &dispatch)
+        .await?
+        .unwrap()
+        .map_err(|r| anyhow::anyhow!("{r:?}"))?;
     // A warning without a task does not keep its snapshot.
-    let loose = db.store.upsert_warning(&warning("black")).await?.into_record();
+    let loose = db
+        .store
+        .upsert_warning(&warning("black"))
+        .await?
+        .into_record();
     db.store.link_snapshot(old_warned, loose.id).await?;
 
-    let r = db.store.expire_snapshots(Utc::now() - Duration::days(30), &files).await?;
+    let r = db
+        .store
+        .expire_snapshots(Utc::now() - Duration::days(30), &files)
+        .await?;
     assert_eq!(r.snapshots, 3, "old-free, old-warned, old-only");
-    assert_eq!(r.files, 2, "old-warned and old-only bytes; old-free's bytes are still used");
+    assert_eq!(
+        r.files, 2,
+        "old-warned and old-only bytes; old-free's bytes are still used"
+    );
     assert!(db.store.snapshot(old_free).await?.is_none());
     assert!(db.store.snapshot(old_warned).await?.is_none());
     assert!(db.store.snapshot(old_only).await?.is_none());
@@ -170,6 +257,12 @@ async fn retention_keeps_what_a_task_holds() -> Result<()> {
     assert!(files.get(&old_only_sha).await?.is_none());
     assert!(files.get(&sha256_hex(&jpeg("old-warned"))).await?.is_none());
     // A second pass finds nothing more.
-    assert_eq!(db.store.expire_snapshots(Utc::now() - Duration::days(30), &files).await?.snapshots, 0);
+    assert_eq!(
+        db.store
+            .expire_snapshots(Utc::now() - Duration::days(30), &files)
+            .await?
+            .snapshots,
+        0
+    );
     Ok(())
 }

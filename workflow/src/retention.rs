@@ -16,13 +16,26 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 static EXPIRED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("offsite_snapshots_expired_total", "Camera snapshots deleted by retention")
-        .expect("metric registers once")
+    register_int_counter!(
+        "offsite_snapshots_expired_total",
+        "Camera snapshots deleted by retention"
+    )
+    .expect("metric registers once")
 });
 
 /// One pass at `now`: deletes what is older than `retention_days`.
-pub async fn run_once(store: &Store, files: &dyn FileStore, now: DateTime<Utc>, retention_days: u32) -> anyhow::Result<SnapshotRetention> {
-    let r = store.expire_snapshots(now - chrono::Duration::days(i64::from(retention_days)), files).await?;
+pub async fn run_once(
+    store: &Store,
+    files: &dyn FileStore,
+    now: DateTime<Utc>,
+    retention_days: u32,
+) -> anyhow::Result<SnapshotRetention> {
+    let r = store
+        .expire_snapshots(
+            now - chrono::Duration::days(i64::from(retention_days)),
+            files,
+        )
+        .await?;
     EXPIRED.inc_by(r.snapshots);
     Ok(r)
 }
@@ -44,9 +57,15 @@ pub fn spawn(
                 _ = tick.tick() => {}
             }
             match run_once(&store, files.as_ref(), Utc::now(), retention_days).await {
-                Ok(r) if r.snapshots > 0 => info!(snapshots = r.snapshots, files = r.files, "snapshot retention"),
+                Ok(r) if r.snapshots > 0 => info!(
+                    snapshots = r.snapshots,
+                    files = r.files,
+                    "snapshot retention"
+                ),
                 Ok(_) => {}
-                Err(e) => warn!(error = %format!("{e:#}"), "snapshot retention failed; retrying next time"),
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "snapshot retention failed; retrying next time")
+                }
             }
         }
     })

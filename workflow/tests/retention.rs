@@ -13,7 +13,13 @@ use offsite_store::testing::TestDb;
 use offsite_store::{NewDevice, Store};
 use offsite_wire::DeviceId;
 
-async fn snapshot(store: &Store, files: &LocalDirStore, key: i32, tag: &[u8], age_days: i64) -> Result<(i64, String)> {
+async fn snapshot(
+    store: &Store,
+    files: &LocalDirStore,
+    key: i32,
+    tag: &[u8],
+    age_days: i64,
+) -> Result<(i64, String)> {
     let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
     bytes.extend_from_slice(tag);
     let sha = files.put(&bytes).await?;
@@ -61,10 +67,19 @@ async fn old_snapshots_are_deleted_recent_ones_kept() -> Result<()> {
 
     // The service: its first tick runs at once; a one-day limit takes the recent one too.
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let job = offsite_workflow::retention::spawn(db.store.clone(), files.clone(), 1, Duration::from_secs(3600), stop_rx);
+    let job = offsite_workflow::retention::spawn(
+        db.store.clone(),
+        files.clone(),
+        1,
+        Duration::from_secs(3600),
+        stop_rx,
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while db.store.snapshot(recent).await?.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "retention job did not run");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention job did not run"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(files.get(&recent_sha).await?.is_none());
