@@ -12,12 +12,7 @@ use offsite_store::Store;
 pub const PASSWORD: &str = "Test#Pass2026";
 
 /// Creates an account with one role (and a department for handlers and leaders).
-pub async fn add_user(
-    store: &Store,
-    name: &str,
-    roles: &[Role],
-    department_id: Option<i64>,
-) -> Result<i64> {
+pub async fn add_user(store: &Store, name: &str, roles: &[Role], department_id: Option<i64>) -> Result<i64> {
     let u = store
         .insert_user(&NewUser {
             username: name.into(),
@@ -44,12 +39,6 @@ pub async fn token(store: &Store, name: &str) -> Result<String> {
 pub async fn client(store: &Store, name: &str) -> Result<reqwest::Client> {
     let t = token(store, name).await?;
     let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {t}").parse()?,
-    );
-    Ok(reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .default_headers(headers)
-        .build()?)
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse()?);
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?)
 }
