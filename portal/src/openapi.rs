@@ -166,6 +166,10 @@ fn example(method: &str, path: &str) -> Option<Value> {
         ("put", "/api/v1/users/{id}/roles") => json!({"roles": ["reviewer"]}),
         ("post", "/api/v1/users/{id}/password") => json!({"password": "••••••••"}),
         ("put", "/api/v1/users/{id}/disabled") => json!({"disabled": true}),
+        ("put", "/api/v1/cameras/{device}/{camera}/zones") => json!({"zones": [
+            {"id": "window-1", "name": "1号窗口", "kind": "window", "polygon": [[0.05, 0.1], [0.45, 0.1], [0.45, 0.7], [0.05, 0.7]]},
+            {"id": "queue-1", "name": "排队区", "kind": "queue", "polygon": [[0.5, 0.5], [0.95, 0.5], [0.95, 0.95], [0.5, 0.95]]}
+        ]}),
         ("post", "/api/v1/regions") => json!({"code": "330108", "name": "滨江区", "parent_code": "330100", "level": "county"}),
         ("post", "/api/v1/departments") => json!({"code": "market", "name": "市场监管局", "parent_id": null}),
         ("put", "/api/v1/departments/{id}") => json!({"code": "market", "name": "市场监督管理局", "parent_id": null}),
