@@ -43,3 +43,14 @@ pub async fn publish_once(cfg: &Config, topic: &str, payload: Vec<u8>) -> Result
     let _ = client.disconnect().await;
     r
 }
+
+/// The portal's way to devices (the zone editor's commands): one QoS 1 publish per command on the
+/// internal account.
+pub struct InternalCommands(pub Config);
+
+#[async_trait::async_trait]
+impl offsite_portal::commands::CommandPublisher for InternalCommands {
+    async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<()> {
+        publish_once(&self.0, topic, payload).await
+    }
+}

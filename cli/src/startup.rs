@@ -197,7 +197,8 @@ impl AllInOne {
         } else {
             (None, None)
         };
-        let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks, tap).await?;
+        let cameras = offsite_ingest::CameraSink { files: Some(crate::tiers::file_store(cfg)?), live: Some(live.clone()) };
+        let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras).await?;
         let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
             .await
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
@@ -207,13 +208,18 @@ impl AllInOne {
             .workflow
             .enabled
             .then(|| offsite_workflow::scheduler::spawn(store.clone(), cfg.workflow.clone(), stop_portal.subscribe()));
+        if cfg.workflow.enabled {
+            let (files, days) = (crate::tiers::file_store(cfg)?, cfg.workflow.snapshot_retention_days);
+            offsite_workflow::retention::spawn(store.clone(), files, days, Duration::from_secs(3600), stop_portal.subscribe());
+        }
         let state = offsite_portal::AppState::new(store)
             .with_live(live.clone())
             .with_audit(audit.clone())
             .with_secret_key(complaints_key)
             .with_captcha(complaint_captcha(cfg))
             .with_files(crate::tiers::file_store(cfg)?)
-            .with_provisioner(std::sync::Arc::new(crate::provisioner::PkiProvisioner(pki.clone())));
+            .with_provisioner(std::sync::Arc::new(crate::provisioner::PkiProvisioner(pki.clone())))
+            .with_commands(std::sync::Arc::new(crate::internal_mqtt::InternalCommands(cfg.clone())));
         let portal = tokio::spawn(offsite_portal::serve(listener, state, async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));

@@ -73,7 +73,9 @@ pub async fn ingest(cfg: Config) -> Result<()> {
     } else {
         (None, None)
     };
-    let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, tap).await?;
+    // Split mode: portals learn of camera warnings through pg_notify.
+    let cameras = offsite_ingest::CameraSink { files: Some(file_store(&cfg)?), live: None };
+    let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras).await?;
     info!(broker = %format!("{}:{}", m.host, m.port), analytics = analytics.is_some(), "ingest running");
     shutdown_signal().await;
     ingest.shutdown().await;
@@ -106,12 +108,17 @@ pub async fn portal(cfg: Config) -> Result<()> {
         // The scheduler runs beside the portal; with several portal replicas one works per pass.
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let scheduler =
-            cfg.workflow.enabled.then(|| offsite_workflow::scheduler::spawn(store.clone(), cfg.workflow.clone(), stop_rx));
+            cfg.workflow.enabled.then(|| offsite_workflow::scheduler::spawn(store.clone(), cfg.workflow.clone(), stop_rx.clone()));
+        if cfg.workflow.enabled {
+            let days = cfg.workflow.snapshot_retention_days;
+            offsite_workflow::retention::spawn(store.clone(), file_store(&cfg)?, days, std::time::Duration::from_secs(3600), stop_rx);
+        }
         let state = offsite_portal::AppState::new(store)
             .with_audit(audit.clone())
             .with_secret_key(complaints_key)
             .with_captcha(startup::complaint_captcha(&cfg))
-            .with_files(file_store(&cfg)?);
+            .with_files(file_store(&cfg)?)
+            .with_commands(std::sync::Arc::new(crate::internal_mqtt::InternalCommands(cfg.clone())));
         let state = match crate::provisioner::for_portal(&cfg) {
             Some(p) => state.with_provisioner(p),
             None => state,

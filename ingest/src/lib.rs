@@ -10,12 +10,14 @@
 //! committed, so a device that resends until acknowledged loses nothing; the store keeps each
 //! (device, metric, timestamp) once, so resending never duplicates.
 
+mod camera;
 mod config;
 pub mod metrics;
 mod pipeline;
 mod source;
 mod writer;
 
+pub use camera::CameraSink;
 pub use config::IngestConfig;
 pub use source::{AckSink, Incoming, LinkSource, MqttSource, MqttSourceConfig};
 pub use writer::Committed;
@@ -53,20 +55,25 @@ pub struct Ingest {
 
 impl Ingest {
     /// Starts processing messages from `rx` (fed by a source) and acknowledging through `acks`;
-    /// committed rows go on to `tap` (analytics) when given.
+    /// committed rows go on to `tap` (analytics) when given; camera snapshots and warning changes
+    /// go to `cameras`.
     pub async fn start(
         store: Store,
         cfg: IngestConfig,
         rx: flume::Receiver<Incoming>,
         acks: AckSink,
         tap: Option<flume::Sender<Committed>>,
+        cameras: CameraSink,
     ) -> anyhow::Result<Self> {
         metrics::register();
         let stop = CancellationToken::default();
         let mut tasks = Vec::new();
         let (flush_tx, flush_rx) = flume::bounded(cfg.writers.max(1) * 2);
         let cache = pipeline::Registry::load(store.clone()).await?;
-        tasks.push(tokio::spawn(pipeline::run(cfg.clone(), cache, rx, flush_tx, stop.clone())));
+        // Camera messages are few and carry pictures: a short queue, one worker (keeps their order).
+        let (camera_tx, camera_rx) = flume::bounded(64);
+        tasks.push(tokio::spawn(pipeline::run(cfg.clone(), cache, rx, flush_tx, camera_tx, stop.clone())));
+        tasks.push(tokio::spawn(camera::run(store.clone(), cameras, camera_rx, acks.clone())));
         for i in 0..cfg.writers.max(1) {
             tasks.push(tokio::spawn(writer::run(i, store.clone(), flush_rx.clone(), acks.clone(), tap.clone())));
         }

@@ -56,6 +56,15 @@ pub static COMMAND_ACKS: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static TAP_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("offsite_ingest_analytics_dropped_total", "Committed samples not analysed because the analytics queue was full").unwrap()
 });
+pub static CAMERA_MESSAGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("offsite_ingest_camera_messages_total", "Camera messages applied (status, snapshots, events)").unwrap()
+});
+pub static CAMERA_DUPLICATES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("offsite_ingest_camera_duplicates_total", "Redelivered camera messages already applied, skipped").unwrap()
+});
+pub static CAMERA_INHIBITED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("offsite_ingest_camera_inhibited_total", "Camera events that opened no warning: the camera is offline").unwrap()
+});
 
 /// Registers every metric so they show (at zero) before the first message.
 pub fn register() {
@@ -73,4 +82,7 @@ pub fn register() {
     LazyLock::force(&STATUS_UPDATES);
     LazyLock::force(&COMMAND_ACKS);
     LazyLock::force(&TAP_DROPPED);
+    LazyLock::force(&CAMERA_MESSAGES);
+    LazyLock::force(&CAMERA_DUPLICATES);
+    LazyLock::force(&CAMERA_INHIBITED);
 }

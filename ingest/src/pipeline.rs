@@ -8,6 +8,7 @@ use offsite_store::{samples::quality, DeadLetter, MetricDef, SampleRow, Store};
 use offsite_wire::{decode_batch, Ack, Channel, CommandAck, Limits, RejectReason, RejectedSeq, Rejection, Status, Topic};
 use tracing::{debug, warn};
 
+use crate::camera::{self, CameraWork};
 use crate::source::Incoming;
 use crate::{metrics, CancellationToken, IngestConfig};
 
@@ -111,6 +112,7 @@ pub async fn run(
     mut reg: Registry,
     rx: flume::Receiver<Incoming>,
     out: flume::Sender<Flush>,
+    cameras: flume::Sender<CameraWork>,
     stop: CancellationToken,
 ) {
     let max_delay = Duration::from_millis(cfg.batch_max_delay_ms);
@@ -124,7 +126,7 @@ pub async fn run(
             _ = stop.cancelled() => {
                 // Drain what has already arrived, then finish.
                 while let Ok(m) = rx.try_recv() {
-                    process(&cfg, &mut reg, &mut cur, m).await;
+                    process(&cfg, &mut reg, &mut cur, &cameras, m).await;
                 }
                 if !cur.is_empty() {
                     let _ = out.send_async(std::mem::take(&mut cur)).await;
@@ -135,7 +137,7 @@ pub async fn run(
         match msg {
             Some(m) => {
                 reg.maybe_reload().await;
-                process(&cfg, &mut reg, &mut cur, m).await;
+                process(&cfg, &mut reg, &mut cur, &cameras, m).await;
                 metrics::QUEUE_DEPTH.set(rx.len() as i64);
                 if started.is_none() && !cur.is_empty() {
                     started = Some(tokio::time::Instant::now());
@@ -165,7 +167,7 @@ pub async fn run(
     }
 }
 
-async fn process(cfg: &IngestConfig, reg: &mut Registry, cur: &mut Flush, m: Incoming) {
+async fn process(cfg: &IngestConfig, reg: &mut Registry, cur: &mut Flush, cameras: &flume::Sender<CameraWork>, m: Incoming) {
     let topic_str = String::from_utf8_lossy(&m.topic).into_owned();
     let topic = match Topic::parse(&topic_str) {
         Ok(t) => t,
@@ -251,8 +253,29 @@ async fn process(cfg: &IngestConfig, reg: &mut Registry, cur: &mut Flush, m: Inc
         }
         // Ingest subscribes only to what devices send.
         Channel::Ack | Channel::Cmd => {}
-        // Camera messages are not subscribed to yet (issue 8 in progress).
-        Channel::Event => {}
+        Channel::Event => {
+            let Some((key, revoked)) = known else {
+                return dead(cur, Some(device), topic_str, Rejection::new(RejectReason::UnknownDevice, "not in the registry"), m.payload.to_vec());
+            };
+            let refuse = |cur: &mut Flush, rej: Rejection| {
+                let seq = seq_of(&m.payload);
+                let reason = rej.reason;
+                dead(cur, Some(device.clone()), topic_str.clone(), rej, m.payload.to_vec());
+                if let Some(seq) = seq {
+                    cur.acks.entry(device.clone()).or_default().rejected.push(RejectedSeq { seq, reason });
+                }
+            };
+            if revoked {
+                return refuse(cur, Rejection::new(RejectReason::Revoked, "device is revoked"));
+            }
+            match camera::check(&m.payload) {
+                // Applied in order by the camera worker, which acknowledges after it commits.
+                Ok((message, jpeg)) => {
+                    let _ = cameras.send_async(CameraWork { device_key: key, device_id: device.clone(), message, jpeg }).await;
+                }
+                Err(rej) => refuse(cur, rej),
+            }
+        }
     }
 }
 

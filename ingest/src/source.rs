@@ -43,8 +43,13 @@ impl AckSink {
 }
 
 /// The filters ingest subscribes to.
-fn filters() -> [String; 3] {
-    [Channel::Data.all_devices_filter(), Channel::Status.all_devices_filter(), Channel::CmdAck.all_devices_filter()]
+fn filters() -> [String; 4] {
+    [
+        Channel::Data.all_devices_filter(),
+        Channel::Status.all_devices_filter(),
+        Channel::CmdAck.all_devices_filter(),
+        Channel::Event.all_devices_filter(),
+    ]
 }
 
 /// Reads an in-process broker link.

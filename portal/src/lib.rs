@@ -5,6 +5,7 @@
 pub mod access;
 pub mod auth;
 pub mod captcha;
+pub mod commands;
 pub mod error;
 pub mod extract;
 pub mod live;
@@ -101,6 +102,8 @@ pub struct AppState {
     files: Arc<dyn offsite_store::files::FileStore>,
     /// Signs device credentials; `None` where this process has no access to the device CA.
     provisioner: Option<Arc<dyn provision::DeviceProvisioner>>,
+    /// Publishes commands to devices; `None`: commands are recorded and sent on reconnection.
+    commands: Option<Arc<dyn commands::CommandPublisher>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -124,7 +127,18 @@ impl AppState {
                 std::env::temp_dir().join(format!("offsite-files-{}", std::process::id())),
             )),
             provisioner: None,
+            commands: None,
         }
+    }
+
+    /// Sends device commands (the zone editor's `set_zones`) through this publisher.
+    pub fn with_commands(mut self, commands: Arc<dyn commands::CommandPublisher>) -> Self {
+        self.commands = Some(commands);
+        self
+    }
+
+    pub fn commands(&self) -> Option<&Arc<dyn commands::CommandPublisher>> {
+        self.commands.as_ref()
     }
 
     /// Keeps uploaded files in this store.
@@ -292,6 +306,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/warnings", get(routes::warnings::list))
         .route("/api/v1/warnings/stream", get(routes::warnings::stream))
         .route("/api/v1/wall/summary", get(routes::wall::summary))
+        .route("/api/v1/cameras", get(routes::cameras::list))
+        .route("/api/v1/cameras/{device}/{camera}/zones", axum::routing::put(routes::cameras::put_zones))
+        .route("/api/v1/snapshots/{id}", get(routes::cameras::snapshot))
         .route("/api/v1/warnings/{id}", get(routes::warnings::get))
         .route("/api/v1/warnings/{id}/resolve", post(routes::warnings::resolve))
         .route("/api/v1/models", get(routes::models::list))

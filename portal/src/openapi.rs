@@ -74,8 +74,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("get", "/api/v1/series", "devices", "时序数据", "A device's metric over time (?device&metric&from&to&step)", Login, ""),
     ("get", "/api/v1/warnings", "warnings", "预警列表", "Warnings (filters: open, level, device, object, source, since, until, group)", Login, ""),
     ("get", "/api/v1/warnings/stream", "warnings", "实时预警推送（SSE）", "Live warning changes as server-sent events", Login, ""),
-    ("get", "/api/v1/wall/summary", "warnings", "监控大屏汇总：各级别与各区域未处置预警数、设备在线率", "Wall figures: open warnings by level and region, devices online", Login, ""),
+    ("get", "/api/v1/wall/summary", "warnings", "监控大屏汇总：各级别与各区域未处置预警数、设备在线率、摄像头在线数", "Wall figures: open warnings by level and region, devices online, cameras total and online", Login, ""),
     ("get", "/api/v1/warnings/{id}", "warnings", "预警详情（含证据）", "A warning with its evidence", Login, ""),
+    ("get", "/api/v1/cameras", "devices", "摄像头列表：在线与画面健康、人员检测状态、区域、最新快照", "Cameras in the caller's scope with health, detection state, zones and the latest snapshot id", Login, ""),
+    ("put", "/api/v1/cameras/{device}/{camera}/zones", "devices", "设置摄像头区域（下发 set_zones 命令）", "Replace a camera's zones: {zones:[{id,name,kind,polygon}]} in normalised coordinates; recorded and sent to the agent as a set_zones command (202)", Login, "monitoring center, system administrator"),
+    ("get", "/api/v1/snapshots/{id}", "devices", "快照图片（JPEG，预警证据）", "A snapshot's JPEG (ETag = sha256, immutable); 404 outside the caller's scope", Login, ""),
     ("post", "/api/v1/warnings/{id}/resolve", "warnings", "人工处理预警", "Resolve a warning by hand, with a reason", Login, "monitoring center, system administrator"),
     ("get", "/api/v1/models", "rules", "检测模型及加载记录", "Detector models loaded by the analytics tier (name, version, file sha256, model card, loaded_at), newest first; `current` marks each detector's model in use", Login, ""),
     ("get", "/api/v1/rules", "rules", "预警规则列表", "Warning rules", Login, ""),
@@ -163,6 +166,10 @@ fn example(method: &str, path: &str) -> Option<Value> {
         ("put", "/api/v1/users/{id}/roles") => json!({"roles": ["reviewer"]}),
         ("post", "/api/v1/users/{id}/password") => json!({"password": "••••••••"}),
         ("put", "/api/v1/users/{id}/disabled") => json!({"disabled": true}),
+        ("put", "/api/v1/cameras/{device}/{camera}/zones") => json!({"zones": [
+            {"id": "window-1", "name": "1号窗口", "kind": "window", "polygon": [[0.05, 0.1], [0.45, 0.1], [0.45, 0.7], [0.05, 0.7]]},
+            {"id": "queue-1", "name": "排队区", "kind": "queue", "polygon": [[0.5, 0.5], [0.95, 0.5], [0.95, 0.95], [0.5, 0.95]]}
+        ]}),
         ("post", "/api/v1/regions") => json!({"code": "330108", "name": "滨江区", "parent_code": "330100", "level": "county"}),
         ("post", "/api/v1/departments") => json!({"code": "market", "name": "市场监管局", "parent_id": null}),
         ("put", "/api/v1/departments/{id}") => json!({"code": "market", "name": "市场监督管理局", "parent_id": null}),

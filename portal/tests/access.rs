@@ -181,6 +181,7 @@ async fn every_endpoint_with_every_role() -> Result<()> {
         (Method::GET, "/api/v1/complaints".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, "/api/v1/metrics/departments".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, "/api/v1/wall/summary".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
+        (Method::GET, "/api/v1/cameras".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, "/api/v1/devices/export".into(), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, format!("/api/v1/devices/{a}/metadata"), None, [Ok, Forbidden, Forbidden, Ok, Ok, Ok, Ok, Ok]),
         (Method::GET, format!("/api/v1/devices/{b}/metadata"), None, [Ok, Forbidden, Forbidden, Ok, NotFound, NotFound, Ok, Ok]),

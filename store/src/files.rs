@@ -17,6 +17,8 @@ pub trait FileStore: Send + Sync + 'static {
     async fn put(&self, data: &[u8]) -> Result<String>;
     /// The bytes stored under `sha256`, if any.
     async fn get(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
+    /// Removes the bytes under `sha256` (retention); `false` when there were none.
+    async fn delete(&self, sha256: &str) -> Result<bool>;
 }
 
 /// Files in a local directory, `<root>/<aa>/<bb>/<sha256>`, written to a temporary name, synced and
@@ -79,6 +81,15 @@ impl FileStore for LocalDirStore {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    async fn delete(&self, sha256: &str) -> Result<bool> {
+        let Some(path) = self.path_of(sha256) else { return Ok(false) };
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("deleting {}", path.display())),
         }
     }
 }

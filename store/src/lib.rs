@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod bench_data;
 pub mod calendar;
+pub mod cameras;
 pub mod cases;
 pub mod commands;
 pub mod complaints;

@@ -24,6 +24,8 @@ pub struct WallSummary {
     pub devices_online: i64,
     /// Regions with a device or an open warning, most red warnings first, then by code.
     pub regions: Vec<RegionFigures>,
+    /// Cameras of those devices, and how many are online (the wall's camera panel).
+    pub cameras: crate::cameras::CameraCounts,
 }
 
 impl Store {
@@ -54,7 +56,9 @@ impl Store {
         let names: Vec<(String, String)> = sqlx::query_as("SELECT code, name FROM regions")
             .fetch_all(&self.pool)
             .await?;
-        Ok(summarize(&warnings, &devices, &names))
+        let mut summary = summarize(&warnings, &devices, &names);
+        summary.cameras = self.camera_counts(device_keys).await?;
+        Ok(summary)
     }
 }
 
@@ -122,6 +126,7 @@ fn summarize(
         devices: total,
         devices_online: online,
         regions,
+        cameras: Default::default(),
     }
 }
 

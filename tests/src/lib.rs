@@ -225,3 +225,79 @@ impl Site {
         login_client(&format!("http://127.0.0.1:{}", self.http_port), "admin", &self.admin_password()?).await
     }
 }
+
+/// A picture for camera tests (a real JPEG, 160x90).
+pub const CAMERA_JPEG: &[u8] = include_bytes!("../fixtures/camera-snapshot.jpg");
+
+/// A camera agent's MQTT/TLS link as raw as a device's: publishes camera messages on its `event`
+/// channel and collects what arrives on its `cmd` topic.
+pub struct CameraDevice {
+    client: rumqttc::AsyncClient,
+    topic: String,
+    /// Payloads the device received on its `cmd` topic.
+    pub commands: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    poll: tokio::task::JoinHandle<()>,
+}
+
+impl CameraDevice {
+    /// Connects with the device's certificate and token, subscribes to `cmd`, says it is online.
+    pub async fn connect(port: u16, c: &DeviceCredentials) -> Result<Self> {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+        let mut o = MqttOptions::new(format!("{}-cam", c.device_id), "localhost", port);
+        o.set_credentials(c.device_id.as_str(), &c.token);
+        o.set_keep_alive(Duration::from_secs(10));
+        // Snapshots make messages of a few hundred KiB.
+        o.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: c.ca_pem.as_bytes().to_vec(),
+            alpn: None,
+            client_auth: Some((c.cert_pem.as_bytes().to_vec(), c.key_pem.as_bytes().to_vec())),
+        }));
+        let (client, mut ev) = AsyncClient::new(o, 100);
+        if !connack_ok(&mut ev).await {
+            bail!("camera device {} could not connect", c.device_id);
+        }
+        let (tx, commands) = tokio::sync::mpsc::unbounded_channel();
+        let cmd_topic = format!("/tenants/{}/v1/cmd", c.device_id);
+        let poll = tokio::spawn(async move {
+            loop {
+                match ev.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                        let _ = tx.send(p.payload.to_vec());
+                    }
+                    Ok(Event::Incoming(Packet::Disconnect)) | Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Ok(_) => {}
+                }
+            }
+        });
+        client.subscribe(format!("/tenants/{}/v1/cmd", c.device_id), QoS::AtLeastOnce).await?;
+        client.publish(format!("/tenants/{}/v1/status", c.device_id), QoS::AtLeastOnce, true, r#"{"online":true}"#).await?;
+        Ok(Self { client, topic: format!("/tenants/{}/v1/event", c.device_id), commands, poll })
+    }
+
+    pub async fn send(&self, m: &offsite_wire::CameraMessage) -> Result<()> {
+        self.client.publish(&self.topic, rumqttc::QoS::AtLeastOnce, false, m.encode()).await?;
+        Ok(())
+    }
+}
+
+impl Drop for CameraDevice {
+    fn drop(&mut self) {
+        self.poll.abort();
+    }
+}
+
+/// A snapshot message part carrying `jpeg` with its hash, taken now.
+pub fn camera_snapshot(jpeg: &[u8], width: u32, height: u32, zones: Vec<offsite_wire::Zone>) -> offsite_wire::Snapshot {
+    use base64::Engine;
+    use sha2::Digest;
+    offsite_wire::Snapshot {
+        at: chrono::Utc::now(),
+        width,
+        height,
+        sha256: sha2::Sha256::digest(jpeg).iter().map(|b| format!("{b:02x}")).collect(),
+        jpeg_base64: base64::engine::general_purpose::STANDARD.encode(jpeg),
+        boxes: vec![],
+        zones,
+    }
+}

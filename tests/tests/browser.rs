@@ -138,12 +138,16 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
     let device = creds.device_id.to_string();
     site.db.store.set_device_object(&creds.device_id, Some("demo-site-01")).await?;
     site.db.store.set_device_class(&creds.device_id, Some("dust-monitor")).await?;
+    // A hall camera's agent at the same object: its crowding event brings a snapshot.
+    let camera_creds = site.provision("浏览器测试大厅摄像头").await?;
+    site.db.store.set_device_object(&camera_creds.device_id, Some("demo-site-01")).await?;
 
     let mut node = Command::new("node")
         .arg("e2e/scenario.mjs")
         .current_dir(web)
         .env("OFFSITE_URL", &base)
         .env("OFFSITE_DEVICE", &device)
+        .env("OFFSITE_CAMERA_DEVICE", camera_creds.device_id.as_str())
         .env("OFFSITE_SHOTS", shots)
         .env("OFFSITE_CHROMIUM", chromium())
         .stdin(Stdio::null())
@@ -170,6 +174,7 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
 
     let mut transcript = Vec::new();
     let mut link = None;
+    let mut camera = None;
     let started = Instant::now();
     let status = loop {
         while let Ok(line) = rx.try_recv() {
@@ -189,6 +194,9 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
                     (0..=40).map(|i| sample(now - (40 - i) * 1000, "pm10", if i < 10 { 60.0 } else { 180.0 }));
                 l.publish(samples.collect()).await?;
                 link = Some(l);
+            }
+            if line == "READY camera" && camera.is_none() {
+                camera = Some(publish_crowding(site, &camera_creds).await?);
             }
             transcript.push(line);
         }
@@ -215,6 +223,16 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
     }
     assert!(link.is_some(), "the scenario never reported the wall ready");
 
+    // The zone the monitor drew reached the camera's agent as a set_zones command.
+    let mut camera = camera.context("the scenario never asked for the camera")?;
+    let got = tokio::time::timeout(Duration::from_secs(10), camera.commands.recv()).await?.context("set_zones arrives")?;
+    match offsite_wire::Command::decode(&got).map_err(anyhow::Error::msg)?.action {
+        offsite_wire::CommandAction::SetZones { zones, .. } => {
+            assert!(zones.iter().any(|z| z.name == "排队区"), "the drawn zone is in the command: {zones:?}")
+        }
+        other => bail!("unexpected command {other:?}"),
+    }
+
     // What the browser did is what the database holds: the task is closed by the reviewer.
     let task_id: i64 =
         transcript.iter().find_map(|l| l.strip_prefix("TASK ")).context("the scenario names the task")?.parse()?;
@@ -233,4 +251,37 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
         .await?;
     assert_eq!(stored, 1, "the complaint {no} is stored");
     Ok(())
+}
+
+/// The hall camera reports itself (one window zone) and raises crowding with its snapshot.
+async fn publish_crowding(site: &Site, creds: &offsite_wire::DeviceCredentials) -> Result<CameraDevice> {
+    use offsite_wire::{CameraEventKind, CameraId, CameraMessage, Detection, Zone, ZoneId, ZoneKind};
+    let d = CameraDevice::connect(site.tls_port, creds).await?;
+    let camera = CameraId::parse("hall").unwrap();
+    let zone = Zone { id: ZoneId::parse("w1").unwrap(), name: "1号窗口".into(), kind: ZoneKind::Window, polygon: vec![[0.05, 0.1], [0.45, 0.1], [0.45, 0.7], [0.05, 0.7]] };
+    d.send(&CameraMessage::Status {
+        seq: 1,
+        camera: camera.clone(),
+        at: Utc::now(),
+        name: "浏览器测试大厅".into(),
+        online: true,
+        fps: 5.0,
+        last_frame_at: Some(Utc::now()),
+        detection: Detection::On { model: "yolox-nano".into() },
+        zones: vec![zone.clone()],
+        health: vec![],
+    })
+    .await?;
+    d.send(&CameraMessage::Event {
+        seq: 2,
+        camera,
+        kind: CameraEventKind::Crowding,
+        raised: true,
+        at: Utc::now(),
+        zone: Some(zone.id.clone()),
+        detail: "1号窗口 8 人超过 5 分钟".into(),
+        snapshot: Some(camera_snapshot(CAMERA_JPEG, 160, 90, vec![zone])),
+    })
+    .await?;
+    Ok(d)
 }

@@ -6,6 +6,8 @@
 //!   warnings of items configured for it, escalates warnings nobody acknowledged.
 //! - [`notify`]: turns workflow events into in-app notifications and delivers them to the
 //!   departments' outbound channels (webhook, WeCom, DingTalk, e-mail), with retries.
+//! - [`retention`]: deletes old camera snapshots unless a task or case holds them.
 
 pub mod notify;
+pub mod retention;
 pub mod scheduler;

@@ -48,11 +48,13 @@ pub struct SchedulerConfig {
     pub ack_escalate_level: u8,
     /// At most this much of each kind of work per pass.
     pub batch: i64,
+    /// Camera snapshots are kept this many days unless a task or case holds them.
+    pub snapshot_retention_days: u32,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { enabled: true, interval_s: 5, ack_escalate_minutes: 15, ack_escalate_level: 2, batch: 500 }
+        Self { enabled: true, interval_s: 5, ack_escalate_minutes: 15, ack_escalate_level: 2, batch: 500, snapshot_retention_days: 30 }
     }
 }
 

@@ -1,4 +1,5 @@
 pub mod auth;
+pub mod cameras;
 pub mod cases;
 pub mod complaints;
 pub mod dept_metrics;

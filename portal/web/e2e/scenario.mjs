@@ -4,7 +4,8 @@
 //   OFFSITE_URL=http://127.0.0.1:PORT OFFSITE_DEVICE=<device id> OFFSITE_SHOTS=<dir> node e2e/scenario.mjs
 //
 // Protocol with the Rust side: this script prints `READY wall` once the monitor's wall is live;
-// the test then publishes the anomaly. Every step prints `STEP ...`; any failure prints `FAIL ...`,
+// the test then publishes the anomaly. Later `READY camera`: the test's camera raises crowding
+// with a snapshot. Every step prints `STEP ...`; any failure prints `FAIL ...`,
 // saves `<dir>/failure-*.png` and exits non-zero. Every page must load without console errors and
 // no request may leave the app's origin.
 import { mkdirSync } from 'node:fs'
@@ -12,6 +13,8 @@ import { chromium } from 'playwright-core'
 
 const BASE = mustEnv('OFFSITE_URL')
 const DEVICE = mustEnv('OFFSITE_DEVICE')
+// A hall camera's agent at the same object; the test publishes its crowding event on `READY camera`.
+const CAMERA_DEVICE = mustEnv('OFFSITE_CAMERA_DEVICE')
 const SHOTS = mustEnv('OFFSITE_SHOTS')
 const CHROMIUM = process.env.OFFSITE_CHROMIUM || '/usr/bin/chromium'
 const PASSWORD = 'Demo@2026'
@@ -342,6 +345,53 @@ try {
   await shot(page, 'tour-public-home')
   clean('public home')
   await visitor.context.close()
+
+  // 9. Video: a hall camera's crowding warning arrives on the wall with its snapshot, its detail page
+  // shows the picture, the cameras page shows it with zone outlines, and the monitor draws a queue
+  // zone on it and sends it to the camera.
+  step('video warning')
+  const watcher = await person('monitor-video')
+  page = watcher.page
+  await login(page, 'monitor')
+  await page.waitForURL('**/wall')
+  await page.locator('[data-test=live-state]', { hasText: '实时连接正常' }).waitFor()
+  console.log('READY camera')
+  const camLink = page.locator('[data-test=live-list] li', { hasText: CAMERA_DEVICE }).locator('[data-test=warning-link]').first()
+  await camLink.waitFor({ timeout: 60_000 })
+  await page.locator('[data-test=wall-snapshots] img').first().waitFor()
+  await page.locator('[data-test=cameras-online]', { hasText: '/' }).waitFor()
+  await shot(page, 'wall-video')
+  await camLink.click()
+  await page.waitForURL('**/warnings/*')
+  await page.locator('[data-test=warning-snapshot]').waitFor()
+  await page.waitForFunction(() => {
+    const img = document.querySelector('[data-test=warning-snapshot]')
+    return img instanceof HTMLImageElement && img.complete && img.naturalWidth > 0
+  })
+  await shot(page, 'warning-video')
+  clean('video warning')
+  step('zone editor')
+  await page.goto(`${BASE}/cameras`)
+  const card = page.locator('[data-test=camera-card]', { hasText: '浏览器测试大厅' })
+  await card.locator('img').waitFor()
+  await card.locator('[data-test=zone-overlay] polygon').first().waitFor()
+  await card.locator('[data-test=camera-online]', { hasText: '在线' }).waitFor()
+  await shot(page, 'cameras')
+  await card.locator('[data-test=edit-zones]').click()
+  await page.waitForURL('**/cameras/*/*')
+  const canvas = page.locator('[data-test=zone-canvas]')
+  await canvas.locator('img').waitFor()
+  const box = await canvas.boundingBox()
+  if (!box) throw new Error('the zone editor has no picture')
+  for (const [x, y] of [[0.6, 0.2], [0.9, 0.2], [0.9, 0.8]]) await page.mouse.click(box.x + x * box.width, box.y + y * box.height)
+  await field(page, 'zone-name').fill('排队区')
+  await page.locator('[data-test=finish-zone]').click()
+  await page.locator('[data-test=zone-list] li').nth(1).waitFor()
+  await page.locator('[data-test=save-zones]').click()
+  await page.locator('.el-message--success').waitFor()
+  await shot(page, 'zone-editor')
+  clean('zone editor')
+  await watcher.context.close()
 
   console.log('PASS')
   await browser.close()

@@ -45,6 +45,8 @@ export interface WallSummary {
   devices: number
   devices_online: number
   regions: RegionFigures[]
+  /** Cameras of the caller's devices, and how many are online. */
+  cameras: { total: number; online: number }
 }
 
 /** "87.5%" (one decimal, trailing .0 dropped); "—" when there is nothing to count. */
