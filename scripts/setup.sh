@@ -41,6 +41,13 @@ missing=()
 for pkg in pkg-config mosquitto mosquitto-clients postgresql-15-partman sudo ca-certificates chromium fonts-noto-cjk; do
     installed "$pkg" || missing+=("$pkg")
 done
+# GStreamer for the edge agent's camera mode (feature `camera`): the development files it links
+# against, and the plugins its pipelines use (RTSP client and server, H.264/H.265/MJPEG decoders).
+for pkg in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev \
+    gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+    gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp; do
+    installed "$pkg" || missing+=("$pkg")
+done
 if ! installed postgresql-15 && ! have_pg_server; then
     missing+=(postgresql-15)
 fi
@@ -132,6 +139,29 @@ PY
         say "WARNING: features that use ONNX Runtime will not work until it is there; rerun this script when the Python package index is reachable."
         done_steps+=("onnxruntime MISSING (download failed)")
     fi
+fi
+
+# --- Person detection model (camera mode) ----------------------------------------------------------
+# YOLOX-Nano comes from another project and is never committed: take it from the shared material
+# beside the checkout when there is one; otherwise the README says where to get it.
+YOLOX_MODEL=models/yolox-nano/yolox_nano.onnx
+YOLOX_SHA256=695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14
+if [[ -f $YOLOX_MODEL ]]; then
+    done_steps+=("person detection model present")
+elif [[ -f ../shared/models/yolox-nano/yolox_nano.onnx ]]; then
+    mkdir -p "$(dirname "$YOLOX_MODEL")"
+    cp ../shared/models/yolox-nano/yolox_nano.onnx "$YOLOX_MODEL.part"
+    if [[ $(sha256sum "$YOLOX_MODEL.part" | cut -d' ' -f1) == "$YOLOX_SHA256" ]]; then
+        mv "$YOLOX_MODEL.part" "$YOLOX_MODEL"
+        done_steps+=("copied the person detection model")
+    else
+        rm -f "$YOLOX_MODEL.part"
+        say "WARNING: the shared yolox_nano.onnx does not have the expected sha256; not copied."
+        done_steps+=("person detection model MISSING (checksum)")
+    fi
+else
+    say "WARNING: no person detection model; cameras run health checks only (README: Person detection model)."
+    done_steps+=("person detection model MISSING (cameras without detection)")
 fi
 
 # --- Node.js for the web UI (portal/web; `make web`) ----------------------------------------------

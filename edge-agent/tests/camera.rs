@@ -1,0 +1,231 @@
+//! Camera mode end to end: the in-process RTSP server serves synthetic streams, the agent reads
+//! them over RTSP and publishes camera messages through the real broker (TLS, device
+//! certificate), where an in-process subscriber reads them off the `event` channel.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use offsite_broker::{next_publish, BrokerBuilder, BrokerConfig, BrokerHandle, Pki};
+use offsite_edge_agent::camera::rtsp_server::{RtspServer, Served};
+use offsite_edge_agent::{Agent, AgentConfig};
+use offsite_store::testing::TestDb;
+use offsite_wire::{CameraEventKind, CameraMessage, Channel, DeviceCredentials};
+use tokio::sync::mpsc;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A moving, sharp, bright picture: healthy in every respect.
+fn healthy() -> Served {
+    Served::Raw("videotestsrc is-live=true pattern=smpte horizontal-speed=4".into())
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    _db: TestDb,
+    broker: BrokerHandle,
+    creds: DeviceCredentials,
+    /// Every camera message published by any device.
+    messages: mpsc::UnboundedReceiver<CameraMessage>,
+}
+
+impl Env {
+    async fn new() -> Result<Env> {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+        }
+        offsite_broker::install_crypto_provider();
+        let dir = tempfile::tempdir()?;
+        let pki = Pki::load_or_create(&dir.path().join("pki"))?;
+        let db = TestDb::new().await?;
+        let cfg = BrokerConfig {
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], free_port()))),
+            plain_listen: Some(SocketAddr::from(([127, 0, 0, 1], free_port()))),
+            ..BrokerConfig::default()
+        };
+        let mut builder = BrokerBuilder::new(&cfg, &pki, db.store.clone(), offsite_broker::internal_password(dir.path())?)?;
+        let (mut sub_tx, mut sub_rx) = builder.link("test-cameras")?;
+        sub_tx.subscribe(Channel::Event.all_devices_filter())?;
+        let broker = builder.spawn()?;
+        let (tx, messages) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let _keep = sub_tx;
+            while let Ok(Some(p)) = next_publish(&mut sub_rx).await {
+                match CameraMessage::decode(&p.payload) {
+                    Ok(m) => {
+                        if tx.send(m).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("the agent published a bad camera message: {e}"),
+                }
+            }
+        });
+        let creds = offsite_broker::provision(&db.store, &pki, "hall", None).await?.1;
+        Ok(Env { dir, _db: db, broker, creds, messages })
+    }
+
+    /// Starts an agent for the device with `cameras` (TOML of `[[devices.cameras]]` tables).
+    async fn agent(&self, cameras: &str) -> Result<Agent> {
+        let base = self.dir.path();
+        std::fs::write(base.join("device.json"), serde_json::to_vec(&self.creds)?)?;
+        let text = format!(
+            r#"data_dir = "agent-data"
+batch_interval_ms = 100
+[broker]
+host = "localhost"
+port = {port}
+reconnect_delay_ms = 200
+reconnect_jitter_ms = 0
+[[devices]]
+credentials = "device.json"
+{cameras}
+"#,
+            port = self.broker.tls_addr().unwrap().port()
+        );
+        let path = base.join("agent.toml");
+        std::fs::write(&path, text)?;
+        let (cfg, base) = AgentConfig::load(&path)?;
+        Agent::start(&cfg, &base).await
+    }
+
+    /// Waits for a message `want` accepts; fails after `timeout`, saying what came instead.
+    async fn wait(&mut self, what: &str, timeout: Duration, want: impl Fn(&CameraMessage) -> bool) -> Result<CameraMessage> {
+        let end = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.messages.recv()).await {
+                Ok(Some(m)) if want(&m) => return Ok(m),
+                Ok(Some(m)) => seen.push(summary(&m)),
+                Ok(None) => bail!("subscriber ended waiting for {what}"),
+                Err(_) => bail!("no {what} within {timeout:?}; seen: {}", seen.join(", ")),
+            }
+        }
+    }
+}
+
+fn summary(m: &CameraMessage) -> String {
+    match m {
+        CameraMessage::Event { camera, kind, raised, .. } => format!("{camera}:{}:{raised}", kind.as_str()),
+        CameraMessage::Status { camera, online, fps, health, .. } => format!("{camera}:status(online={online},fps={fps},{health:?})"),
+        CameraMessage::Snapshot { camera, .. } => format!("{camera}:snapshot"),
+    }
+}
+
+fn camera(id: &str, url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[devices.cameras]]
+id = "{id}"
+name = "测试 {id}"
+source = "{url}"
+transport = "tcp"
+analysis_fps = 5
+offline_after_s = 3
+status_interval_s = 1
+{extra}
+[devices.cameras.health]
+hold_s = 1
+frozen_after_s = 3
+reference_after_s = 2
+"#
+    )
+}
+
+fn is_event(m: &CameraMessage, cam: &str, want: CameraEventKind, up: bool) -> bool {
+    matches!(m, CameraMessage::Event { camera, kind, raised, .. } if camera.as_str() == cam && *kind == want && *raised == up)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_arrive_at_the_analysis_rate_and_detection_off_is_said() -> Result<()> {
+    let mut env = Env::new().await?;
+    let server = RtspServer::start(0, &[("/hall", healthy())])?;
+    let agent = env.agent(&camera("hall", &server.url("/hall"), "")).await?;
+    // fps is measured over 5 s periods.
+    let m = env
+        .wait("a status at about 5 fps", Duration::from_secs(30), |m| {
+            matches!(m, CameraMessage::Status { online: true, fps, .. } if *fps > 0.0)
+        })
+        .await?;
+    let CameraMessage::Status { fps, detection, health, last_frame_at, .. } = m else { unreachable!() };
+    assert!((4.0..=6.0).contains(&fps), "analysed {fps} fps, configured 5");
+    assert!(last_frame_at.is_some());
+    assert!(health.is_empty(), "a healthy stream raised {health:?}");
+    // No model configured: the status says so, plainly.
+    match detection {
+        offsite_wire::Detection::Off { reason } => assert!(reason.contains("person detection"), "{reason}"),
+        other => panic!("detection should be off without a model: {other:?}"),
+    }
+    agent.stop().await;
+    server.stop();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_frozen_and_covered_streams_raise_their_health_events() -> Result<()> {
+    let mut env = Env::new().await?;
+    let server = RtspServer::start(
+        0,
+        &[
+            ("/black", Served::TestPattern("black".into())),
+            // A still picture: the same frame over and over.
+            ("/still", Served::TestPattern("smpte".into())),
+            // Changing but without any detail: what a covered or defocused lens delivers.
+            ("/blurred", Served::Raw("videotestsrc is-live=true pattern=snow ! video/x-raw,width=8,height=6,framerate=25/1".into())),
+        ],
+    )?;
+    let cams = [("black", "/black"), ("still", "/still"), ("blurred", "/blurred")]
+        .iter()
+        .map(|(id, mount)| camera(id, &server.url(mount), ""))
+        .collect::<String>();
+    let agent = env.agent(&cams).await?;
+    let mut missing = vec![
+        ("black", CameraEventKind::Black),
+        ("still", CameraEventKind::Frozen),
+        ("blurred", CameraEventKind::Covered),
+    ];
+    let end = Instant::now() + Duration::from_secs(40);
+    while !missing.is_empty() {
+        let left = end.saturating_duration_since(Instant::now());
+        let m = env.wait(&format!("{missing:?}"), left, |m| matches!(m, CameraMessage::Event { raised: true, .. })).await?;
+        let CameraMessage::Event { camera, kind, .. } = &m else { unreachable!() };
+        // A fault must be reported on its own camera only, and the right one.
+        match (camera.as_str(), kind) {
+            ("black", CameraEventKind::Black | CameraEventKind::Frozen) => {}
+            ("still", CameraEventKind::Frozen) => {}
+            ("blurred", CameraEventKind::Covered) => {}
+            other => panic!("unexpected event {other:?}"),
+        }
+        missing.retain(|(c, k)| !(c == &camera.as_str() && k == kind));
+    }
+    agent.stop().await;
+    server.stop();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_rtsp_server_raises_offline_and_recovery_clears_it() -> Result<()> {
+    let mut env = Env::new().await?;
+    let server = RtspServer::start(0, &[("/hall", healthy())])?;
+    let port = server.port();
+    let url = server.url("/hall");
+    let agent = env.agent(&camera("hall", &url, "")).await?;
+    env.wait("the camera online", Duration::from_secs(20), |m| {
+        matches!(m, CameraMessage::Status { online: true, last_frame_at: Some(_), .. })
+    })
+    .await?;
+    server.stop();
+    env.wait("offline raised", Duration::from_secs(20), |m| is_event(m, "hall", CameraEventKind::Offline, true)).await?;
+    env.wait("a status saying offline", Duration::from_secs(5), |m| {
+        matches!(m, CameraMessage::Status { online: false, health, .. } if health.contains(&CameraEventKind::Offline))
+    })
+    .await?;
+    let server = RtspServer::start(port, &[("/hall", healthy())])?;
+    env.wait("offline cleared", Duration::from_secs(40), |m| is_event(m, "hall", CameraEventKind::Offline, false)).await?;
+    agent.stop().await;
+    server.stop();
+    Ok(())
+}
