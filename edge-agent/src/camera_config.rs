@@ -203,9 +203,9 @@ impl From<TimeRange> for String {
 pub struct HealthSection {
     /// Mean brightness (0..255) below which the picture counts as black.
     pub black_below: f32,
-    /// Mean absolute change between frames (0..255) below which a frame counts as unchanged.
+    /// Median change between frames (0..255) over `frozen_after_s` below which the picture is frozen.
     pub frozen_change_below: f32,
-    /// Unchanged this long = frozen.
+    /// The window of that median.
     pub frozen_after_s: u64,
     /// Sharpness (Laplacian variance) below this fraction of the reference = covered or out of focus.
     pub covered_ratio: f32,

@@ -10,16 +10,23 @@ use offsite_broker::{next_publish, BrokerBuilder, BrokerConfig, BrokerHandle, Pk
 use offsite_edge_agent::camera::rtsp_server::{RtspServer, Served};
 use offsite_edge_agent::{Agent, AgentConfig};
 use offsite_store::testing::TestDb;
-use offsite_wire::{CameraEventKind, CameraMessage, Channel, DeviceCredentials};
+use offsite_broker::rumqttd::local::LinkTx;
+use offsite_wire::{CameraEventKind, CameraMessage, Channel, Command, CommandAck, CommandAction, DeviceCredentials, Topic, Zone};
 use tokio::sync::mpsc;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A moving, sharp, bright picture: healthy in every respect.
+/// A still, sharp, bright scene where something moves (a small bouncing ball over colour bars):
+/// healthy in every respect. (A scrolling pattern would be a camera that moves.)
 fn healthy() -> Served {
-    Served::Raw("videotestsrc is-live=true pattern=smpte horizontal-speed=4".into())
+    Served::Raw(
+        "videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=360,framerate=25/1 ! m. \
+         videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 ! m. \
+         compositor name=m"
+            .into(),
+    )
 }
 
 struct Env {
@@ -29,6 +36,10 @@ struct Env {
     creds: DeviceCredentials,
     /// Every camera message published by any device.
     messages: mpsc::UnboundedReceiver<CameraMessage>,
+    /// Every command answer.
+    answers: mpsc::UnboundedReceiver<CommandAck>,
+    /// The platform's side: sends commands.
+    platform: LinkTx,
 }
 
 impl Env {
@@ -48,11 +59,19 @@ impl Env {
         let mut builder = BrokerBuilder::new(&cfg, &pki, db.store.clone(), offsite_broker::internal_password(dir.path())?)?;
         let (mut sub_tx, mut sub_rx) = builder.link("test-cameras")?;
         sub_tx.subscribe(Channel::Event.all_devices_filter())?;
+        sub_tx.subscribe(Channel::CmdAck.all_devices_filter())?;
+        let (platform, _platform_rx) = builder.link("test-platform")?;
         let broker = builder.spawn()?;
         let (tx, messages) = mpsc::unbounded_channel();
+        let (ack_tx, answers) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let _keep = sub_tx;
+            let _keep = _platform_rx;
             while let Ok(Some(p)) = next_publish(&mut sub_rx).await {
+                if p.topic.ends_with(b"/cmd/ack") {
+                    let _ = ack_tx.send(CommandAck::decode(&p.payload).expect("a well-formed answer"));
+                    continue;
+                }
                 match CameraMessage::decode(&p.payload) {
                     Ok(m) => {
                         if tx.send(m).is_err() {
@@ -64,7 +83,7 @@ impl Env {
             }
         });
         let creds = offsite_broker::provision(&db.store, &pki, "hall", None).await?.1;
-        Ok(Env { dir, _db: db, broker, creds, messages })
+        Ok(Env { dir, _db: db, broker, creds, messages, answers, platform })
     }
 
     /// Starts an agent for the device with `cameras` (TOML of `[[devices.cameras]]` tables).
@@ -89,6 +108,19 @@ credentials = "device.json"
         std::fs::write(&path, text)?;
         let (cfg, base) = AgentConfig::load(&path)?;
         Agent::start(&cfg, &base).await
+    }
+
+    /// Sends a command to the device and waits for its answer.
+    async fn command(&mut self, c: &Command) -> Result<CommandAck> {
+        let topic = Topic::new(self.creds.device_id.clone(), Channel::Cmd).render();
+        self.platform.publish(topic, c.encode())?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.answers.recv()).await {
+                Ok(Some(a)) if a.id == c.id => return Ok(a),
+                Ok(Some(_)) => {}
+                _ => bail!("no answer to {}", c.id),
+            }
+        }
     }
 
     /// Waits for a message `want` accepts; fails after `timeout`, saying what came instead.
@@ -172,9 +204,9 @@ async fn black_frozen_and_covered_streams_raise_their_health_events() -> Result<
         &[
             ("/black", Served::TestPattern("black".into())),
             // A still picture: the same frame over and over.
-            ("/still", Served::TestPattern("smpte".into())),
-            // Changing but without any detail: what a covered or defocused lens delivers.
-            ("/blurred", Served::Raw("videotestsrc is-live=true pattern=snow ! video/x-raw,width=8,height=6,framerate=25/1".into())),
+            ("/still", Served::TestPattern("pinwheel".into())),
+            // No detail at all: a cloth over the lens.
+            ("/blurred", Served::Raw("videotestsrc is-live=true pattern=solid-color foreground-color=0xff808080".into())),
         ],
     )?;
     let cams = [("black", "/black"), ("still", "/still"), ("blurred", "/blurred")]
@@ -196,7 +228,8 @@ async fn black_frozen_and_covered_streams_raise_their_health_events() -> Result<
         match (camera.as_str(), kind) {
             ("black", CameraEventKind::Black | CameraEventKind::Frozen) => {}
             ("still", CameraEventKind::Frozen) => {}
-            ("blurred", CameraEventKind::Covered) => {}
+            // A covered lens shows a still picture too.
+            ("blurred", CameraEventKind::Covered | CameraEventKind::Frozen) => {}
             other => panic!("unexpected event {other:?}"),
         }
         missing.retain(|(c, k)| !(c == &camera.as_str() && k == kind));
@@ -227,5 +260,48 @@ async fn a_dropped_rtsp_server_raises_offline_and_recovery_clears_it() -> Result
     env.wait("offline cleared", Duration::from_secs(40), |m| is_event(m, "hall", CameraEventKind::Offline, false)).await?;
     agent.stop().await;
     server.stop();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_zones_is_checked_kept_across_restarts_and_answered_with_the_zones_used() -> Result<()> {
+    let mut env = Env::new().await?;
+    let cam = camera("hall", "test:ball", "");
+    let agent = env.agent(&cam).await?;
+    env.wait("a status", Duration::from_secs(20), |m| matches!(m, CameraMessage::Status { .. })).await?;
+    let zone = |id: &str, poly: Vec<[f32; 2]>| -> Zone {
+        serde_json::from_value(serde_json::json!({"id": id, "name": "1号窗口", "kind": "window", "polygon": poly})).unwrap()
+    };
+    let camera_id = offsite_wire::CameraId::parse("hall").unwrap();
+    // A point outside the frame: refused, nothing changes.
+    let bad = Command {
+        id: "z-bad".into(),
+        action: CommandAction::SetZones { camera: camera_id.clone(), zones: vec![zone("w1", vec![[0.1, 0.1], [1.5, 0.1], [0.5, 0.9]])] },
+    };
+    let a = env.command(&bad).await?;
+    assert!(!a.ok, "{a:?}");
+    let unknown = Command {
+        id: "z-unknown".into(),
+        action: CommandAction::SetZones { camera: offsite_wire::CameraId::parse("nosuch").unwrap(), zones: vec![] },
+    };
+    assert!(!env.command(&unknown).await?.ok);
+    let good_zones = vec![zone("w1", vec![[0.1, 0.1], [0.5, 0.1], [0.5, 0.9]])];
+    let good = Command { id: "z-good".into(), action: CommandAction::SetZones { camera: camera_id.clone(), zones: good_zones.clone() } };
+    let a = env.command(&good).await?;
+    assert!(a.ok, "{a:?}");
+    let used: Vec<Zone> = serde_json::from_value(a.state.unwrap()["zones"].clone())?;
+    assert_eq!(used, good_zones);
+    env.wait("a status with the new zones", Duration::from_secs(10), |m| {
+        matches!(m, CameraMessage::Status { zones, .. } if *zones == good_zones)
+    })
+    .await?;
+    agent.stop().await;
+    // Restarted, the agent keeps the pushed zones rather than the file's (none).
+    let agent = env.agent(&cam).await?;
+    env.wait("a status with the kept zones", Duration::from_secs(20), |m| {
+        matches!(m, CameraMessage::Status { zones, .. } if *zones == good_zones)
+    })
+    .await?;
+    agent.stop().await;
     Ok(())
 }

@@ -151,7 +151,8 @@ impl Held {
 pub struct HealthTracker {
     cfg: HealthSection,
     previous: Option<Grey>,
-    unchanged_since: Option<Instant>,
+    /// Change between consecutive frames over (just over) the last `frozen_after_s`.
+    changes: std::collections::VecDeque<(Instant, f32)>,
     /// Learned from the first `reference_after_s` of healthy pictures.
     reference_sharpness: Option<f32>,
     reference_scene: Option<Grey>,
@@ -177,7 +178,7 @@ impl HealthTracker {
         Self {
             cfg,
             previous: None,
-            unchanged_since: None,
+            changes: std::collections::VecDeque::new(),
             reference_sharpness: None,
             reference_scene: None,
             learning: Vec::new(),
@@ -206,7 +207,7 @@ impl HealthTracker {
     /// After a reconnect the next picture must not count as "changed" or "unchanged".
     pub fn forget_previous(&mut self) {
         self.previous = None;
-        self.unchanged_since = None;
+        self.changes.clear();
     }
 
     /// Feeds one view frame's thumbnail; returns the transitions (kind, raised).
@@ -223,16 +224,22 @@ impl HealthTracker {
             out.push((CameraEventKind::Black, t));
         }
 
-        // Frozen: no change at all for frozen_after_s (the hold is that time itself).
-        match change {
-            Some(c) if c < self.cfg.frozen_change_below => {
-                self.unchanged_since.get_or_insert(now);
-            }
-            Some(_) => self.unchanged_since = None,
-            None => {}
+        // Frozen: the median change over frozen_after_s is nil. The median, because a re-encoded
+        // still picture changes a little at every key frame, while a live camera's sensor noise
+        // changes every frame.
+        let window = Duration::from_secs(self.cfg.frozen_after_s);
+        if let Some(c) = change {
+            self.changes.push_back((now, c));
         }
-        let frozen_for = self.unchanged_since.map_or(Duration::ZERO, |s| now.duration_since(s));
-        let is_frozen = frozen_for >= Duration::from_secs(self.cfg.frozen_after_s);
+        while self.changes.len() > 1 && now.duration_since(self.changes[1].0) >= window {
+            self.changes.pop_front();
+        }
+        let covered_for = self.changes.front().map_or(Duration::ZERO, |(t, _)| now.duration_since(*t));
+        let is_frozen = covered_for >= window && {
+            let mut c: Vec<f32> = self.changes.iter().map(|(_, c)| *c).collect();
+            c.sort_by(f32::total_cmp);
+            c[c.len() / 2] < self.cfg.frozen_change_below
+        };
         if let Some(t) = self.frozen.feed(is_frozen, now, Duration::ZERO) {
             out.push((CameraEventKind::Frozen, t));
         }

@@ -347,7 +347,8 @@ impl Camera {
         }
 
         let grey = Grey::from_frame(&v);
-        let (_, transitions) = self.health.observe(grey.clone(), now);
+        let (measures, transitions) = self.health.observe(grey.clone(), now);
+        tracing::trace!(camera = %self.cfg.id, ?measures, "frame measures");
         for (kind, raised) in &transitions {
             let detail = health_detail(&self.cfg.name, *kind, *raised);
             self.event(*kind, *raised, None, detail, Some(&v));

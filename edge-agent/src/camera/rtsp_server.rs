@@ -86,7 +86,10 @@ impl RtspServer {
                 ml.run();
                 // Stopping: close every client, so they see the server go away at once.
                 server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
-                source.remove();
+                // Attached to this thread's context, not the default one: destroy it there.
+                if let Some(s) = ctx.find_source_by_id(&source) {
+                    s.destroy();
+                }
                 Ok(())
             });
             match outcome {
