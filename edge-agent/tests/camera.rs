@@ -3,6 +3,7 @@
 //! certificate), where an in-process subscriber reads them off the `event` channel.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -303,5 +304,86 @@ async fn set_zones_is_checked_kept_across_restarts_and_answered_with_the_zones_u
     })
     .await?;
     agent.stop().await;
+    Ok(())
+}
+
+/// Writes a short H.264 MP4 (`seconds` of a moving test pattern) with GStreamer.
+fn write_clip(path: &std::path::Path, seconds: u32) -> Result<()> {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    gst::init()?;
+    let p = gst::parse::launch(&format!(
+        "videotestsrc num-buffers={} pattern=smpte ! video/x-raw,width=320,height=180,framerate=25/1 ! x264enc ! mp4mux ! filesink name=out",
+        seconds * 25
+    ))?
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    p.by_name("out").unwrap().set_property("location", path.to_str().unwrap());
+    p.set_state(gst::State::Playing)?;
+    let msg = p.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    p.set_state(gst::State::Null)?;
+    match msg.map(|m| m.type_()) {
+        Some(gst::MessageType::Eos) => Ok(()),
+        other => bail!("writing the clip: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_file_plays_in_a_loop_directly_and_over_rtsp() -> Result<()> {
+    let mut env = Env::new().await?;
+    let clip = env.dir.path().join("two-seconds.mp4");
+    write_clip(&clip, 2)?;
+    let server = RtspServer::start(0, &[("/clip", Served::File(clip.clone()))])?;
+    let cams = camera("direct", clip.to_str().unwrap(), "") + &camera("served", &server.url("/clip"), "");
+    let agent = env.agent(&cams).await?;
+    // Long enough for several passes through the clip and two fps periods.
+    let end = Instant::now() + Duration::from_secs(11);
+    let mut last_fps = std::collections::BTreeMap::new();
+    while let Ok(Some(m)) = tokio::time::timeout(end.saturating_duration_since(Instant::now()), env.messages.recv()).await {
+        match &m {
+            CameraMessage::Event { kind: CameraEventKind::Offline, .. } => panic!("a looped file went offline: {}", summary(&m)),
+            CameraMessage::Status { camera, fps, .. } => {
+                last_fps.insert(camera.to_string(), *fps);
+            }
+            _ => {}
+        }
+    }
+    for cam in ["direct", "served"] {
+        let fps = last_fps.get(cam).copied().unwrap_or(0.0);
+        assert!((4.0..=6.0).contains(&fps), "{cam}: {fps} fps over the last period, 5 expected: {last_fps:?}");
+    }
+    agent.stop().await;
+    server.stop();
+    Ok(())
+}
+
+/// The shared indoor clip (people arrive one at a time), beside the checkout.
+fn shared_clip() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/video/one-by-one-person-detection.mp4")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_indoor_clip_over_rtsp_is_analysed_and_raises_no_false_health_events() -> Result<()> {
+    let clip = shared_clip();
+    assert!(clip.is_file(), "test material missing: {} (see ../shared/README.md)", clip.display());
+    let mut env = Env::new().await?;
+    let server = RtspServer::start(0, &[("/hall", Served::File(clip))])?;
+    let agent = env.agent(&camera("hall", &server.url("/hall"), "")).await?;
+    let end = Instant::now() + Duration::from_secs(16);
+    let mut statuses = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(end.saturating_duration_since(Instant::now()), env.messages.recv()).await {
+        match &m {
+            CameraMessage::Event { raised: true, .. } => panic!("a real, healthy scene raised {}", summary(&m)),
+            CameraMessage::Status { fps, health, online, .. } => {
+                assert!(health.is_empty() && *online, "{}", summary(&m));
+                statuses.push(*fps);
+            }
+            _ => {}
+        }
+    }
+    let fps = statuses.last().copied().unwrap_or(0.0);
+    assert!((4.0..=6.0).contains(&fps), "{fps} fps analysed, 5 configured ({statuses:?})");
+    agent.stop().await;
+    server.stop();
     Ok(())
 }

@@ -236,7 +236,10 @@ impl Camera {
         // A pipeline that delivers nothing for this long is rebuilt (a stalled RTSP session may
         // never post an error).
         let stall = Duration::from_secs(self.cfg.offline_after_s.clamp(2, 10));
+        let is_file = matches!(self.cfg.source, crate::camera_config::CameraSource::File(_));
         while !stop.load(Ordering::Relaxed) {
+            // A file that ended is reopened at once: that is its loop.
+            let mut reopen_now = false;
             match Pipeline::start(&self.spec()) {
                 Ok(p) => {
                     let started = Instant::now();
@@ -257,6 +260,10 @@ impl Camera {
                         }
                         match p.poll_bus() {
                             BusNews::Nothing => {}
+                            BusNews::EndOfStream if is_file && got_frame => {
+                                reopen_now = true;
+                                break;
+                            }
                             BusNews::EndOfStream => {
                                 info!(camera = %self.cfg.id, "stream ended; reconnecting");
                                 break;
@@ -281,6 +288,9 @@ impl Camera {
             }
             self.health.forget_previous();
             self.previous_grey = None;
+            if reopen_now {
+                continue;
+            }
             // Wait before the next attempt, still keeping time (offline, status) and zones.
             let until = Instant::now() + backoff;
             while Instant::now() < until {

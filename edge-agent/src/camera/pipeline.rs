@@ -51,15 +51,14 @@ impl PipelineSpec {
                 };
                 format!("rtspsrc name=src protocols={proto} latency=200 ! decodebin")
             }
-            CameraSource::File(_) => "filesrc name=src ! decodebin".to_owned(),
+            // Paced to the clock right after decoding, so a file behaves like a live camera (and
+            // the leaky queues below do not throw away what a fast decoder delivers early).
+            CameraSource::File(_) => "filesrc name=src ! decodebin ! identity sync=true".to_owned(),
             CameraSource::Test(p) => {
                 format!("videotestsrc name=src is-live=true pattern={p} ! video/x-raw,width=640,height=360,framerate=25/1")
             }
         };
-        // A file plays at its own pace only if the sinks synchronise to the clock; live sources
-        // are timed by their arrival already.
-        let sync = matches!(self.source, CameraSource::File(_));
-        let sink = |name: &str| format!("appsink name={name} sync={sync} max-buffers=2 drop=true emit-signals=false");
+        let sink = |name: &str| format!("appsink name={name} sync=false max-buffers=2 drop=true emit-signals=false");
         let mut d = format!(
             "{source} ! videorate drop-only=true ! video/x-raw,framerate={num}/{den} ! tee name=t \
              t. ! queue max-size-buffers=2 leaky=downstream ! videoscale ! videoconvert ! \
@@ -184,7 +183,7 @@ impl Pipeline {
         Ok(Some((view, detect)))
     }
 
-    /// Errors and end of stream; a file is rewound here (it plays in a loop).
+    /// Errors and end of stream; a file is rewound (if that fails, the caller reopens it).
     pub fn poll_bus(&self) -> BusNews {
         while let Some(msg) = self.bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
             match msg.view() {
@@ -192,15 +191,19 @@ impl Pipeline {
                     let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
                     return BusNews::Error(format!("{}{debug}", e.error()));
                 }
-                gst::MessageView::Eos(_) => {
-                    if self.loops
-                        && self.pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO).is_ok()
-                    {
-                        continue;
-                    }
-                    return BusNews::EndOfStream;
-                }
+                // Seen after a rewind too; the sink's own state below decides.
+                gst::MessageView::Eos(_) if self.loops => {}
+                gst::MessageView::Eos(_) => return BusNews::EndOfStream,
                 _ => {}
+            }
+        }
+        // The pipeline posts EOS only once every sink has it; the view sink knows first. A file
+        // is rewound (its loop); reopening it instead would lose a second or two each time.
+        if self.view.is_eos() {
+            let rewound = self.loops
+                && self.pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO).is_ok();
+            if !rewound {
+                return BusNews::EndOfStream;
             }
         }
         BusNews::Nothing
