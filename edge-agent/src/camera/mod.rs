@@ -32,6 +32,7 @@ use sha2::Digest;
 use tracing::{info, warn};
 
 use crate::camera_config::CameraConfig;
+use crate::metrics as m;
 use health::{Grey, HealthTracker};
 use pipeline::{BusNews, Frame, Pipeline, PipelineSpec};
 
@@ -283,6 +284,7 @@ impl Camera {
                     if got_frame {
                         backoff = Duration::from_secs(1);
                     }
+                    m::CAMERA_RECONNECTS.with_label_values(&[&self.device, self.cfg.id.as_str()]).inc();
                 }
                 Err(e) => warn!(camera = %self.cfg.id, error = %format!("{e:#}"), "cannot start the camera pipeline"),
             }
@@ -348,6 +350,7 @@ impl Camera {
         let at = Utc::now();
         self.last_frame = Some((now, at));
         self.frames_in_period += 1;
+        m::CAMERA_FRAMES.with_label_values(&[&self.device, self.cfg.id.as_str()]).inc();
         let v = view.as_ref();
         if self.offline {
             self.offline = false;
@@ -369,12 +372,13 @@ impl Camera {
 
         // Motion gating: the detector runs when something moved in a zone (or anywhere, without
         // zones), and at least every motion_recheck_ms so a person sitting still stays counted.
-        let moved = self.previous_grey.as_ref().is_none_or(|p| self.motion(&grey, p));
+        let moved = self.previous_grey.as_ref().is_none_or(|p| motion_in_zones(&grey, p, &self.zones));
         self.previous_grey = Some(grey);
         let due = self.last_inference.is_none_or(|t| t.elapsed() >= Duration::from_millis(self.cfg.motion_recheck_ms));
         let run = !self.cfg.motion_gating || moved || due;
         if let (Some(det), Some(d), true) = (self.detector.as_mut(), detect, run) {
             self.last_inference = Some(now);
+            m::CAMERA_INFERENCES.with_label_values(&[&self.device, self.cfg.id.as_str()]).inc();
             match det.detect(&d.as_ref()) {
                 Ok(b) => {
                     self.counts = offsite_vision::zones::count_per_zone(&b, &self.zones);
@@ -408,16 +412,6 @@ impl Camera {
             }
         }
         self.tick();
-    }
-
-    fn motion(&self, now: &Grey, before: &Grey) -> bool {
-        if self.zones.is_empty() {
-            return now.change(before).is_none_or(|c| c > MOTION_CHANGE);
-        }
-        self.zones.iter().any(|z| {
-            let inside = |x: f32, y: f32| offsite_vision::zones::point_in_polygon([x, y], &z.polygon);
-            now.change_in(before, &inside).is_none_or(|c| c > MOTION_CHANGE)
-        })
     }
 
     fn hall_events(&mut self, at: DateTime<Utc>, v: &FrameRef) {
@@ -463,6 +457,7 @@ impl Camera {
 
     fn send_status(&mut self) {
         self.last_status = Some(Instant::now());
+        m::CAMERA_ONLINE.with_label_values(&[&self.device, self.cfg.id.as_str()]).set(!self.offline as i64);
         let mut health = self.health.raised();
         if self.offline {
             health.insert(0, CameraEventKind::Offline);
@@ -481,6 +476,33 @@ impl Camera {
             health,
         }));
     }
+}
+
+/// Whether something moved in any zone between two frames (anywhere, without zones). Inside a
+/// zone is decided by the polygon itself, so motion next to a window seat does not wake the detector.
+pub fn motion_in_zones(now: &Grey, before: &Grey, zones: &[Zone]) -> bool {
+    if zones.is_empty() {
+        return now.change(before).is_none_or(|c| c > MOTION_CHANGE);
+    }
+    zones.iter().any(|z| {
+        let inside = |x: f32, y: f32| point_in(&z.polygon, x, y);
+        now.change_in(before, &inside).is_none_or(|c| c > MOTION_CHANGE)
+    })
+}
+
+/// Even-odd rule (kept here rather than borrowed from the vision crate, whose body may not be
+/// there yet: gating must work without a model too).
+fn point_in(poly: &[offsite_wire::Point], x: f32, y: f32) -> bool {
+    let mut inside = false;
+    let mut j = poly.len().wrapping_sub(1);
+    for i in 0..poly.len() {
+        let ([xi, yi], [xj, yj]) = (poly[i], poly[j]);
+        if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
+            inside = !inside;
+        }
+        j = i;
+    }
+    inside
 }
 
 fn hex_lower(b: &[u8]) -> String {
@@ -502,5 +524,42 @@ fn health_detail(camera: &str, kind: CameraEventKind, raised: bool) -> String {
         format!("{camera} {zh} / {en}")
     } else {
         format!("{camera} 已恢复：{zh} / recovered: {en}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use offsite_wire::ZoneKind;
+
+    fn grey_with_block(x0: usize, y0: usize) -> Grey {
+        let (w, h) = (160, 90);
+        let mut pixels = vec![100f32; w * h];
+        for y in y0..y0 + 20 {
+            for x in x0..x0 + 20 {
+                pixels[y * w + x] = 250.0;
+            }
+        }
+        Grey { width: w, height: h, pixels }
+    }
+
+    #[test]
+    fn motion_gating_looks_inside_the_zones_only() {
+        let left: Zone = serde_json::from_value(serde_json::json!({
+            "id": "w1", "name": "1号窗口", "kind": ZoneKind::Window,
+            "polygon": [[0.0, 0.0], [0.4, 0.0], [0.4, 1.0], [0.0, 1.0]]
+        }))
+        .unwrap();
+        let still = grey_with_block(120, 30);
+        // Something moved on the right, outside the zone: no reason to run the detector.
+        let right_moved = grey_with_block(130, 40);
+        assert!(!motion_in_zones(&right_moved, &still, std::slice::from_ref(&left)));
+        // Without zones, any motion counts.
+        assert!(motion_in_zones(&right_moved, &still, &[]));
+        // Inside the zone: run it.
+        let inside_before = grey_with_block(10, 30);
+        let inside_after = grey_with_block(25, 40);
+        assert!(motion_in_zones(&inside_after, &inside_before, &[left]));
+        assert!(!motion_in_zones(&still, &still, &[]));
     }
 }
