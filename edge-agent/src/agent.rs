@@ -223,7 +223,13 @@ fn start_cameras(
         while let Ok(o) = rx.recv_async().await {
             let r = match o {
                 CameraOutput::Samples(samples) => link.publish(samples).await.map(|_| ()),
-                CameraOutput::Message(m) => link.publish_event(&m).await,
+                // Never let a broker outage stall the cameras behind this task: an event that
+                // cannot be handed to the client in time is dropped (the next status repeats
+                // the camera's conditions).
+                CameraOutput::Message(m) => match tokio::time::timeout(Duration::from_secs(2), link.publish_event(&m)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(anyhow::anyhow!("MQTT client busy; camera message dropped")),
+                },
             };
             if let Err(e) = r {
                 warn!(device = %dev, error = %format!("{e:#}"), "forwarding camera output");

@@ -182,7 +182,9 @@ impl TryFrom<String> for TimeRange {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let (a, b) = s.split_once('-').ok_or_else(|| format!("time range {s:?}: HH:MM-HH:MM"))?;
-        let t = |x: &str| NaiveTime::parse_from_str(x.trim(), "%H:%M").map_err(|_| format!("time range {s:?}: HH:MM-HH:MM"));
+        let t = |x: &str| {
+            NaiveTime::parse_from_str(x.trim(), "%H:%M").map_err(|_| format!("time range {s:?}: HH:MM-HH:MM"))
+        };
         let (start, end) = (t(a)?, t(b)?);
         if start >= end {
             return Err(format!("time range {s:?}: the start must be before the end"));

@@ -7,12 +7,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use offsite_broker::rumqttd::local::LinkTx;
 use offsite_broker::{next_publish, BrokerBuilder, BrokerConfig, BrokerHandle, Pki};
 use offsite_edge_agent::camera::rtsp_server::{RtspServer, Served};
 use offsite_edge_agent::{Agent, AgentConfig};
 use offsite_store::testing::TestDb;
-use offsite_broker::rumqttd::local::LinkTx;
-use offsite_wire::{CameraEventKind, CameraMessage, Channel, Command, CommandAck, CommandAction, DeviceCredentials, Topic, Zone};
+use offsite_wire::{
+    CameraEventKind, CameraMessage, Channel, Command, CommandAck, CommandAction, DeviceCredentials, Topic, Zone,
+};
 use tokio::sync::mpsc;
 
 fn free_port() -> u16 {
@@ -46,7 +48,8 @@ struct Env {
 impl Env {
     async fn new() -> Result<Env> {
         if std::env::var_os("RUST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+            let _ =
+                tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
         }
         offsite_broker::install_crypto_provider();
         let dir = tempfile::tempdir()?;
@@ -57,7 +60,8 @@ impl Env {
             plain_listen: Some(SocketAddr::from(([127, 0, 0, 1], free_port()))),
             ..BrokerConfig::default()
         };
-        let mut builder = BrokerBuilder::new(&cfg, &pki, db.store.clone(), offsite_broker::internal_password(dir.path())?)?;
+        let mut builder =
+            BrokerBuilder::new(&cfg, &pki, db.store.clone(), offsite_broker::internal_password(dir.path())?)?;
         let (mut sub_tx, mut sub_rx) = builder.link("test-cameras")?;
         sub_tx.subscribe(Channel::Event.all_devices_filter())?;
         sub_tx.subscribe(Channel::CmdAck.all_devices_filter())?;
@@ -125,7 +129,12 @@ credentials = "device.json"
     }
 
     /// Waits for a message `want` accepts; fails after `timeout`, saying what came instead.
-    async fn wait(&mut self, what: &str, timeout: Duration, want: impl Fn(&CameraMessage) -> bool) -> Result<CameraMessage> {
+    async fn wait(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        want: impl Fn(&CameraMessage) -> bool,
+    ) -> Result<CameraMessage> {
         let end = Instant::now() + timeout;
         let mut seen = Vec::new();
         loop {
@@ -143,7 +152,9 @@ credentials = "device.json"
 fn summary(m: &CameraMessage) -> String {
     match m {
         CameraMessage::Event { camera, kind, raised, .. } => format!("{camera}:{}:{raised}", kind.as_str()),
-        CameraMessage::Status { camera, online, fps, health, .. } => format!("{camera}:status(online={online},fps={fps},{health:?})"),
+        CameraMessage::Status { camera, online, fps, health, .. } => {
+            format!("{camera}:status(online={online},fps={fps},{health:?})")
+        }
         CameraMessage::Snapshot { camera, .. } => format!("{camera}:snapshot"),
     }
 }
@@ -179,9 +190,11 @@ async fn frames_arrive_at_the_analysis_rate_and_detection_off_is_said() -> Resul
     let agent = env.agent(&camera("hall", &server.url("/hall"), "")).await?;
     // fps is measured over 5 s periods.
     let m = env
-        .wait("a status at about 5 fps", Duration::from_secs(30), |m| {
-            matches!(m, CameraMessage::Status { online: true, fps, .. } if *fps > 0.0)
-        })
+        .wait(
+            "a status at about 5 fps",
+            Duration::from_secs(30),
+            |m| matches!(m, CameraMessage::Status { online: true, fps, .. } if *fps > 0.0),
+        )
         .await?;
     let CameraMessage::Status { fps, detection, health, last_frame_at, .. } = m else { unreachable!() };
     assert!((4.0..=6.0).contains(&fps), "analysed {fps} fps, configured 5");
@@ -207,7 +220,10 @@ async fn black_frozen_and_covered_streams_raise_their_health_events() -> Result<
             // A still picture: the same frame over and over.
             ("/still", Served::TestPattern("pinwheel".into())),
             // No detail at all: a cloth over the lens.
-            ("/blurred", Served::Raw("videotestsrc is-live=true pattern=solid-color foreground-color=0xff808080".into())),
+            (
+                "/blurred",
+                Served::Raw("videotestsrc is-live=true pattern=solid-color foreground-color=0xff808080".into()),
+            ),
         ],
     )?;
     let cams = [("black", "/black"), ("still", "/still"), ("blurred", "/blurred")]
@@ -223,7 +239,8 @@ async fn black_frozen_and_covered_streams_raise_their_health_events() -> Result<
     let end = Instant::now() + Duration::from_secs(40);
     while !missing.is_empty() {
         let left = end.saturating_duration_since(Instant::now());
-        let m = env.wait(&format!("{missing:?}"), left, |m| matches!(m, CameraMessage::Event { raised: true, .. })).await?;
+        let m =
+            env.wait(&format!("{missing:?}"), left, |m| matches!(m, CameraMessage::Event { raised: true, .. })).await?;
         let CameraMessage::Event { camera, kind, .. } = &m else { unreachable!() };
         // A fault must be reported on its own camera only, and the right one.
         match (camera.as_str(), kind) {
@@ -252,13 +269,15 @@ async fn a_dropped_rtsp_server_raises_offline_and_recovery_clears_it() -> Result
     })
     .await?;
     server.stop();
-    env.wait("offline raised", Duration::from_secs(20), |m| is_event(m, "hall", CameraEventKind::Offline, true)).await?;
+    env.wait("offline raised", Duration::from_secs(20), |m| is_event(m, "hall", CameraEventKind::Offline, true))
+        .await?;
     env.wait("a status saying offline", Duration::from_secs(5), |m| {
         matches!(m, CameraMessage::Status { online: false, health, .. } if health.contains(&CameraEventKind::Offline))
     })
     .await?;
     let server = RtspServer::start(port, &[("/hall", healthy())])?;
-    env.wait("offline cleared", Duration::from_secs(40), |m| is_event(m, "hall", CameraEventKind::Offline, false)).await?;
+    env.wait("offline cleared", Duration::from_secs(40), |m| is_event(m, "hall", CameraEventKind::Offline, false))
+        .await?;
     agent.stop().await;
     server.stop();
     Ok(())
@@ -271,13 +290,17 @@ async fn set_zones_is_checked_kept_across_restarts_and_answered_with_the_zones_u
     let agent = env.agent(&cam).await?;
     env.wait("a status", Duration::from_secs(20), |m| matches!(m, CameraMessage::Status { .. })).await?;
     let zone = |id: &str, poly: Vec<[f32; 2]>| -> Zone {
-        serde_json::from_value(serde_json::json!({"id": id, "name": "1号窗口", "kind": "window", "polygon": poly})).unwrap()
+        serde_json::from_value(serde_json::json!({"id": id, "name": "1号窗口", "kind": "window", "polygon": poly}))
+            .unwrap()
     };
     let camera_id = offsite_wire::CameraId::parse("hall").unwrap();
     // A point outside the frame: refused, nothing changes.
     let bad = Command {
         id: "z-bad".into(),
-        action: CommandAction::SetZones { camera: camera_id.clone(), zones: vec![zone("w1", vec![[0.1, 0.1], [1.5, 0.1], [0.5, 0.9]])] },
+        action: CommandAction::SetZones {
+            camera: camera_id.clone(),
+            zones: vec![zone("w1", vec![[0.1, 0.1], [1.5, 0.1], [0.5, 0.9]])],
+        },
     };
     let a = env.command(&bad).await?;
     assert!(!a.ok, "{a:?}");
@@ -287,21 +310,28 @@ async fn set_zones_is_checked_kept_across_restarts_and_answered_with_the_zones_u
     };
     assert!(!env.command(&unknown).await?.ok);
     let good_zones = vec![zone("w1", vec![[0.1, 0.1], [0.5, 0.1], [0.5, 0.9]])];
-    let good = Command { id: "z-good".into(), action: CommandAction::SetZones { camera: camera_id.clone(), zones: good_zones.clone() } };
+    let good = Command {
+        id: "z-good".into(),
+        action: CommandAction::SetZones { camera: camera_id.clone(), zones: good_zones.clone() },
+    };
     let a = env.command(&good).await?;
     assert!(a.ok, "{a:?}");
     let used: Vec<Zone> = serde_json::from_value(a.state.unwrap()["zones"].clone())?;
     assert_eq!(used, good_zones);
-    env.wait("a status with the new zones", Duration::from_secs(10), |m| {
-        matches!(m, CameraMessage::Status { zones, .. } if *zones == good_zones)
-    })
+    env.wait(
+        "a status with the new zones",
+        Duration::from_secs(10),
+        |m| matches!(m, CameraMessage::Status { zones, .. } if *zones == good_zones),
+    )
     .await?;
     agent.stop().await;
     // Restarted, the agent keeps the pushed zones rather than the file's (none).
     let agent = env.agent(&cam).await?;
-    env.wait("a status with the kept zones", Duration::from_secs(20), |m| {
-        matches!(m, CameraMessage::Status { zones, .. } if *zones == good_zones)
-    })
+    env.wait(
+        "a status with the kept zones",
+        Duration::from_secs(20),
+        |m| matches!(m, CameraMessage::Status { zones, .. } if *zones == good_zones),
+    )
     .await?;
     agent.stop().await;
     Ok(())
@@ -320,7 +350,10 @@ fn write_clip(path: &std::path::Path, seconds: u32) -> Result<()> {
     .unwrap();
     p.by_name("out").unwrap().set_property("location", path.to_str().unwrap());
     p.set_state(gst::State::Playing)?;
-    let msg = p.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    let msg = p
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]);
     p.set_state(gst::State::Null)?;
     match msg.map(|m| m.type_()) {
         Some(gst::MessageType::Eos) => Ok(()),
@@ -339,9 +372,13 @@ async fn a_short_file_plays_in_a_loop_directly_and_over_rtsp() -> Result<()> {
     // Long enough for several passes through the clip and two fps periods.
     let end = Instant::now() + Duration::from_secs(11);
     let mut last_fps = std::collections::BTreeMap::new();
-    while let Ok(Some(m)) = tokio::time::timeout(end.saturating_duration_since(Instant::now()), env.messages.recv()).await {
+    while let Ok(Some(m)) =
+        tokio::time::timeout(end.saturating_duration_since(Instant::now()), env.messages.recv()).await
+    {
         match &m {
-            CameraMessage::Event { kind: CameraEventKind::Offline, .. } => panic!("a looped file went offline: {}", summary(&m)),
+            CameraMessage::Event { kind: CameraEventKind::Offline, .. } => {
+                panic!("a looped file went offline: {}", summary(&m))
+            }
             CameraMessage::Status { camera, fps, .. } => {
                 last_fps.insert(camera.to_string(), *fps);
             }
@@ -371,7 +408,9 @@ async fn the_shared_indoor_clip_over_rtsp_is_analysed_and_raises_no_false_health
     let agent = env.agent(&camera("hall", &server.url("/hall"), "")).await?;
     let end = Instant::now() + Duration::from_secs(16);
     let mut statuses = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(end.saturating_duration_since(Instant::now()), env.messages.recv()).await {
+    while let Ok(Some(m)) =
+        tokio::time::timeout(end.saturating_duration_since(Instant::now()), env.messages.recv()).await
+    {
         match &m {
             CameraMessage::Event { raised: true, .. } => panic!("a real, healthy scene raised {}", summary(&m)),
             CameraMessage::Status { fps, health, online, .. } => {

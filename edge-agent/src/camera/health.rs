@@ -65,7 +65,9 @@ impl Grey {
             for x in 1..w - 1 {
                 let c = self.pixels[y * w + x];
                 vals.push(
-                    self.pixels[(y - 1) * w + x] + self.pixels[(y + 1) * w + x] + self.pixels[y * w + x - 1]
+                    self.pixels[(y - 1) * w + x]
+                        + self.pixels[(y + 1) * w + x]
+                        + self.pixels[y * w + x - 1]
                         + self.pixels[y * w + x + 1]
                         - 4.0 * c,
                 );
@@ -342,6 +344,31 @@ mod tests {
         assert!(seen.contains(&(CameraEventKind::Frozen, false)), "{seen:?}");
         assert!(seen.contains(&(CameraEventKind::Covered, true)), "{seen:?}");
         assert_eq!(t.raised(), vec![CameraEventKind::Covered]);
+    }
+
+    #[test]
+    fn a_sharpness_drop_against_the_reference_is_covered_even_above_the_floor() {
+        let mut t = HealthTracker::new(quick());
+        let t0 = Instant::now();
+        for i in 0..8u64 {
+            t.observe(grey(320, 180, &frame(320, 180, checker((i % 2) as u32))), t0 + Duration::from_millis(i * 200));
+        }
+        // Soft stripes: some detail left (above the absolute floor), far less than the reference.
+        let soft = |phase: u32| {
+            move |x: u32, _y: u32| {
+                let v = (128.0 + 100.0 * ((x + phase) as f32 * std::f32::consts::TAU / 32.0).sin()) as u8;
+                [v, v, v]
+            }
+        };
+        let probe = grey(320, 180, &frame(320, 180, soft(0)));
+        assert!(probe.sharpness() > quick().covered_floor, "{}", probe.sharpness());
+        let mut seen = Vec::new();
+        for i in 8..14u64 {
+            seen.extend(
+                t.observe(grey(320, 180, &frame(320, 180, soft(i as u32))), t0 + Duration::from_millis(i * 200)).1,
+            );
+        }
+        assert!(seen.contains(&(CameraEventKind::Covered, true)), "{seen:?}");
     }
 
     #[test]

@@ -331,7 +331,10 @@ impl Camera {
         if !self.offline && since.elapsed() >= Duration::from_secs(self.cfg.offline_after_s) {
             self.offline = true;
             warn!(device = %self.device, camera = %self.cfg.id, "camera offline");
-            let detail = format!("{} 无画面超过 {} 秒 / no picture for {} s", self.cfg.name, self.cfg.offline_after_s, self.cfg.offline_after_s);
+            let detail = format!(
+                "{} 无画面超过 {} 秒 / no picture for {} s",
+                self.cfg.name, self.cfg.offline_after_s, self.cfg.offline_after_s
+            );
             self.event(CameraEventKind::Offline, true, None, detail, None);
             self.send_status();
         }
@@ -355,7 +358,13 @@ impl Camera {
         if self.offline {
             self.offline = false;
             info!(device = %self.device, camera = %self.cfg.id, "camera back online");
-            self.event(CameraEventKind::Offline, false, None, format!("{} 画面恢复 / picture back", self.cfg.name), Some(&v));
+            self.event(
+                CameraEventKind::Offline,
+                false,
+                None,
+                format!("{} 画面恢复 / picture back", self.cfg.name),
+                Some(&v),
+            );
             self.send_status();
         }
 
@@ -395,7 +404,11 @@ impl Camera {
                     .counts
                     .iter()
                     .filter_map(|(z, n)| {
-                        MetricKey::parse(&zone_metric(&self.cfg.id, z)).ok().map(|metric| Sample { ts: at, metric, value: *n as f64 })
+                        MetricKey::parse(&zone_metric(&self.cfg.id, z)).ok().map(|metric| Sample {
+                            ts: at,
+                            metric,
+                            value: *n as f64,
+                        })
                     })
                     .collect::<Vec<_>>();
                 if !samples.is_empty() {
@@ -408,7 +421,11 @@ impl Camera {
             self.last_snapshot = Some(now);
             if let Some(snapshot) = self.snapshot(&v, at) {
                 let seq = self.next_seq();
-                self.send(CameraOutput::Message(CameraMessage::Snapshot { seq, camera: self.cfg.id.clone(), snapshot }));
+                self.send(CameraOutput::Message(CameraMessage::Snapshot {
+                    seq,
+                    camera: self.cfg.id.clone(),
+                    snapshot,
+                }));
             }
         }
         self.tick();
@@ -419,19 +436,37 @@ impl Camera {
         let counts: Vec<_> = self
             .counts
             .iter()
-            .filter_map(|(id, n)| self.zones.iter().find(|z| &z.id == id).map(|z| (id.clone(), z.kind, z.name.clone(), *n)))
+            .filter_map(|(id, n)| {
+                self.zones.iter().find(|z| &z.id == id).map(|z| (id.clone(), z.kind, z.name.clone(), *n))
+            })
             .collect();
         for t in hall.observe(at, &counts) {
             self.event(t.kind, t.raised, Some(t.zone), t.detail, Some(v));
         }
     }
 
-    fn event(&mut self, kind: CameraEventKind, raised: bool, zone: Option<ZoneId>, detail: String, frame: Option<&FrameRef>) {
+    fn event(
+        &mut self,
+        kind: CameraEventKind,
+        raised: bool,
+        zone: Option<ZoneId>,
+        detail: String,
+        frame: Option<&FrameRef>,
+    ) {
         let at = Utc::now();
         let snapshot = frame.and_then(|f| self.snapshot(f, at));
         info!(device = %self.device, camera = %self.cfg.id, kind = kind.as_str(), raised, %detail, "camera event");
         let seq = self.next_seq();
-        self.send(CameraOutput::Message(CameraMessage::Event { seq, camera: self.cfg.id.clone(), kind, raised, at, zone, detail, snapshot }));
+        self.send(CameraOutput::Message(CameraMessage::Event {
+            seq,
+            camera: self.cfg.id.clone(),
+            kind,
+            raised,
+            at,
+            zone,
+            detail,
+            snapshot,
+        }));
     }
 
     fn snapshot(&mut self, f: &FrameRef, at: DateTime<Utc>) -> Option<Snapshot> {

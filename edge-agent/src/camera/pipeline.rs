@@ -55,7 +55,9 @@ impl PipelineSpec {
             // the leaky queues below do not throw away what a fast decoder delivers early).
             CameraSource::File(_) => "filesrc name=src ! decodebin ! identity sync=true".to_owned(),
             CameraSource::Test(p) => {
-                format!("videotestsrc name=src is-live=true pattern={p} ! video/x-raw,width=640,height=360,framerate=25/1")
+                format!(
+                    "videotestsrc name=src is-live=true pattern={p} ! video/x-raw,width=640,height=360,framerate=25/1"
+                )
             }
         };
         let sink = |name: &str| format!("appsink name={name} sync=false max-buffers=2 drop=true emit-signals=false");
@@ -98,7 +100,8 @@ impl Frame {
         let info = gst_video::VideoInfo::from_caps(caps).context("video caps")?;
         let buffer = sample.buffer_owned().ok_or_else(|| anyhow!("sample without buffer"))?;
         let pts = buffer.pts();
-        let frame = gst_video::VideoFrame::from_buffer_readable(buffer, &info).map_err(|_| anyhow!("cannot map frame"))?;
+        let frame =
+            gst_video::VideoFrame::from_buffer_readable(buffer, &info).map_err(|_| anyhow!("cannot map frame"))?;
         Ok(Self { frame, format, pts })
     }
 
@@ -201,7 +204,10 @@ impl Pipeline {
         // is rewound (its loop); reopening it instead would lose a second or two each time.
         if self.view.is_eos() {
             let rewound = self.loops
-                && self.pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO).is_ok();
+                && self
+                    .pipeline
+                    .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO)
+                    .is_ok();
             if !rewound {
                 return BusNews::EndOfStream;
             }
@@ -241,7 +247,12 @@ mod tests {
     #[test]
     fn a_test_source_delivers_frames_at_the_analysis_rate() {
         init().unwrap();
-        let spec = PipelineSpec { source: CameraSource::Test("ball".into()), transport: RtspTransport::Tcp, fps: 5.0, detect_width: Some(416) };
+        let spec = PipelineSpec {
+            source: CameraSource::Test("ball".into()),
+            transport: RtspTransport::Tcp,
+            fps: 5.0,
+            detect_width: Some(416),
+        };
         let p = Pipeline::start(&spec).unwrap();
         let t0 = std::time::Instant::now();
         let mut n = 0;

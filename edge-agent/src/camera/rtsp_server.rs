@@ -182,7 +182,8 @@ fn feed_looped(file: &std::path::Path, feed: &gst_app::AppSrc) {
         .map_err(|_| anyhow!("not a pipeline"))?;
         let stop = scopeguard(&p);
         p.by_name("src").ok_or_else(|| anyhow!("no src"))?.set_property("location", file.to_string_lossy().as_ref());
-        let out = p.by_name("out").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).ok_or_else(|| anyhow!("no sink"))?;
+        let out =
+            p.by_name("out").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).ok_or_else(|| anyhow!("no sink"))?;
         p.set_state(gst::State::Playing)?;
         loop {
             match out.try_pull_sample(gst::ClockTime::from_mseconds(500)) {
