@@ -166,7 +166,6 @@ fn camera(id: &str, url: &str, extra: &str) -> String {
 id = "{id}"
 name = "测试 {id}"
 source = "{url}"
-transport = "tcp"
 analysis_fps = 5
 offline_after_s = 3
 status_interval_s = 1
@@ -187,15 +186,19 @@ fn is_event(m: &CameraMessage, cam: &str, want: CameraEventKind, up: bool) -> bo
 async fn frames_arrive_at_the_analysis_rate_and_detection_off_is_said() -> Result<()> {
     let mut env = Env::new().await?;
     let server = RtspServer::start(0, &[("/hall", healthy())])?;
-    let agent = env.agent(&camera("hall", &server.url("/hall"), "")).await?;
+    // The same stream over RTSP's TCP (the default) and UDP transports.
+    let cams = camera("hall", &server.url("/hall"), "") + &camera("hall-udp", &server.url("/hall"), "transport = \"udp\"");
+    let agent = env.agent(&cams).await?;
     // fps is measured over 5 s periods.
-    let m = env
-        .wait(
-            "a status at about 5 fps",
-            Duration::from_secs(30),
-            |m| matches!(m, CameraMessage::Status { online: true, fps, .. } if *fps > 0.0),
-        )
-        .await?;
+    let status_of = |cam: &'static str| {
+        move |m: &CameraMessage| {
+            matches!(m, CameraMessage::Status { camera, online: true, fps, .. } if camera.as_str() == cam && *fps > 0.0)
+        }
+    };
+    let m = env.wait("a status at about 5 fps", Duration::from_secs(30), status_of("hall")).await?;
+    let udp = env.wait("a UDP status at about 5 fps", Duration::from_secs(10), status_of("hall-udp")).await?;
+    let CameraMessage::Status { fps: udp_fps, .. } = udp else { unreachable!() };
+    assert!((4.0..=6.0).contains(&udp_fps), "analysed {udp_fps} fps over UDP, configured 5");
     let CameraMessage::Status { fps, detection, health, last_frame_at, .. } = m else { unreachable!() };
     assert!((4.0..=6.0).contains(&fps), "analysed {fps} fps, configured 5");
     assert!(last_frame_at.is_some());
