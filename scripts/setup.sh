@@ -41,6 +41,13 @@ missing=()
 for pkg in pkg-config mosquitto mosquitto-clients postgresql-15-partman sudo ca-certificates chromium fonts-noto-cjk; do
     installed "$pkg" || missing+=("$pkg")
 done
+# GStreamer for the edge agent's camera mode (feature `camera`): the development files it links
+# against, and the plugins its pipelines use (RTSP client and server, H.264/H.265/MJPEG decoders).
+for pkg in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev \
+    gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+    gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp; do
+    installed "$pkg" || missing+=("$pkg")
+done
 if ! installed postgresql-15 && ! have_pg_server; then
     missing+=(postgresql-15)
 fi

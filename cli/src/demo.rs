@@ -98,7 +98,7 @@ fn fleet_agent(cfg: &Config, fleet: &[DeviceCredentials], city: &[CityObject], p
             source["metrics"] = object.metrics.clone();
         }
         let source: SourceConfig = serde_json::from_value(source)?;
-        devices.push(DeviceConfig { credentials: Credentials::Inline(creds.clone()), sources: vec![source] });
+        devices.push(DeviceConfig { credentials: Credentials::Inline(creds.clone()), sources: vec![source], cameras: vec![] });
     }
     Ok(AgentConfig {
         data_dir: PathBuf::from("demo").join("agent"),

@@ -41,6 +41,8 @@ struct RunningDevice {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     sources: Vec<JoinHandle<()>>,
+    /// Forwards what the cameras produce to the link; ends when the cameras have stopped.
+    camera_pump: Option<JoinHandle<()>>,
 }
 
 impl Agent {
@@ -84,6 +86,9 @@ impl Agent {
                 let _ = s.await;
             }
             let _ = d.task.await;
+            if let Some(p) = d.camera_pump {
+                let _ = p.await;
+            }
             if let Ok(link) = Arc::try_unwrap(d.link) {
                 link.close().await;
             }
@@ -108,6 +113,9 @@ struct SourceSlot {
 }
 
 async fn start_device(cfg: &AgentConfig, d: &DeviceConfig, base: &Path, data_dir: &Path) -> Result<RunningDevice> {
+    if !d.cameras.is_empty() && !cfg!(feature = "camera") {
+        anyhow::bail!("cameras are configured but this agent was built without camera mode (cargo feature `camera`)");
+    }
     let creds = d.credentials.load(base)?;
     let id = creds.device_id.clone();
     let dir = data_dir.join(id.as_str());
@@ -159,6 +167,10 @@ async fn start_device(cfg: &AgentConfig, d: &DeviceConfig, base: &Path, data_dir
         slots.push(SourceSlot { name: sc.name.clone(), settings: tx, errors });
     }
     drop(read_tx);
+    #[cfg(feature = "camera")]
+    let (cameras, camera_pump) = start_cameras(d, base, &dev, &state, &link)?;
+    #[cfg(not(feature = "camera"))]
+    let camera_pump = None;
     let stats = link.stats();
     m::QUEUE_DEPTH.with_label_values(&[&dev]).set(stats.unacked as i64);
     m::DROPPED.with_label_values(&[&dev]).inc_by(stats.dropped_total);
@@ -173,9 +185,58 @@ async fn start_device(cfg: &AgentConfig, d: &DeviceConfig, base: &Path, data_dir
         max_batch_samples: cfg.max_batch_samples.clamp(1, offsite_wire::MAX_SAMPLES_PER_BATCH),
         last_dropped: stats.dropped_total,
         last_acked: 0,
+        #[cfg(feature = "camera")]
+        cameras,
     };
     let task = tokio::spawn(runner.run(read_rx, cmd_rx, stop_rx));
-    Ok(RunningDevice { link, stop: stop_tx, task, sources: tasks })
+    Ok(RunningDevice { link, stop: stop_tx, task, sources: tasks, camera_pump })
+}
+
+/// Starts the device's cameras (zones pushed by the platform win over the file's) and the task
+/// that forwards their output: counts through the queue like any sample, messages on `event`.
+#[cfg(feature = "camera")]
+fn start_cameras(
+    d: &DeviceConfig,
+    base: &Path,
+    dev: &str,
+    state: &StateFile,
+    link: &Arc<DeviceLink>,
+) -> Result<(Vec<crate::camera::RunningCamera>, Option<JoinHandle<()>>)> {
+    use crate::camera::CameraOutput;
+    if d.cameras.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let (tx, rx) = flume::bounded::<CameraOutput>(64);
+    let seq = crate::camera::message_seq();
+    let mut cameras = Vec::new();
+    for c in &d.cameras {
+        let zones = state.state.camera_zones.get(c.id.as_str()).cloned().unwrap_or_else(|| c.zones.clone());
+        cameras.push(
+            crate::camera::start(dev, c, zones, base, tx.clone(), seq.clone())
+                .with_context(|| format!("device {dev}, camera {}", c.id))?,
+        );
+    }
+    drop(tx);
+    let link = link.clone();
+    let dev = dev.to_owned();
+    let pump = tokio::spawn(async move {
+        while let Ok(o) = rx.recv_async().await {
+            let r = match o {
+                CameraOutput::Samples(samples) => link.publish(samples).await.map(|_| ()),
+                // Never let a broker outage stall the cameras behind this task: an event that
+                // cannot be handed to the client in time is dropped (the next status repeats
+                // the camera's conditions).
+                CameraOutput::Message(m) => match tokio::time::timeout(Duration::from_secs(2), link.publish_event(&m)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(anyhow::anyhow!("MQTT client busy; camera message dropped")),
+                },
+            };
+            if let Err(e) = r {
+                warn!(device = %dev, error = %format!("{e:#}"), "forwarding camera output");
+            }
+        }
+    });
+    Ok((cameras, Some(pump)))
 }
 
 fn merge(base: SourceSettings, over: SourceSettings) -> SourceSettings {
@@ -255,6 +316,8 @@ struct DeviceRunner {
     max_batch_samples: usize,
     last_dropped: u64,
     last_acked: u64,
+    #[cfg(feature = "camera")]
+    cameras: Vec<crate::camera::RunningCamera>,
 }
 
 impl DeviceRunner {
@@ -270,9 +333,11 @@ impl DeviceRunner {
         let mut health_tick = tokio::time::interval(self.health_interval);
         health_tick.tick().await;
         let mut stopping = false;
+        // A device may have cameras only: then its sources are done at once, and it runs until stopped.
+        let mut sources_done = false;
         loop {
             tokio::select! {
-                r = readings.recv() => match r {
+                r = readings.recv(), if !sources_done => match r {
                     Some(r) => {
                         pending.extend(r.samples);
                         if let Some(cp) = r.checkpoint {
@@ -282,13 +347,12 @@ impl DeviceRunner {
                             self.flush(&mut pending, &mut checkpoints).await;
                         }
                     }
-                    // Every source has stopped (only after the stop signal): queue what is left.
+                    // Every source has stopped (after the stop signal, or none configured).
                     None => {
-                        self.flush(&mut pending, &mut checkpoints).await;
-                        if let Err(e) = self.state.save(true) {
-                            warn!(device = %self.dev, error = %format!("{e:#}"), "saving agent state");
+                        sources_done = true;
+                        if stopping {
+                            return self.finish(&mut pending, &mut checkpoints).await;
                         }
-                        return;
                     }
                 },
                 _ = flush_tick.tick() => {
@@ -307,8 +371,24 @@ impl DeviceRunner {
                 _ = stopped(&mut stop), if !stopping => {
                     // Sources see the same signal; keep draining readings until they are gone.
                     stopping = true;
+                    if sources_done {
+                        return self.finish(&mut pending, &mut checkpoints).await;
+                    }
                 }
             }
+        }
+    }
+
+    /// Queues what is left, stops the cameras, saves the state.
+    async fn finish(mut self, pending: &mut Vec<Sample>, checkpoints: &mut BTreeMap<usize, u64>) {
+        self.flush(pending, checkpoints).await;
+        #[cfg(feature = "camera")]
+        {
+            let cams = std::mem::take(&mut self.cameras);
+            let _ = tokio::task::spawn_blocking(move || cams.into_iter().for_each(|c| c.stop())).await;
+        }
+        if let Err(e) = self.state.save(true) {
+            warn!(device = %self.dev, error = %format!("{e:#}"), "saving agent state");
         }
     }
 
@@ -366,11 +446,11 @@ impl DeviceRunner {
     async fn command(&mut self, c: Command) {
         let ack = if self.state.state.applied(&c.id) {
             // Redelivered: answer again, change nothing.
-            CommandAck { id: c.id.clone(), ok: true, error: None, state: Some(self.settings_json()) }
+            CommandAck { id: c.id.clone(), ok: true, error: None, state: Some(self.state_json(&c.action)) }
         } else {
             match self.apply(&c) {
-                Ok(()) => CommandAck { id: c.id.clone(), ok: true, error: None, state: Some(self.settings_json()) },
-                Err(e) => CommandAck { id: c.id.clone(), ok: false, error: Some(e), state: Some(self.settings_json()) },
+                Ok(()) => CommandAck { id: c.id.clone(), ok: true, error: None, state: Some(self.state_json(&c.action)) },
+                Err(e) => CommandAck { id: c.id.clone(), ok: false, error: Some(e), state: Some(self.state_json(&c.action)) },
             }
         };
         let outcome = if ack.ok { "applied" } else { "refused" };
@@ -386,10 +466,7 @@ impl DeviceRunner {
     fn apply(&mut self, c: &Command) -> Result<(), String> {
         let sources = match &c.action {
             CommandAction::Configure { sources } => sources,
-            // Zones belong to camera mode; a sensor-only agent has no camera to apply them to.
-            CommandAction::SetZones { camera, .. } => {
-                return Err(format!("no camera {camera} on this agent / 本设备没有摄像头 {camera}"));
-            }
+            CommandAction::SetZones { camera, zones } => return self.set_zones(&c.id, camera, zones),
         };
         for (name, s) in sources {
             if !self.slots.iter().any(|slot| &slot.name == name) {
@@ -418,6 +495,53 @@ impl DeviceRunner {
             publish_settings(&self.dev, name, new);
         }
         Ok(())
+    }
+
+    /// Checks the zones, persists them, then hands them to the camera.
+    fn set_zones(&mut self, command_id: &str, camera: &offsite_wire::CameraId, zones: &[offsite_wire::Zone]) -> Result<(), String> {
+        #[cfg(feature = "camera")]
+        {
+            let Some(cam) = self.cameras.iter().find(|c| &c.id == camera) else {
+                return Err(format!("本设备没有摄像头 {camera} / no camera {camera} on this agent"));
+            };
+            let mut ids = std::collections::HashSet::new();
+            for z in zones {
+                z.check().map_err(|e| format!("区域无效 / bad zone: {e}"))?;
+                if !ids.insert(&z.id) {
+                    return Err(format!("区域 {} 重复 / zone {} given twice", z.id, z.id));
+                }
+            }
+            let before = self.state.state.clone();
+            self.state.state.camera_zones.insert(camera.to_string(), zones.to_vec());
+            self.state.state.remember(command_id);
+            if let Err(e) = self.state.save(true) {
+                self.state.state = before;
+                return Err(format!("cannot persist the change: {e:#}"));
+            }
+            cam.set_zones(zones.to_vec());
+            Ok(())
+        }
+        #[cfg(not(feature = "camera"))]
+        {
+            let _ = (command_id, zones);
+            Err(format!("本设备未启用摄像头模式，没有摄像头 {camera} / no camera {camera}: built without camera mode"))
+        }
+    }
+
+    /// What a command's answer reports: every source's settings, or the camera's zones now used.
+    fn state_json(&self, action: &CommandAction) -> serde_json::Value {
+        match action {
+            CommandAction::Configure { .. } => self.settings_json(),
+            CommandAction::SetZones { camera, .. } => {
+                #[cfg(feature = "camera")]
+                let zones = self.state.state.camera_zones.get(camera.as_str()).cloned().or_else(|| {
+                    self.cameras.iter().any(|c| &c.id == camera).then(Vec::new)
+                });
+                #[cfg(not(feature = "camera"))]
+                let zones: Option<Vec<offsite_wire::Zone>> = None;
+                serde_json::json!({ "camera": camera, "zones": zones })
+            }
+        }
     }
 
     fn settings_json(&self) -> serde_json::Value {

@@ -142,6 +142,9 @@ pub struct DeviceConfig {
     pub credentials: Credentials,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Camera mode (feature `camera`).
+    #[serde(default)]
+    pub cameras: Vec<crate::camera_config::CameraConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,6 +195,13 @@ impl AgentConfig {
                     bail!("source name {:?} used twice for one device", s.name);
                 }
             }
+            let mut cams = std::collections::HashSet::new();
+            for c in &d.cameras {
+                c.validate()?;
+                if !cams.insert(&c.id) {
+                    bail!("camera id {} used twice for one device", c.id);
+                }
+            }
         }
         Ok(())
     }
@@ -209,6 +219,8 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.devices.len(), 2);
         assert_eq!(cfg.devices[0].sources.len(), 2);
+        assert_eq!(cfg.devices[0].cameras.len(), 1);
+        assert_eq!(cfg.devices[0].cameras[0].zones.len(), 2);
         assert!(!cfg.devices[0].sources[1].enabled);
         assert!(matches!(cfg.devices[0].credentials, Credentials::File(_)));
         assert_eq!(cfg.broker.port, 8883);

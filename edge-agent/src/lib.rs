@@ -7,6 +7,9 @@
 //! settings and source positions; `metrics` exposes the figures.
 
 pub mod agent;
+#[cfg(feature = "camera")]
+pub mod camera;
+pub mod camera_config;
 pub mod config;
 pub mod metrics;
 pub mod outbox;

@@ -44,6 +44,24 @@ pub static COMMANDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("offsite_edge_commands_total", "Commands received, by outcome", &["device", "outcome"]).unwrap()
 });
 
+pub static CAMERA_FRAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_camera_frames_total", "Camera frames analysed (health checks ran)", &["device", "camera"]).unwrap()
+});
+pub static CAMERA_INFERENCES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "offsite_edge_camera_inferences_total",
+        "Camera frames given to person detection (the rest were skipped by motion gating)",
+        &["device", "camera"]
+    )
+    .unwrap()
+});
+pub static CAMERA_ONLINE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("offsite_edge_camera_online", "1 while a camera delivers pictures", &["device", "camera"]).unwrap()
+});
+pub static CAMERA_RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_camera_reconnects_total", "Camera pipelines rebuilt after an error, end or stall", &["device", "camera"]).unwrap()
+});
+
 /// Serves `/metrics` and `/healthz` until the task is aborted.
 pub async fn serve(addr: SocketAddr) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     use axum::routing::get;

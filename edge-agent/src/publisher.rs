@@ -234,6 +234,14 @@ impl DeviceLink {
         Ok(())
     }
 
+    /// Publishes a camera message on the device's `event` channel (QoS 1). Not queued on disk:
+    /// an event is about now, and the camera repeats its state in the next status message.
+    pub async fn publish_event(&self, msg: &offsite_wire::CameraMessage) -> Result<()> {
+        let topic = Topic::new(self.id.clone(), Channel::Event).render();
+        self.client.publish(topic, QoS::AtLeastOnce, false, msg.encode()).await?;
+        Ok(())
+    }
+
     pub fn stats(&self) -> LinkStats {
         let s = &self.shared;
         let (unacked, outbox_bytes, oldest) = {

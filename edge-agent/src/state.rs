@@ -22,6 +22,9 @@ pub struct DeviceState {
     pub checkpoints: BTreeMap<String, u64>,
     #[serde(default)]
     pub applied_commands: VecDeque<String>,
+    /// Zones pushed by the platform (`set_zones`), per camera id; they replace the configuration's.
+    #[serde(default)]
+    pub camera_zones: BTreeMap<String, Vec<offsite_wire::Zone>>,
 }
 
 impl DeviceState {
