@@ -207,7 +207,8 @@ fn start_cameras(
         return Ok((Vec::new(), None));
     }
     let (tx, rx) = flume::bounded::<CameraOutput>(64);
-    let seq = crate::camera::message_seq();
+    // Numbered from the link's counter: batches and camera messages never share a number.
+    let seq = link.seq_counter();
     let mut cameras = Vec::new();
     for c in &d.cameras {
         let zones = state.state.camera_zones.get(c.id.as_str()).cloned().unwrap_or_else(|| c.zones.clone());

@@ -126,7 +126,9 @@ pub struct DeviceLink {
     id: DeviceId,
     client: AsyncClient,
     shared: Arc<Shared>,
-    next_seq: AtomicU64,
+    /// One counter for batches and camera messages: the platform acknowledges both by number, so
+    /// a camera message's acknowledgement can never be taken for a batch's.
+    next_seq: Arc<AtomicU64>,
     data_topic: String,
     latency: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -192,7 +194,7 @@ impl DeviceLink {
             tokio::spawn(event_loop(id.clone(), client.clone(), events, shared.clone(), opts.clone(), hooks)),
             tokio::spawn(sender(client.clone(), shared.clone(), opts, data_topic.clone())),
         ];
-        Ok(Self { id, client, shared, next_seq: AtomicU64::new(start), data_topic, latency, tasks })
+        Ok(Self { id, client, shared, next_seq: Arc::new(AtomicU64::new(start)), data_topic, latency, tasks })
     }
 
     pub fn device_id(&self) -> &DeviceId {
@@ -236,6 +238,11 @@ impl DeviceLink {
 
     /// Publishes a camera message on the device's `event` channel (QoS 1). Not queued on disk:
     /// an event is about now, and the camera repeats its state in the next status message.
+    /// The link's sequence numbers, for messages other than batches (camera messages).
+    pub fn seq_counter(&self) -> Arc<AtomicU64> {
+        self.next_seq.clone()
+    }
+
     pub async fn publish_event(&self, msg: &offsite_wire::CameraMessage) -> Result<()> {
         let topic = Topic::new(self.id.clone(), Channel::Event).render();
         self.client.publish(topic, QoS::AtLeastOnce, false, msg.encode()).await?;

@@ -74,11 +74,6 @@ impl Drop for RunningCamera {
     }
 }
 
-/// Numbers camera messages of one device: from the clock (µs), so a restart never reuses one.
-pub fn message_seq() -> Arc<AtomicU64> {
-    Arc::new(AtomicU64::new(Utc::now().timestamp_micros().max(1) as u64))
-}
-
 /// Where ONNX Runtime is loaded from: `ORT_DYLIB_PATH`, else `libonnxruntime.so` beside the executable.
 pub fn onnx_runtime_library() -> PathBuf {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
