@@ -429,3 +429,62 @@ async fn the_shared_indoor_clip_over_rtsp_is_analysed_and_raises_no_false_health
     server.stop();
     Ok(())
 }
+
+/// The installed person detector (scripts/setup.sh copies it from the shared material).
+fn yolox_model() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/yolox-nano/yolox_nano.onnx")
+}
+
+/// With the model, the shared clip's hall: the window zone is empty at first (a person sits down a
+/// few seconds in), so post unattended is raised with its snapshot, the counts say people are
+/// there once someone is, and the status says detection is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_in_the_shared_clip_are_counted_and_an_empty_window_raises_unattended_with_a_snapshot() -> Result<()> {
+    let clip = shared_clip();
+    assert!(clip.is_file(), "test material missing: {} (see ../shared/README.md)", clip.display());
+    let model = yolox_model();
+    assert!(model.is_file(), "person detection model missing: {} (run scripts/setup.sh)", model.display());
+    let mut env = Env::new().await?;
+    let server = RtspServer::start(0, &[("/hall", Served::File(clip))])?;
+    let extra = format!(
+        r#"model = "{model}"
+motion_gating = false
+[[devices.cameras.zones]]
+id = "seat"
+name = "1号窗口"
+kind = "window"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+[devices.cameras.hall]
+unattended_after_s = 1
+working_hours = ["00:00-23:59"]
+weekdays_only = false
+crowding_above = 20
+crowding_for_s = 60
+"#,
+        model = model.display()
+    );
+    let agent = env.agent(&camera("hall", &server.url("/hall"), &extra)).await?;
+    let on = env
+        .wait("a status with detection on", Duration::from_secs(30), |m| {
+            matches!(m, CameraMessage::Status { detection: offsite_wire::Detection::On { .. }, .. })
+        })
+        .await?;
+    let CameraMessage::Status { zones, .. } = &on else { unreachable!() };
+    assert_eq!(zones.len(), 1);
+    let raised = env
+        .wait("post unattended raised", Duration::from_secs(30), |m| is_event(m, "hall", CameraEventKind::Unattended, true))
+        .await?;
+    let CameraMessage::Event { snapshot: Some(s), zone, .. } = &raised else { panic!("no snapshot: {}", summary(&raised)) };
+    assert_eq!(zone.as_ref().map(|z| z.as_str()), Some("seat"));
+    use base64::Engine as _;
+    let jpeg = base64::engine::general_purpose::STANDARD.decode(&s.jpeg_base64)?;
+    assert!(jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.len() > 1000, "a JPEG snapshot");
+    use sha2::Digest as _;
+    assert_eq!(format!("{:x}", sha2::Sha256::digest(&jpeg)), s.sha256);
+    // Someone sits down (about five seconds into the clip): the window is attended again.
+    env.wait("post unattended cleared", Duration::from_secs(40), |m| is_event(m, "hall", CameraEventKind::Unattended, false))
+        .await?;
+    agent.stop().await;
+    server.stop();
+    Ok(())
+}
