@@ -111,7 +111,8 @@ impl DemoCamera {
         if let Some(m) = model {
             c["model"] = json!(m);
         }
-        let c: CameraConfig = serde_json::from_value(c).with_context(|| format!("demo camera {}", self.camera_id))?;
+        let c: CameraConfig =
+            serde_json::from_value(c).with_context(|| format!("demo camera {}", self.camera_id))?;
         c.validate()?;
         Ok(c)
     }
@@ -124,14 +125,39 @@ mod tests {
     #[test]
     fn every_demo_camera_has_a_valid_configuration_with_a_window_and_a_queue_zone() {
         use offsite_wire::ZoneKind;
-        let objects: Vec<String> = crate::demo_city::objects().into_iter().map(|o| o.id).collect();
+        let objects: Vec<String> = crate::demo_city::objects()
+            .into_iter()
+            .map(|o| o.id)
+            .collect();
         for cam in &CAMERAS {
-            let c = cam.config("rtsp://127.0.0.1:8554/x", Some(Path::new("m.onnx"))).unwrap();
-            assert!(c.motion_gating && c.analysis_fps <= 5.0, "{} stays light", cam.camera_id);
-            assert!(c.zones.iter().any(|z| z.kind == ZoneKind::Window), "{} has a window zone", cam.camera_id);
-            assert!(c.zones.iter().any(|z| z.kind == ZoneKind::Queue), "{} has a queue zone", cam.camera_id);
-            assert!(!c.hall.weekdays_only && c.hall.working_hours.len() == 1, "{} works every day", cam.camera_id);
-            assert!(objects.contains(&cam.object_id.to_owned()), "{} watches a demo city object", cam.camera_id);
+            let c = cam
+                .config("rtsp://127.0.0.1:8554/x", Some(Path::new("m.onnx")))
+                .unwrap();
+            assert!(
+                c.motion_gating && c.analysis_fps <= 5.0,
+                "{} stays light",
+                cam.camera_id
+            );
+            assert!(
+                c.zones.iter().any(|z| z.kind == ZoneKind::Window),
+                "{} has a window zone",
+                cam.camera_id
+            );
+            assert!(
+                c.zones.iter().any(|z| z.kind == ZoneKind::Queue),
+                "{} has a queue zone",
+                cam.camera_id
+            );
+            assert!(
+                !c.hall.weekdays_only && c.hall.working_hours.len() == 1,
+                "{} works every day",
+                cam.camera_id
+            );
+            assert!(
+                objects.contains(&cam.object_id.to_owned()),
+                "{} watches a demo city object",
+                cam.camera_id
+            );
             assert_eq!(c.model.as_deref(), Some(Path::new("m.onnx")));
             assert!(cam.config("rtsp://x/y", None).unwrap().model.is_none());
         }
