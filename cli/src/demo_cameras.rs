@@ -104,7 +104,9 @@ impl DemoCamera {
             "motion_gating": true,
             "offline_after_s": 20,
             "snapshot_interval_s": 60,
-            "status_interval_s": 15,
+            // Often: a camera is taken as offline (its events held back) until a status arrives,
+            // and the first one can go before the device's link is up.
+            "status_interval_s": 5,
             "zones": (self.zones)(),
             "hall": (self.hall)(),
         });

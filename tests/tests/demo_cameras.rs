@@ -1,7 +1,7 @@
 //! `offsite demo` with the clips setup places in demo-media/ and the YOLOX model: both hall cameras
-//! come online with person detection on, and the indoor clip's empty service window raises a
-//! camera warning (post unattended) with its JPEG snapshot, through the real broker, ingest and
-//! database of the all-in-one process.
+//! come online with person detection on, the indoor clip's empty service window raises a camera
+//! warning (post unattended) with its JPEG snapshot and vtest.avi's footpath one for crowding,
+//! through the real broker, ingest and database of the all-in-one process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,8 +17,7 @@ fn placed_by_setup(rel: &str) -> PathBuf {
 }
 
 #[tokio::test]
-async fn demo_cameras_come_online_with_detection_and_raise_unattended_with_a_snapshot() -> Result<()>
-{
+async fn demo_cameras_come_online_with_detection_and_raise_unattended_and_crowding() -> Result<()> {
     for rel in [
         "demo-media/vtest.avi",
         "demo-media/one-by-one-person-detection.mp4",
@@ -114,22 +113,30 @@ async fn demo_cameras_come_online_with_detection_and_raise_unattended_with_a_sna
         );
     }
 
-    // The indoor clip's table stands empty at the start of every loop: post unattended.
+    // The indoor clip's table stands empty at the start of every loop: post unattended; and
+    // vtest.avi's footpath holds more than two pedestrians for a while: crowding.
     let t0 = Instant::now();
-    let unattended = loop {
-        let w = get("/api/v1/warnings?source=camera&limit=100").await?;
-        let found = w["items"]
-            .as_array()
-            .and_then(|i| i.iter().find(|w| w["event"] == "unattended").cloned());
-        if let Some(found) = found {
-            break found;
+    let (unattended, crowding) = loop {
+        let w = get("/api/v1/warnings?source=camera&limit=200").await?;
+        let find = |event: &str| {
+            w["items"]
+                .as_array()
+                .and_then(|i| i.iter().find(|w| w["event"] == event).cloned())
+        };
+        if let (Some(u), Some(c)) = (find("unattended"), find("crowding")) {
+            break (u, c);
         }
         ensure!(
             t0.elapsed() < Duration::from_secs(150),
-            "after 150 s no post unattended warning from the demo cameras: {w}"
+            "after 150 s the demo cameras have not raised both post unattended and crowding: {w}"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    assert_eq!(
+        crowding["evidence"]["camera"], "hall-02-plaza",
+        "{crowding}"
+    );
+    assert_eq!(crowding["evidence"]["zone"], "queue", "{crowding}");
     assert_eq!(
         unattended["evidence"]["camera"], "hall-01-window",
         "{unattended}"
