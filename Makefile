@@ -34,6 +34,10 @@ build: setup web
 	else echo "note: $(ORT_LIB) is missing; ONNX Runtime will not be found next to $(BIN)"; fi
 	@mkdir -p target/release/models/anomaly && \
 		cp -f models/anomaly/model.json models/anomaly/forecaster.onnx target/release/models/anomaly/
+	@# The person detector and the demo's clips, when setup placed them (the demo runs without).
+	@if [ -f models/yolox-nano/yolox_nano.onnx ]; then mkdir -p target/release/models/yolox-nano && \
+		cp -f models/yolox-nano/yolox_nano.onnx target/release/models/yolox-nano/; fi
+	@if [ -d demo-media ]; then mkdir -p target/release/demo-media && cp -f demo-media/* target/release/demo-media/; fi
 
 demo: build
 	./$(BIN) demo $(DEMO_ARGS)

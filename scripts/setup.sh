@@ -159,6 +159,51 @@ else
     done_steps+=("yolox-nano MISSING (person detection off)")
 fi
 
+# --- Demo media for `offsite demo`'s cameras (demo-media/, git-ignored) -----------------------------
+# vtest.avi (pedestrians) ships in Debian's opencv-doc package: download the .deb (no install) and
+# extract that one file. The shared indoor clip is copied when ../shared is there. The demo runs
+# without cameras, and says so, when neither clip is present.
+DEMO_MEDIA=demo-media
+VTEST=$DEMO_MEDIA/vtest.avi
+VTEST_IN_DEB=./usr/share/doc/opencv-doc/examples/data/vtest.avi
+if [[ -s $VTEST ]]; then
+    done_steps+=("vtest.avi present")
+else
+    say "fetching vtest.avi from Debian's opencv-doc package"
+    tmp=$(mktemp -d)
+    # apt-get download needs package lists; a fresh machine may have none yet.
+    if ! (cd "$tmp" && apt-get download -q opencv-doc >&2) && [[ ${#missing[@]} -eq 0 ]]; then
+        if [[ $(id -u) -eq 0 ]]; then
+            env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || true
+        elif command -v sudo >/dev/null 2>&1; then
+            sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || true
+        fi
+        (cd "$tmp" && apt-get download -q opencv-doc >&2) || true
+    fi
+    deb=$(find "$tmp" -maxdepth 1 -name 'opencv-doc_*.deb' | head -n1)
+    mkdir -p "$DEMO_MEDIA"
+    if [[ -n $deb ]] && dpkg-deb --fsys-tarfile "$deb" | tar -xO "$VTEST_IN_DEB" >"$VTEST.part" && [[ -s $VTEST.part ]]; then
+        mv "$VTEST.part" "$VTEST"
+        done_steps+=("vtest.avi extracted")
+    else
+        rm -f "$VTEST.part"
+        say "WARNING: could not get vtest.avi from opencv-doc; the demo's pedestrian camera is off."
+        done_steps+=("vtest.avi MISSING")
+    fi
+    rm -rf "$tmp"
+fi
+SHARED_CLIP=../shared/data/video/one-by-one-person-detection.mp4
+if [[ -s $DEMO_MEDIA/${SHARED_CLIP##*/} ]]; then
+    done_steps+=("indoor clip present")
+elif [[ -f $SHARED_CLIP ]]; then
+    mkdir -p "$DEMO_MEDIA"
+    cp "$SHARED_CLIP" "$DEMO_MEDIA/${SHARED_CLIP##*/}.part" && chmod u+w "$DEMO_MEDIA/${SHARED_CLIP##*/}.part" && mv "$DEMO_MEDIA/${SHARED_CLIP##*/}.part" "$DEMO_MEDIA/${SHARED_CLIP##*/}"
+    cp ../shared/data/video/*LICENSE* "$DEMO_MEDIA/" 2>/dev/null || true
+    done_steps+=("indoor clip copied")
+else
+    done_steps+=("indoor clip absent (no ../shared; the demo's hall window camera is off)")
+fi
+
 # --- Python reference detector for the vision tests (vision/tests/reference.rs) -------------------
 # A venv with the pinned Python onnxruntime; the tests compare the Rust detector's boxes with it.
 VISION_VENV=vision/reference/.venv

@@ -30,6 +30,29 @@ pub fn model_dir(name: &str) -> Option<PathBuf> {
         .and_then(|p| p.canonicalize().ok())
 }
 
+/// The YOLOX person detector setup installs (`models/yolox-nano/yolox_nano.onnx`): beside the
+/// executable after `make build`, or in the source checkout.
+pub fn yolox_model() -> Option<PathBuf> {
+    beside_executable(&["models", "yolox-nano", "yolox_nano.onnx"])
+}
+
+/// A clip of the demo's cameras (`demo-media/<file>`, placed by setup): beside the executable
+/// after `make build`, or in the source checkout.
+pub fn demo_media(file: &str) -> Option<PathBuf> {
+    beside_executable(&["demo-media", file])
+}
+
+/// `parts` joined under the executable's directory, else under the checkout it was built in.
+fn beside_executable(parts: &[&str]) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let rel: PathBuf = parts.iter().collect();
+    [dir.join(&rel), dir.join("../..").join(&rel)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .and_then(|p| p.canonicalize().ok())
+}
+
 /// Logs which optional assets were found.
 pub fn report() {
     match onnxruntime_library() {

@@ -1,6 +1,7 @@
 //! `offsite demo`: all tiers, the demo city (see `demo_city`), and a simulated fleet of monitors
 //! served by the real edge agent (in-process): sim sources, disk queues, MQTT/TLS with each
-//! device's certificate.
+//! device's certificate. Two service halls also get a camera each (`demo_cameras`): the clips
+//! setup placed, looped over RTSP by the in-process server and analysed by the same agent.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub struct DemoArgs {
     /// Number of simulated devices (default from config, 50).
     #[arg(long)]
     devices: Option<usize>,
+    /// Leave the hall cameras out (no RTSP server, no video analysis).
+    #[arg(long)]
+    no_cameras: bool,
 }
 
 pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
@@ -39,22 +43,37 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
         cfg.auth.initial_admin_password = Some(crate::accounts::DEMO_PASSWORD.into());
     }
     let p = AllInOne::start(&cfg).await?;
-    let r = run_fleet(&cfg, &p, args.duration).await;
+    let r = run_fleet(&cfg, &p, args.duration, !args.no_cameras).await;
     let stop = p.stop().await;
     r.and(stop)
 }
 
-async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>) -> Result<()> {
+async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>, with_cameras: bool) -> Result<()> {
     let city = crate::demo_city::seed(&p.db.store).await?;
     let accounts = crate::accounts::seed_demo_accounts(&p.db.store).await?;
     let fleet = load_or_provision(&p.db.store, p, &cfg.data_dir.join("demo"), &city, cfg.demo.devices).await?;
     let port = p.broker.tls_addr().context("the demo needs the TLS device listener (broker.tls_listen)")?.port();
-    let agent_cfg = fleet_agent(cfg, &fleet, &city, port)?;
+    let mut agent_cfg = fleet_agent(cfg, &fleet, &city, port)?;
+    let cameras = if with_cameras { start_cameras(&p.db.store, p, &cfg.data_dir.join("demo")).await? } else { None };
+    if let Some(c) = &cameras {
+        agent_cfg.devices.extend(c.devices.iter().cloned());
+    }
     // In-process: the agent's metrics land in the platform's registry, so /metrics on the portal
     // shows every demo device's queue.
     let agent = Agent::start(&agent_cfg, &cfg.data_dir).await?;
     print_banner(cfg, p);
     eprintln!("demo: {} simulated devices publishing every {} ms through the edge agent", fleet.len(), cfg.demo.interval_ms);
+    match (&cameras, with_cameras) {
+        (Some(c), _) => {
+            for line in &c.summary {
+                eprintln!("demo: {line}");
+            }
+        }
+        (None, true) => eprintln!(
+            "demo: 没有演示视频，不启用摄像头 / no demo clips in demo-media/ (run scripts/setup.sh): running without cameras"
+        ),
+        (None, false) => eprintln!("demo: cameras left out (--no-cameras)"),
+    }
     eprintln!("demo accounts / 演示账号 (password / 密码 {}):", crate::accounts::DEMO_PASSWORD);
     for (name, role, dept) in &accounts {
         eprintln!("  {name:<10} {:<14} {}{}", role.as_str(), role.name_zh(), dept.as_ref().map(|d| format!(" · {d}")).unwrap_or_default());
@@ -78,7 +97,96 @@ async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>) -> Result<
         _ = progress => {}
     }
     agent.stop().await;
+    if let Some(c) = cameras {
+        c.server.stop();
+    }
     Ok(())
+}
+
+/// The running demo cameras: their devices for the agent, the RTSP server feeding them.
+struct DemoCameras {
+    devices: Vec<DeviceConfig>,
+    server: offsite_edge_agent::camera::rtsp_server::RtspServer,
+    /// What to tell the person at the terminal.
+    summary: Vec<String>,
+}
+
+/// Serves every demo clip that is present over RTSP and configures a camera device for each;
+/// `None` when no clip is there.
+async fn start_cameras(store: &Store, p: &AllInOne, dir: &Path) -> Result<Option<DemoCameras>> {
+    use offsite_edge_agent::camera::rtsp_server::{RtspServer, Served};
+    let present: Vec<(&crate::demo_cameras::DemoCamera, PathBuf)> =
+        crate::demo_cameras::CAMERAS.iter().filter_map(|c| c.clip_path().map(|p| (c, p))).collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    let mounts: Vec<(String, Served)> = present.iter().map(|(c, path)| (c.mount(), Served::File(path.clone()))).collect();
+    let server = tokio::task::spawn_blocking(move || {
+        let mounts: Vec<(&str, Served)> = mounts.iter().map(|(m, s)| (m.as_str(), s.clone())).collect();
+        RtspServer::start(0, &mounts)
+    })
+    .await??;
+    // The agent loads ONNX Runtime from beside the executable; in a checkout's debug build it is
+    // in third_party/, so load it here from where the binary's assets are found (once per process).
+    if let Some(lib) = crate::assets::onnxruntime_library() {
+        if let Err(e) = offsite_analytics::onnx::init_runtime(&lib) {
+            tracing::warn!(error = %format!("{e:#}"), "ONNX Runtime could not be loaded; camera person detection will be off");
+        }
+    }
+    let model = crate::assets::yolox_model();
+    let creds = load_or_provision_cameras(store, p, dir, &present.iter().map(|(c, _)| *c).collect::<Vec<_>>()).await?;
+    let mut devices = Vec::new();
+    let mut summary = Vec::new();
+    for ((cam, path), creds) in present.iter().zip(creds) {
+        let camera = cam.config(&server.url(&cam.mount()), model.as_deref())?;
+        summary.push(format!("camera {} ({}) plays {} over {}", cam.camera_id, cam.name, path.display(), server.url(&cam.mount())));
+        devices.push(DeviceConfig { credentials: Credentials::Inline(creds), sources: vec![], cameras: vec![camera] });
+    }
+    match &model {
+        Some(m) => summary.push(format!("person detection: {}", m.display())),
+        None => summary.push(
+            "人员检测未启用：未找到 YOLOX 模型 / person detection off: models/yolox-nano/yolox_nano.onnx not found (see README); \
+             cameras run their health checks only"
+                .into(),
+        ),
+    }
+    Ok(Some(DemoCameras { devices, server, summary }))
+}
+
+/// One device per demo camera, kept in `cameras.json` (by camera id) while the registry knows it.
+async fn load_or_provision_cameras(
+    store: &Store,
+    p: &AllInOne,
+    dir: &Path,
+    cameras: &[&crate::demo_cameras::DemoCamera],
+) -> Result<Vec<DeviceCredentials>> {
+    let file = dir.join("cameras.json");
+    let mut known: std::collections::BTreeMap<String, DeviceCredentials> = match std::fs::read(&file) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(_) => Default::default(),
+    };
+    let mut changed = false;
+    let mut out = Vec::new();
+    for cam in cameras {
+        let reusable = match known.get(cam.camera_id) {
+            Some(c) => store.device(&c.device_id).await?.is_some_and(|d| d.revoked_at.is_none()),
+            None => false,
+        };
+        if !reusable {
+            let (_, creds) = offsite_broker::provision(store, &p.pki, cam.name, None).await?;
+            known.insert(cam.camera_id.to_owned(), creds);
+            changed = true;
+        }
+        let creds = known[cam.camera_id].clone();
+        store.set_device_object(&creds.device_id, Some(cam.object_id)).await?;
+        store.set_device_class(&creds.device_id, Some("hall-camera")).await?;
+        out.push(creds);
+    }
+    if changed {
+        write_secret(&file, serde_json::to_vec(&known)?.as_slice())?;
+        info!(cameras = out.len(), "demo camera devices provisioned");
+    }
+    Ok(out)
 }
 
 /// The demo fleet as an edge agent configuration: one simulated monitor per device, of its

@@ -7,6 +7,7 @@ mod backtest_cmd;
 mod bench;
 mod configuration;
 mod demo;
+mod demo_cameras;
 mod demo_city;
 mod detectors;
 mod device_cmd;
