@@ -179,10 +179,12 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the camera is offline now (inhibits its other events).
+    /// Whether the camera is known to be offline now (inhibits its other events): its offline
+    /// condition is raised (by an event or its last status). A camera the platform has not heard a
+    /// status from yet is not offline: its first event may arrive before its first status.
     pub async fn camera_offline(&self, device_key: i32, camera_id: &str) -> Result<bool> {
         let v: Option<bool> = sqlx::query_scalar(
-            "SELECT NOT online OR 'offline' = ANY(health) FROM cameras WHERE device_key = $1 AND camera_id = $2",
+            "SELECT 'offline' = ANY(health) FROM cameras WHERE device_key = $1 AND camera_id = $2",
         )
         .bind(device_key)
         .bind(camera_id)

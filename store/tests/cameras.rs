@@ -126,6 +126,13 @@ async fn status_health_and_dedup() -> Result<()> {
     );
     db.store.forget_camera_message(key, 42).await?;
     assert!(db.store.camera_message_first_seen(key, 42).await?);
+    // A camera first seen through a snapshot (its status not yet in) is not taken for offline:
+    // its first event must not be inhibited.
+    let dir = tempfile::tempdir()?;
+    let files = LocalDirStore::new(dir.path());
+    let other = device(&db.store, "cam2", None).await?;
+    snapshot(&db.store, &files, other, "porch", "first", Duration::zero()).await?;
+    assert!(!db.store.camera_offline(other, "porch").await?);
     Ok(())
 }
 
