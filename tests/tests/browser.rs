@@ -54,25 +54,6 @@ fn check_prerequisites(web: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A log line without its terminal colour codes.
-fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ ... m
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn sample(ts_ms: i64, metric: &str, value: f64) -> Sample {
     Sample {
         ts: chrono::DateTime::from_timestamp_millis(ts_ms).unwrap(),
@@ -125,9 +106,8 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
     // The analytics tier picks up the demo's rules on its next tick after seeding; an anomaly sent
     // before that would meet no rule.
     wait_for("the demo rules in the analytics tier", Duration::from_secs(60), || {
-        let loaded = std::fs::read_to_string(log).is_ok_and(|t| {
-            t.lines().map(plain).any(|l| l.contains("rules loaded") && !l.contains("rules=0"))
-        });
+        let loaded = std::fs::read_to_string(log)
+            .is_ok_and(|t| t.lines().any(|l| l.contains("rules loaded") && !l.contains("rules=0")));
         async move { loaded }
     })
     .await?;

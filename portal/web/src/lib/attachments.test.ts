@@ -9,7 +9,6 @@ import {
   commentText,
   FeedbackStepError,
   feedbackWithFiles,
-  formatSize,
 } from './attachments'
 
 describe('attachments', () => {
@@ -33,11 +32,6 @@ describe('attachments', () => {
     expect(attachmentUrl(7, 3)).toBe('/api/v1/tasks/7/attachments/3')
   })
 
-  it('show readable sizes', () => {
-    expect(formatSize(532)).toBe('532 B')
-    expect(formatSize(12_595)).toBe('12.3 KB')
-    expect(formatSize(4.5 * 1024 * 1024)).toBe('4.5 MB')
-  })
 })
 
 describe('writing on a task', () => {

@@ -35,12 +35,6 @@ export function attachmentProblem(f: { name: string; size: number }): Attachment
   return null
 }
 
-/** `532 B`, `12.3 KB`, `4.5 MB`. */
-export function formatSize(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`
-  return `${(bytes / 1024 / 1024).toFixed(1)} MB`
-}
 
 export const attachmentUrl = (taskId: number | string, id: number) => `/api/v1/tasks/${taskId}/attachments/${id}`
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { advanceBody, fileSize, mayWorkOnCases, stepIndex, type AdvanceForm } from './cases'
+import { advanceBody, mayWorkOnCases, stepIndex, type AdvanceForm } from './cases'
 
 const form = (over: Partial<AdvanceForm> = {}): AdvanceForm => ({
   note: '',
@@ -49,10 +49,5 @@ describe('advancing', () => {
   })
   it('refuses an overlong note', () => {
     expect(advanceBody('closed', form({ note: '字'.repeat(5001) }))).toEqual({ ok: false, field: 'note' })
-  })
-  it('writes sizes for people', () => {
-    expect(fileSize(512)).toBe('512 B')
-    expect(fileSize(2048)).toBe('2.0 KiB')
-    expect(fileSize(3 * 1024 * 1024)).toBe('3.0 MiB')
   })
 })

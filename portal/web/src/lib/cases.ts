@@ -144,9 +144,3 @@ export function advanceBody(
   return { ok: true, body }
 }
 
-/** `12.5 KiB` style sizes for document lists. */
-export function fileSize(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`
-}

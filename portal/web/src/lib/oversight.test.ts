@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest'
+import { formatPercent } from './format'
 import {
   addDays,
   exportPath,
   formatMinutes,
-  formatRate,
   groupOverdue,
   monthStart,
   overallRate,
@@ -124,10 +124,10 @@ describe('ranking', () => {
 
 describe('figures as text and charts', () => {
   it('shows rates as percentages and minutes as durations', () => {
-    expect(formatRate(0.875)).toBe('87.5%')
-    expect(formatRate(1)).toBe('100.0%')
-    expect(formatRate(0)).toBe('0.0%')
-    expect(formatRate(null)).toBe('—')
+    expect(formatPercent(0.875)).toBe('87.5%')
+    expect(formatPercent(1)).toBe('100.0%')
+    expect(formatPercent(0)).toBe('0.0%')
+    expect(formatPercent(null)).toBe('—')
     expect(formatMinutes(1565, 'zh-CN')).toBe('1天2小时5分')
     expect(formatMinutes(1565, 'en')).toBe('1d 2h 5m')
     expect(formatMinutes(42.4, 'zh-CN')).toBe('42分')

@@ -174,11 +174,6 @@ export function rankFigures(items: readonly DepartmentFigures[], key: SortKey | 
   )
 }
 
-/** `87.5%`; `—` without a figure. */
-export function formatRate(r: number | null | undefined): string {
-  if (r === null || r === undefined || Number.isNaN(r)) return '—'
-  return `${(Math.round(r * 1000) / 10).toFixed(1)}%`
-}
 
 /** `1天2小时5分` / `1d 2h 5m` from minutes; `—` without a figure. */
 export function formatMinutes(m: number | null | undefined, locale: string): string {
