@@ -26,6 +26,30 @@ pub struct SampleRow {
 pub mod quality {
     /// The value lies outside the metric's valid range in the catalog.
     pub const OUT_OF_RANGE: i16 = 1;
+    // A device's own data flag (HJ 212 `-Flag`): the value is stored and shown, but it is not a
+    // normal measurement, so no limit rule or model may raise a data warning from it.
+    /// F: the monitored equipment was stopped.
+    pub const FLAG_STOPPED: i16 = 1 << 1;
+    /// M: maintenance.
+    pub const FLAG_MAINTENANCE: i16 = 1 << 2;
+    /// S: set by hand.
+    pub const FLAG_MANUAL: i16 = 1 << 3;
+    /// D: instrument fault.
+    pub const FLAG_FAULT: i16 = 1 << 4;
+    /// C: calibration.
+    pub const FLAG_CALIBRATION: i16 = 1 << 5;
+    /// T: over the instrument's range.
+    pub const FLAG_OVER_RANGE: i16 = 1 << 6;
+    /// B: the logger could not talk to the instrument.
+    pub const FLAG_COMM_FAULT: i16 = 1 << 7;
+    /// Any device flag that says "not a normal measurement".
+    pub const NOT_MEASURED: i16 = FLAG_STOPPED
+        | FLAG_MAINTENANCE
+        | FLAG_MANUAL
+        | FLAG_FAULT
+        | FLAG_CALIBRATION
+        | FLAG_OVER_RANGE
+        | FLAG_COMM_FAULT;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
