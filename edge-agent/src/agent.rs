@@ -168,7 +168,7 @@ async fn start_device(cfg: &AgentConfig, d: &DeviceConfig, base: &Path, data_dir
     }
     drop(read_tx);
     #[cfg(feature = "camera")]
-    let (cameras, camera_pump) = start_cameras(d, base, &dev, &state, &link)?;
+    let (cameras, camera_pump) = start_cameras(d, base, &dir, &dev, &state, &link)?;
     #[cfg(not(feature = "camera"))]
     let camera_pump = None;
     let stats = link.stats();
@@ -193,11 +193,13 @@ async fn start_device(cfg: &AgentConfig, d: &DeviceConfig, base: &Path, data_dir
 }
 
 /// Starts the device's cameras (zones pushed by the platform win over the file's) and the task
-/// that forwards their output: counts through the queue like any sample, messages on `event`.
+/// that forwards their output: counts through the queue like any sample, events through their
+/// own disk queue (`<device dir>/events`), status and pictures straight on `event`.
 #[cfg(feature = "camera")]
 fn start_cameras(
     d: &DeviceConfig,
     base: &Path,
+    dir: &Path,
     dev: &str,
     state: &StateFile,
     link: &Arc<DeviceLink>,
@@ -218,24 +220,26 @@ fn start_cameras(
         );
     }
     drop(tx);
+    let (events, events_task) = crate::camera::event_outbox::EventOutbox::start(&dir.join("events"), dev, link.clone())?;
     let link = link.clone();
     let dev = dev.to_owned();
     let pump = tokio::spawn(async move {
         while let Ok(o) = rx.recv_async().await {
             let r = match o {
                 CameraOutput::Samples(samples) => link.publish(samples).await.map(|_| ()),
-                // Never let a broker outage stall the cameras behind this task: an event that
-                // cannot be handed to the client in time is dropped (the next status repeats
-                // the camera's conditions).
+                CameraOutput::Message(m @ offsite_wire::CameraMessage::Event { .. }) => events.push(m.seq(), &m.encode()),
+                // Status and pictures are about now and repeated: never let a broker outage
+                // stall the cameras behind this task for them.
                 CameraOutput::Message(m) => match tokio::time::timeout(Duration::from_secs(2), link.publish_event(&m)).await {
                     Ok(r) => r,
-                    Err(_) => Err(anyhow::anyhow!("MQTT client busy; camera message dropped")),
+                    Err(_) => Err(anyhow::anyhow!("MQTT client busy; camera status dropped (the next one follows)")),
                 },
             };
             if let Err(e) = r {
                 warn!(device = %dev, error = %format!("{e:#}"), "forwarding camera output");
             }
         }
+        events_task.abort();
     });
     Ok((cameras, Some(pump)))
 }

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_gauge_vec, register_int_counter_vec, register_int_gauge_vec, GaugeVec, IntCounterVec, IntGaugeVec,
+    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, GaugeVec,
+    HistogramVec, IntCounterVec, IntGaugeVec,
 };
 
 pub static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
@@ -60,6 +61,21 @@ pub static CAMERA_ONLINE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 pub static CAMERA_RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("offsite_edge_camera_reconnects_total", "Camera pipelines rebuilt after an error, end or stall", &["device", "camera"]).unwrap()
+});
+pub static CAMERA_EVENTS_PENDING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("offsite_edge_camera_events_pending", "Camera events on disk awaiting the platform's acknowledgement", &["device"]).unwrap()
+});
+/// Per-frame cost of person detection by stage (`preprocess`: letterbox into the model input,
+/// `inference`: the ONNX Runtime run, `postprocess`: grid decoding, threshold and NMS). No camera
+/// label: the cost is the model's, and a histogram per camera would be many series for little.
+pub static CAMERA_STAGE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "offsite_edge_camera_stage_seconds",
+        "Time per analysed frame in each person-detection stage",
+        &["stage"],
+        vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
+    )
+    .unwrap()
 });
 
 /// Serves `/metrics` and `/healthz` until the task is aborted.

@@ -97,6 +97,9 @@ struct Shared {
     restarts: AtomicU64,
     connects: AtomicU64,
     dropped: AtomicU64,
+    /// Acknowledged numbers that are not batches (camera events), for whoever waits on them;
+    /// bounded, and a full channel only costs a resend (the platform drops repeats).
+    other_acks: (flume::Sender<u64>, flume::Receiver<u64>),
 }
 
 /// Counters and gauges of one link.
@@ -187,6 +190,7 @@ impl DeviceLink {
             rejected: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            other_acks: flume::bounded(1024),
         });
         let data_topic = Topic::new(id.clone(), Channel::Data).render();
         let latency = hooks.latency_ms.is_some();
@@ -236,17 +240,29 @@ impl DeviceLink {
         Ok(())
     }
 
-    /// Publishes a camera message on the device's `event` channel (QoS 1). Not queued on disk:
-    /// an event is about now, and the camera repeats its state in the next status message.
     /// The link's sequence numbers, for messages other than batches (camera messages).
     pub fn seq_counter(&self) -> Arc<AtomicU64> {
         self.next_seq.clone()
     }
 
+    /// Publishes a camera message on the device's `event` channel (QoS 1), once. Events that
+    /// must not be lost go through the camera's event outbox, which resends until
+    /// [`DeviceLink::message_acks`] names them.
     pub async fn publish_event(&self, msg: &offsite_wire::CameraMessage) -> Result<()> {
+        self.publish_event_bytes(msg.encode()).await
+    }
+
+    /// [`DeviceLink::publish_event`] for a message already encoded (as kept on disk).
+    pub async fn publish_event_bytes(&self, payload: Vec<u8>) -> Result<()> {
         let topic = Topic::new(self.id.clone(), Channel::Event).render();
-        self.client.publish(topic, QoS::AtLeastOnce, false, msg.encode()).await?;
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await?;
         Ok(())
+    }
+
+    /// Sequence numbers the platform acknowledged (or refused) that are not batches: the
+    /// camera messages it has durably handled.
+    pub fn message_acks(&self) -> flume::Receiver<u64> {
+        self.shared.other_acks.1.clone()
     }
 
     pub fn stats(&self) -> LinkStats {
@@ -386,7 +402,9 @@ fn on_ack(id: &DeviceId, shared: &Shared, ack: &Ack, latency: Option<&flume::Sen
                     let _ = l.try_send((now_ms - t) as f64);
                 }
             }
-            Ok(false) => {}
+            Ok(false) => {
+                let _ = shared.other_acks.0.try_send(seq);
+            }
             Err(e) => warn!(device = %id, seq, error = %e, "recording an acknowledgement"),
         }
     }

@@ -4,6 +4,8 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -13,7 +15,7 @@ use offsite_edge_agent::camera::rtsp_server::{RtspServer, Served};
 use offsite_edge_agent::{Agent, AgentConfig};
 use offsite_store::testing::TestDb;
 use offsite_wire::{
-    CameraEventKind, CameraMessage, Channel, Command, CommandAck, CommandAction, DeviceCredentials, Topic, Zone,
+    Ack, CameraEventKind, CameraMessage, Channel, Command, CommandAck, CommandAction, DeviceCredentials, Topic, Zone,
 };
 use tokio::sync::mpsc;
 
@@ -43,6 +45,9 @@ struct Env {
     answers: mpsc::UnboundedReceiver<CommandAck>,
     /// The platform's side: sends commands.
     platform: LinkTx,
+    /// Whether events are acknowledged on arrival, as ingest does once it has stored them (on
+    /// by default: an agent sends its events one at a time, each after the last is acknowledged).
+    auto_ack: Arc<AtomicBool>,
 }
 
 impl Env {
@@ -69,8 +74,10 @@ impl Env {
         let broker = builder.spawn()?;
         let (tx, messages) = mpsc::unbounded_channel();
         let (ack_tx, answers) = mpsc::unbounded_channel();
+        let auto_ack = Arc::new(AtomicBool::new(true));
+        let acking = auto_ack.clone();
         tokio::spawn(async move {
-            let _keep = sub_tx;
+            let mut sub_tx = sub_tx;
             let _keep = _platform_rx;
             while let Ok(Some(p)) = next_publish(&mut sub_rx).await {
                 if p.topic.ends_with(b"/cmd/ack") {
@@ -79,6 +86,12 @@ impl Env {
                 }
                 match CameraMessage::decode(&p.payload) {
                     Ok(m) => {
+                        if let (CameraMessage::Event { seq, .. }, true) = (&m, acking.load(Ordering::Relaxed)) {
+                            let topic = Topic::parse(std::str::from_utf8(&p.topic).expect("a UTF-8 topic"))
+                                .expect("a device topic");
+                            let ack = Topic::new(topic.device, Channel::Ack).render();
+                            let _ = sub_tx.publish(ack, Ack { seqs: vec![*seq], rejected: vec![] }.encode());
+                        }
                         if tx.send(m).is_err() {
                             break;
                         }
@@ -88,7 +101,7 @@ impl Env {
             }
         });
         let creds = offsite_broker::provision(&db.store, &pki, "hall", None).await?.1;
-        Ok(Env { dir, _db: db, broker, creds, messages, answers, platform })
+        Ok(Env { dir, _db: db, broker, creds, messages, answers, platform, auto_ack })
     }
 
     /// Starts an agent for the device with `cameras` (TOML of `[[devices.cameras]]` tables).
@@ -126,6 +139,13 @@ credentials = "device.json"
                 _ => bail!("no answer to {}", c.id),
             }
         }
+    }
+
+    /// Acknowledges camera messages as the platform does once it has stored them.
+    fn acknowledge(&mut self, seqs: &[u64]) -> Result<()> {
+        let topic = Topic::new(self.creds.device_id.clone(), Channel::Ack).render();
+        self.platform.publish(topic, Ack { seqs: seqs.to_vec(), rejected: vec![] }.encode())?;
+        Ok(())
     }
 
     /// Waits for a message `want` accepts; fails after `timeout`, saying what came instead.
@@ -484,6 +504,66 @@ crowding_for_s = 60
     // Someone sits down (about five seconds into the clip): the window is attended again.
     env.wait("post unattended cleared", Duration::from_secs(40), |m| is_event(m, "hall", CameraEventKind::Unattended, false))
         .await?;
+    agent.stop().await;
+    server.stop();
+    Ok(())
+}
+
+/// An event is kept on the agent's disk until the platform acknowledges it: unacknowledged, it is
+/// sent again, and again after the agent restarts; acknowledged, it is gone for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_event_stays_on_disk_until_acknowledged_even_across_a_restart() -> Result<()> {
+    use offsite_edge_agent::metrics::CAMERA_EVENTS_PENDING;
+    let mut env = Env::new().await?;
+    env.auto_ack.store(false, Ordering::Relaxed);
+    let server = RtspServer::start(
+        0,
+        &[
+            ("/black", Served::TestPattern("black".into())),
+            ("/ok", healthy()),
+        ],
+    )?;
+    let device = env.creds.device_id.as_str().to_owned();
+    let pending = || CAMERA_EVENTS_PENDING.with_label_values(&[&device]).get();
+
+    let agent = env.agent(&camera("cam", &server.url("/black"), "")).await?;
+    let first = env
+        .wait("black raised", Duration::from_secs(30), |m| {
+            is_event(m, "cam", CameraEventKind::Black, true)
+        })
+        .await?;
+    let seq = first.seq();
+    assert!(pending() >= 1, "the event is on disk until acknowledged");
+    env.wait("the same event sent again", Duration::from_secs(25), |m| {
+        is_event(m, "cam", CameraEventKind::Black, true) && m.seq() == seq
+    })
+    .await?;
+    agent.stop().await;
+
+    // Restarted on a healthy picture: what it raised before still goes out. The test acknowledges
+    // every event as the platform would, until nothing is left on disk.
+    let agent = env.agent(&camera("cam", &server.url("/ok"), "")).await?;
+    assert!(pending() >= 1, "recovered from disk after the restart");
+    let end = Instant::now() + Duration::from_secs(40);
+    let mut old_one_came = false;
+    while !(old_one_came && pending() == 0) {
+        assert!(Instant::now() < end, "old event resent: {old_one_came}; {} events still pending", pending());
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), env.messages.recv()).await {
+            if let CameraMessage::Event { seq: s, .. } = m {
+                old_one_came |= s == seq;
+                env.acknowledge(&[s])?;
+            }
+        }
+    }
+    agent.stop().await;
+
+    // The acknowledgement was kept too: nothing is recovered at the next start.
+    let agent = env.agent(&camera("cam", &server.url("/ok"), "")).await?;
+    assert_eq!(
+        pending(),
+        0,
+        "an acknowledged event came back after a restart"
+    );
     agent.stop().await;
     server.stop();
     Ok(())

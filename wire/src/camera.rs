@@ -251,6 +251,13 @@ impl CameraMessage {
         Ok(m)
     }
 
+    /// The message's number (from the device link's counter), by which the platform acknowledges it.
+    pub fn seq(&self) -> u64 {
+        match self {
+            CameraMessage::Event { seq, .. } | CameraMessage::Status { seq, .. } | CameraMessage::Snapshot { seq, .. } => *seq,
+        }
+    }
+
     pub fn camera(&self) -> &CameraId {
         match self {
             CameraMessage::Event { camera, .. } | CameraMessage::Status { camera, .. } | CameraMessage::Snapshot { camera, .. } => camera,

@@ -6,6 +6,7 @@ mod detect;
 mod edge;
 mod ingest;
 mod support;
+mod video;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -25,6 +26,9 @@ pub enum BenchCommand {
     /// The portal under 64 concurrent clients on 1M tasks and 100k warnings: task inbox, warning list,
     /// task sign-for, department figures.
     Api(api::Args),
+    /// How many RTSP camera streams (640x360 H.264, 25 fps) are analysed in real time at 5 fps,
+    /// with motion gating off and on; per-frame stage costs; Python onnxruntime on the same frames.
+    Video(video::Args),
 }
 
 pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
@@ -34,5 +38,6 @@ pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Edge(a) => edge::run(cfg, a).await,
         BenchCommand::Detect(a) => detect::run(cfg, a).await,
         BenchCommand::Api(a) => api::run(cfg, a).await,
+        BenchCommand::Video(a) => video::run(cfg, a).await,
     }
 }

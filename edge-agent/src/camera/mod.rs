@@ -10,7 +10,9 @@
 //! The thread does its own blocking work (decoding waits, inference) and hands results to the
 //! device's async side over a bounded channel; zone changes come back the other way.
 
+pub mod event_outbox;
 pub mod health;
+pub mod media;
 pub mod pipeline;
 pub mod rtsp_server;
 
@@ -383,7 +385,7 @@ impl Camera {
         if let (Some(det), Some(d), true) = (self.detector.as_mut(), detect, run) {
             self.last_inference = Some(now);
             m::CAMERA_INFERENCES.with_label_values(&[&self.device, self.cfg.id.as_str()]).inc();
-            match det.detect(&d.as_ref()) {
+            match detect_timed(det, &d.as_ref()) {
                 Ok(b) => {
                     self.counts = offsite_vision::zones::count_per_zone(&b, &self.zones);
                     self.boxes = b;
@@ -506,6 +508,24 @@ impl Camera {
             health,
         }));
     }
+}
+
+/// [`Yolox::detect`] with each stage's time on `offsite_edge_camera_stage_seconds` (what
+/// `offsite bench video` reports, and what an operator looks at when a camera falls behind).
+fn detect_timed(det: &mut Yolox, frame: &FrameRef) -> anyhow::Result<Vec<BoxN>> {
+    let stage = |name: &str, since: Instant| {
+        m::CAMERA_STAGE_SECONDS.with_label_values(&[name]).observe(since.elapsed().as_secs_f64());
+    };
+    let t = Instant::now();
+    let lb = det.preprocess(frame)?;
+    stage("preprocess", t);
+    let t = Instant::now();
+    let raw = det.infer()?;
+    stage("inference", t);
+    let t = Instant::now();
+    let boxes = det.postprocess(&raw, &lb, frame.width, frame.height)?;
+    stage("postprocess", t);
+    Ok(boxes)
 }
 
 /// Whether something moved in any zone between two frames (anywhere, without zones). Inside a

@@ -27,6 +27,9 @@ pub enum Served {
     Raw(String),
     /// A video file, decoded, looped and re-encoded.
     File(PathBuf),
+    /// A file that already holds H.264 (any container GStreamer parses), looped and served as it
+    /// is: no decoding or encoding on the server side, so a benchmark measures only its clients.
+    H264File(PathBuf),
 }
 
 /// The raw format every mount encodes from.
@@ -34,6 +37,12 @@ const RAW_CAPS: &str = "video/x-raw,format=I420,width=640,height=360,framerate=2
 
 impl Served {
     fn launch(&self) -> Result<String> {
+        if let Served::H264File(_) = self {
+            return Ok("( appsrc name=feed is-live=true format=time do-timestamp=true \
+                 caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! \
+                 rtph264pay name=pay0 pt=96 config-interval=1 )"
+                .to_owned());
+        }
         if let Served::File(_) = self {
             return Ok(format!(
                 "( appsrc name=feed is-live=true format=time do-timestamp=true caps={RAW_CAPS} ! videoconvert ! \
@@ -48,7 +57,7 @@ impl Served {
                 format!("videotestsrc is-live=true pattern={p}")
             }
             Served::Raw(d) => d.clone(),
-            Served::File(_) => unreachable!("served through a feeder"),
+            Served::File(_) | Served::H264File(_) => unreachable!("served through a feeder"),
         };
         Ok(format!(
             "( {raw} ! videoconvert ! videoscale ! videorate ! {RAW_CAPS} ! \
@@ -67,12 +76,14 @@ impl RtspServer {
     /// Serves `mounts` (path such as "/cam1", what) on 127.0.0.1:`port` (0: a free port).
     pub fn start(port: u16, mounts: &[(&str, Served)]) -> Result<Self> {
         super::pipeline::init()?;
-        let mounts: Vec<(String, String, Option<PathBuf>)> = mounts
+        let mounts: Vec<(String, String, Option<(PathBuf, bool)>)> = mounts
             .iter()
             .map(|(p, s)| {
                 let file = match s {
-                    Served::File(f) if f.is_file() => Some(f.clone()),
-                    Served::File(f) => bail!("no video file {}", f.display()),
+                    Served::File(f) | Served::H264File(f) if f.is_file() => {
+                        Some((f.clone(), matches!(s, Served::H264File(_))))
+                    }
+                    Served::File(f) | Served::H264File(f) => bail!("no video file {}", f.display()),
                     _ => None,
                 };
                 Ok((p.to_string(), s.launch()?, file))
@@ -93,7 +104,7 @@ impl RtspServer {
                     f.set_launch(launch);
                     // Each client gets its own media, from the start.
                     f.set_shared(false);
-                    if let Some(file) = file.clone() {
+                    if let Some((file, encoded)) = file.clone() {
                         f.connect_media_configure(move |_, media| {
                             let feed = media
                                 .element()
@@ -105,7 +116,7 @@ impl RtspServer {
                                 let file = file.clone();
                                 let _ = std::thread::Builder::new()
                                     .name("rtsp-feeder".into())
-                                    .spawn(move || feed_looped(&file, &feed));
+                                    .spawn(move || feed_looped(&file, encoded, &feed));
                             }
                         });
                     }
@@ -171,13 +182,20 @@ impl Drop for RtspServer {
     }
 }
 
-/// Decodes `file` at its real pace into `feed`, rewinding at the end, until the media goes away
-/// (the push is refused).
-fn feed_looped(file: &std::path::Path, feed: &gst_app::AppSrc) {
+/// Plays `file` at its real pace into `feed` (decoded to raw video, or with `encoded` its H.264
+/// access units as they are), rewinding at the end, until the media goes away (the push is refused).
+fn feed_looped(file: &std::path::Path, encoded: bool, feed: &gst_app::AppSrc) {
     let run = || -> Result<()> {
-        let p = gst::parse::launch(&format!(
-            "filesrc name=src ! decodebin ! videoconvert ! videoscale ! videorate ! {RAW_CAPS} ! appsink name=out sync=true max-buffers=4"
-        ))?
+        let launch = if encoded {
+            "filesrc name=src ! parsebin ! h264parse config-interval=-1 ! \
+             video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=out sync=true max-buffers=4"
+                .to_owned()
+        } else {
+            format!(
+                "filesrc name=src ! decodebin ! videoconvert ! videoscale ! videorate ! {RAW_CAPS} ! appsink name=out sync=true max-buffers=4"
+            )
+        };
+        let p = gst::parse::launch(&launch)?
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow!("not a pipeline"))?;
         let stop = scopeguard(&p);
