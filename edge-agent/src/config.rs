@@ -282,7 +282,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let cfg: AgentConfig = toml::from_str(&text).unwrap();
         cfg.validate().unwrap();
-        assert_eq!(cfg.devices.len(), 2);
+        assert_eq!(cfg.devices.len(), 3);
+        let hj212 = cfg.devices[2].hj212.as_ref().unwrap();
+        assert_eq!((cfg.devices[2].protocol, hj212.rtd_interval_s), (DeviceProtocol::Hj212, Some(60)));
+        assert_eq!(hj212.code_for("tsp"), "a34001");
         assert_eq!(cfg.devices[0].sources.len(), 2);
         assert_eq!(cfg.devices[0].cameras.len(), 1);
         assert_eq!(cfg.devices[0].cameras[0].zones.len(), 2);
