@@ -327,3 +327,61 @@ async fn requests_1062_and_1012_are_answered_and_1062_changes_the_interval() -> 
     agent.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_csv_recording_is_sent_with_its_own_times_in_beijing_time() -> Result<()> {
+    let mn = "SQTEST0005";
+    let dir = tempfile::tempdir()?;
+    // Recorded in UTC; 23:59:30 UTC is already the next day in Beijing.
+    std::fs::write(
+        dir.path().join("rec.csv"),
+        "timestamp,pm10,so2\n2026-11-26T23:59:30Z,61.5,7\n2026-11-26T23:59:31Z,62.25,8\n",
+    )?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let mut cfg = config(dir.path(), port, mn, 0, 5000);
+    let source = "name = \"rec\"\nkind = \"csv\"\npath = \"rec.csv\"\nspeed = 0.0\ntimestamps = \"original\"\ninterval_ms = 100\n";
+    cfg.devices[0].sources.push(toml::from_str(source)?);
+    let agent = Agent::start(&cfg, dir.path()).await?;
+    let mut peer = Peer::accept(&listener).await?;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let p = peer.packet(Duration::from_secs(5)).await?;
+        peer.send(&data_reply(&p)).await?;
+        got.push(p.cp);
+    }
+    assert_eq!(
+        got,
+        [
+            "DataTime=20261127075930;a34002-Rtd=61.5,a34002-Flag=N;a21026-Rtd=7,a21026-Flag=N",
+            "DataTime=20261127075931;a34002-Rtd=62.25,a34002-Flag=N;a21026-Rtd=8,a21026-Flag=N",
+        ]
+    );
+    agent.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_upload_is_kept_and_sent_again_on_a_new_connection() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let agent = Agent::start(
+        &config(dir.path(), port, "SQTEST0006", 100, 5000),
+        dir.path(),
+    )
+    .await?;
+    let mut peer = Peer::accept(&listener).await?;
+    let first = peer.packet(Duration::from_secs(5)).await?;
+    // What the gateway says to a wrong PW.
+    peer.send(&request_reply(&first, QnRtn::BadPassword))
+        .await?;
+    match peer.next(Duration::from_secs(3)).await? {
+        Next::Closed => {}
+        Next::Packet(p) => bail!("expected the logger to hang up after a refusal, got {p:?}"),
+    }
+    let mut peer = Peer::accept(&listener).await?;
+    assert_eq!(peer.packet(Duration::from_secs(5)).await?, first);
+    agent.stop().await;
+    Ok(())
+}
