@@ -6,6 +6,8 @@ import {
   filterDevices,
   metricLabel,
   onlineRate,
+  qualityFlags,
+  QUALITY_BITS,
   registrationBody,
   seriesQuery,
   stepFor,
@@ -15,6 +17,7 @@ import {
   type Device,
   type MetricDef,
 } from './devices'
+import devicesModule from '../modules/devices'
 
 const dev = (id: string, name: string, over: Partial<Device> = {}): Device => ({
   id,
@@ -147,5 +150,31 @@ describe('metric order', () => {
       'agent.dropped',
       'agent.queue_depth',
     ])
+  })
+})
+
+describe('quality flags', () => {
+  it('names every bit set, in bit order, and nothing for good data', () => {
+    expect(qualityFlags(0)).toEqual([])
+    expect(qualityFlags(undefined)).toEqual([])
+    expect(qualityFlags(1)).toEqual(['outOfRange'])
+    // D (fault) and T (over range) together.
+    expect(qualityFlags((1 << 4) | (1 << 6))).toEqual(['fault', 'overRange'])
+    expect(qualityFlags(0xff)).toHaveLength(8)
+  })
+
+  it('has a zh and an en label for each flag', () => {
+    for (const [, key] of QUALITY_BITS) {
+      expect(devicesModule.messages.zh.dev.quality[key]).toBeTruthy()
+      expect(devicesModule.messages.en.dev.quality[key]).toBeTruthy()
+    }
+  })
+
+  it('keeps the flags of raw points for the chart tooltip', () => {
+    const s = chartSeries([
+      { ts: '2026-11-27T02:00:00Z', value: 35.2, quality: 0 },
+      { ts: '2026-11-27T02:00:30Z', value: 900, quality: 1 << 6 },
+    ])
+    expect(s.quality).toEqual({ [Date.parse('2026-11-27T02:00:30Z')]: 1 << 6 })
   })
 })
