@@ -328,7 +328,8 @@ impl Engine {
                     Some(m) => m.remove(&metric) && m.is_empty(),
                     None => false,
                 };
-                let left_from_start = self.flagged.get(&(device, kind)).is_none_or(|m| m.is_empty())
+                let left_from_start = !self.flagged_at_start.is_empty()
+                    && self.flagged.get(&(device, kind)).is_none_or(|m| m.is_empty())
                     && self.flagged_at_start.remove(&(device, kind));
                 if cleared || left_from_start {
                     self.flagged.remove(&(device, kind));
