@@ -6,6 +6,8 @@ import {
   filterDevices,
   metricLabel,
   onlineRate,
+  equipmentState,
+  EQUIPMENT_STATES,
   qualityFlags,
   QUALITY_BITS,
   registrationBody,
@@ -176,5 +178,19 @@ describe('quality flags', () => {
       { ts: '2026-11-27T02:00:30Z', value: 900, quality: 1 << 6 },
     ])
     expect(s.quality).toEqual({ [Date.parse('2026-11-27T02:00:30Z')]: 1 << 6 })
+  })
+})
+
+describe('equipment states', () => {
+  it('reads SB<n>-RS values as running states and nothing else', () => {
+    expect(equipmentState('SB1-RS', 1)).toBe('running')
+    expect(equipmentState('SB12-RS', 5)).toBe('backFlush')
+    expect(equipmentState('SB1-RS', 6)).toBeNull()
+    expect(equipmentState('SB1-RS', 1.5)).toBeNull()
+    expect(equipmentState('a34004-Rtd', 1)).toBeNull()
+    for (const s of EQUIPMENT_STATES) {
+      expect(devicesModule.messages.zh.dev.equipment[s]).toBeTruthy()
+      expect(devicesModule.messages.en.dev.equipment[s]).toBeTruthy()
+    }
   })
 })

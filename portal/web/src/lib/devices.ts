@@ -58,6 +58,17 @@ export function qualityFlags(quality: number | null | undefined): QualityFlag[] 
   return QUALITY_BITS.filter(([bit]) => (q & bit) !== 0).map(([, key]) => key)
 }
 
+/** HJ 212 equipment running states, by value (`SB<n>-RS`; store migration 0015). */
+export const EQUIPMENT_STATES = ['off', 'running', 'calibrating', 'maintenance', 'alarm', 'backFlush'] as const
+
+export type EquipmentState = (typeof EQUIPMENT_STATES)[number]
+
+/** The running state a value of an equipment-state metric stands for; null for any other metric. */
+export function equipmentState(metric: string, value: number): EquipmentState | null {
+  if (!/^SB[0-9]{1,8}-RS$/.test(metric) || !Number.isInteger(value)) return null
+  return EQUIPMENT_STATES[value] ?? null
+}
+
 /** A raw point has `quality`; a bucket has `min`, `max` and `count` and its value is the mean. */
 export interface SeriesPoint {
   ts: string

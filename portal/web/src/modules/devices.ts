@@ -39,6 +39,7 @@ const zh = {
     saved: '已保存',
     latest: '最新数据',
     latestEmpty: '该设备尚未上报数据',
+    equipment: { off: '关机', running: '运行', calibrating: '校准', maintenance: '维护', alarm: '报警', backFlush: '反吹' },
     quality: {
       outOfRange: '超出有效范围',
       stopped: '停运 F',
@@ -138,6 +139,14 @@ const en: typeof zh = {
     saved: 'Saved',
     latest: 'Latest values',
     latestEmpty: 'This device has sent no data yet',
+    equipment: {
+      off: 'off',
+      running: 'running',
+      calibrating: 'calibrating',
+      maintenance: 'maintenance',
+      alarm: 'alarm',
+      backFlush: 'back-flush',
+    },
     quality: {
       outOfRange: 'outside the valid range',
       stopped: 'stopped F',
