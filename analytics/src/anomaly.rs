@@ -176,6 +176,11 @@ impl Detector for AnomalyDetector {
         self.pending.clear();
         let mut order: Vec<Option<usize>> = Vec::with_capacity(batch.len());
         for (i, o) in batch.iter().enumerate() {
+            // A flagged value is no reading: it must neither be scored nor enter the window.
+            if !o.measured() {
+                order.push(None);
+                continue;
+            }
             let st = self.series.entry(o.key).or_insert_with(|| SeriesState {
                 window: VecDeque::with_capacity(w + 1),
                 likelihood: Likelihood::new(self.cfg.likelihood),
@@ -212,6 +217,9 @@ impl Detector for AnomalyDetector {
             }
         }
         for (i, o) in batch.iter().enumerate() {
+            if !o.measured() {
+                continue;
+            }
             let st = self.series.get_mut(&o.key).expect("inserted above");
             let raw = match order[i] {
                 Some(p) => {
@@ -305,6 +313,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, v)| Observation {
+                quality: 0,
                 key: SeriesKey { device: 1, metric: 1 },
                 meta: meta.clone(),
                 ts: t0 + chrono::Duration::minutes(i as i64),
@@ -327,7 +336,7 @@ mod tests {
         let batch: Vec<Observation> = v
             .iter()
             .enumerate()
-            .map(|(i, x)| Observation { key: SeriesKey { device: 1, metric: 1 }, meta: meta.clone(), ts: t0 + chrono::Duration::minutes(i as i64), value: *x })
+            .map(|(i, x)| Observation { key: SeriesKey { device: 1, metric: 1 }, meta: meta.clone(), ts: t0 + chrono::Duration::minutes(i as i64), value: *x, quality: 0 })
             .collect();
         let mut out = Vec::new();
         d.observe(&batch, &mut out);
@@ -366,6 +375,31 @@ mod tests {
         }
         let r = raises(&v);
         assert!(r.first().is_some_and(|i| (2000..2010).contains(i)), "raised at {r:?}");
+    }
+
+    #[test]
+    fn a_flagged_spike_is_neither_scored_nor_remembered() {
+        let mut v = normal(3000);
+        v[2000] = 200.0;
+        let mut d = AnomalyDetector::new(Box::new(LastValue { window: 64 }), AnomalyConfig::default());
+        let meta = Arc::new(SeriesMeta::default());
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let batch: Vec<Observation> = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| Observation {
+                key: SeriesKey { device: 1, metric: 1 },
+                meta: meta.clone(),
+                ts: t0 + chrono::Duration::minutes(i as i64),
+                value: *x,
+                quality: if i == 2000 { offsite_store::samples::quality::FLAG_FAULT } else { 0 },
+            })
+            .collect();
+        let mut out = Vec::new();
+        d.observe(&batch, &mut out);
+        assert!(out.iter().all(|f| f.index != 2000), "no finding for the flagged value");
+        // Had the spike entered the window, the values after it would look anomalous.
+        assert!(out.iter().all(|f| f.transition.is_none()), "{:?}", out.iter().find(|f| f.transition.is_some()));
     }
 
     #[test]

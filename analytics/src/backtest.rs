@@ -143,7 +143,7 @@ pub fn run(chain: &mut Chain, files: &[InputFile], mut progress: impl FnMut(u64)
                     results[i].warnings.push(false);
                     continue;
                 }
-                batch.push(Observation { key: SeriesKey { device: i as i32, metric: 0 }, meta: metas[i].clone(), ts, value });
+                batch.push(Observation { key: SeriesKey { device: i as i32, metric: 0 }, meta: metas[i].clone(), ts, value, quality: 0 });
                 owners.push(i);
             }
         }

@@ -43,6 +43,16 @@ pub struct Observation {
     pub meta: Arc<SeriesMeta>,
     pub ts: DateTime<Utc>,
     pub value: f64,
+    /// The stored quality bits (`offsite_store::samples::quality`).
+    pub quality: i16,
+}
+
+impl Observation {
+    /// False when the device flagged the value as not a normal measurement (HJ 212 F, M, S, D, C,
+    /// T, B): it is stored and shown, but no limit rule or model may take it as a reading.
+    pub fn measured(&self) -> bool {
+        self.quality & offsite_store::samples::quality::NOT_MEASURED == 0
+    }
 }
 
 /// What a raised warning was measured against: kept in its evidence so that the evidence chart can

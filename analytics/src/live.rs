@@ -5,6 +5,12 @@
 //! counter; a clearing condition resolves it; an offline device's data warnings and warnings during
 //! maintenance are inhibited (counted, not stored); silences are applied by the store. Each new
 //! warning carries its evidence: the series' recent values, the detector and its version, the score.
+//!
+//! Data flags (HJ 212, in the sample's quality bits): a flagged value reaches no detector as a
+//! reading (see `Observation::measured`). D, T, B and F open a device-health warning per device and
+//! flag (`FlagKind`), resolved once every metric that carried the flag has sent a value without
+//! it. While any metric of a device carries M or C, the device's data warnings are inhibited, as
+//! in a maintenance window.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, LazyLock};
@@ -82,6 +88,66 @@ pub static QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
 pub static SAMPLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("offsite_analytics_samples_total", "Samples run through the detectors", &["outcome"]).unwrap()
 });
+
+/// A device-health condition a device reports through the data flags of its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlagKind {
+    /// D: instrument fault.
+    Fault,
+    /// T: over the instrument's range.
+    OverRange,
+    /// B: the logger cannot talk to the instrument.
+    CommFault,
+    /// F: the monitored equipment is stopped.
+    Stopped,
+}
+
+impl FlagKind {
+    pub const ALL: [FlagKind; 4] = [FlagKind::Fault, FlagKind::OverRange, FlagKind::CommFault, FlagKind::Stopped];
+
+    fn bit(self) -> i16 {
+        use offsite_store::samples::quality::*;
+        match self {
+            FlagKind::Fault => FLAG_FAULT,
+            FlagKind::OverRange => FLAG_OVER_RANGE,
+            FlagKind::CommFault => FLAG_COMM_FAULT,
+            FlagKind::Stopped => FLAG_STOPPED,
+        }
+    }
+
+    /// The warning's event (its dedup key is `health|<device>||<event>`).
+    pub fn event(self) -> &'static str {
+        match self {
+            FlagKind::Fault => "flag-fault",
+            FlagKind::OverRange => "flag-over-range",
+            FlagKind::CommFault => "flag-comm-fault",
+            FlagKind::Stopped => "flag-stopped",
+        }
+    }
+
+    fn from_event(event: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.event() == event)
+    }
+
+    /// Over range hides how high the real value is, so it ranks above a plain fault; a stopped
+    /// plant is information, not a defect.
+    pub fn level(self) -> Level {
+        match self {
+            FlagKind::OverRange => Level::ORANGE,
+            FlagKind::Fault | FlagKind::CommFault => Level::YELLOW,
+            FlagKind::Stopped => Level::BLUE,
+        }
+    }
+
+    fn detail(self) -> &'static str {
+        match self {
+            FlagKind::Fault => "仪器故障（数据标记 D） / instrument fault (data flag D)",
+            FlagKind::OverRange => "超仪器量程（数据标记 T） / over the instrument's range (data flag T)",
+            FlagKind::CommFault => "数采仪与仪器通信异常（数据标记 B） / logger cannot reach the instrument (data flag B)",
+            FlagKind::Stopped => "监测设备停运（数据标记 F） / monitored equipment stopped (data flag F)",
+        }
+    }
+}
 
 /// A running analytics tier.
 pub struct Analytics {
@@ -171,6 +237,13 @@ struct Engine {
     missing: HashMap<i32, Instant>,
     /// Model loads already written to `detector_models` (detector, load time).
     models_recorded: HashSet<(String, DateTime<Utc>)>,
+    /// Per device and health flag, the metrics whose latest value carries it.
+    flagged: HashMap<(i32, FlagKind), HashSet<i32>>,
+    /// Flag warnings found open at start: no metric is known to carry them, so the device's
+    /// first value without the flag resolves them.
+    flagged_at_start: HashSet<(i32, FlagKind)>,
+    /// Per device, the metrics whose latest value is flagged M or C (maintenance, calibration).
+    maintaining: HashMap<i32, HashSet<i32>>,
 }
 
 impl Engine {
@@ -191,8 +264,12 @@ impl Engine {
             registry_loaded: Instant::now(),
             missing: HashMap::new(),
             models_recorded: HashSet::new(),
+            flagged: HashMap::new(),
+            flagged_at_start: HashSet::new(),
+            maintaining: HashMap::new(),
         };
         e.load_registry().await?;
+        e.load_open_flags().await;
         e.reload_rules().await;
         e.record_models().await;
         Ok(e)
@@ -218,6 +295,76 @@ impl Engine {
             }
             Err(e) => warn!(error = %format!("{e:#}"), "loading rules"),
         }
+    }
+
+    async fn load_open_flags(&mut self) {
+        let filter = offsite_store::warnings::WarningFilter {
+            open: Some(true),
+            source: Some("health".into()),
+            limit: 1000,
+            ..Default::default()
+        };
+        match self.store.warnings(&filter).await {
+            Ok((open, _)) => {
+                self.flagged_at_start =
+                    open.iter().filter_map(|w| Some((w.device_key, FlagKind::from_event(&w.event)?))).collect();
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "reading open flag warnings"),
+        }
+    }
+
+    /// Follows the data flags of one value: opens and resolves flag warnings, tracks M/C.
+    async fn track_flags(&mut self, o: &Observation) {
+        let (device, metric) = (o.key.device, o.key.metric);
+        for kind in FlagKind::ALL {
+            if o.quality & kind.bit() != 0 {
+                let metrics = self.flagged.entry((device, kind)).or_default();
+                let first = metrics.is_empty();
+                if metrics.insert(metric) && first && !self.flagged_at_start.contains(&(device, kind)) {
+                    self.flag_raised(o, kind).await;
+                }
+            } else {
+                let cleared = match self.flagged.get_mut(&(device, kind)) {
+                    Some(m) => m.remove(&metric) && m.is_empty(),
+                    None => false,
+                };
+                let left_from_start = !self.flagged_at_start.is_empty()
+                    && self.flagged.get(&(device, kind)).is_none_or(|m| m.is_empty())
+                    && self.flagged_at_start.remove(&(device, kind));
+                if cleared || left_from_start {
+                    self.flagged.remove(&(device, kind));
+                    self.resolve(&format!("health|{}||{}", o.meta.device_id, kind.event()), o.ts).await;
+                }
+            }
+        }
+        let maintenance = offsite_store::samples::quality::FLAG_MAINTENANCE | offsite_store::samples::quality::FLAG_CALIBRATION;
+        if o.quality & maintenance != 0 {
+            self.maintaining.entry(device).or_default().insert(metric);
+        } else if let Some(m) = self.maintaining.get_mut(&device) {
+            m.remove(&metric);
+            if m.is_empty() {
+                self.maintaining.remove(&device);
+            }
+        }
+    }
+
+    async fn flag_raised(&mut self, o: &Observation, kind: FlagKind) {
+        let w = NewWarning {
+            dedup_key: format!("health|{}||{}", o.meta.device_id, kind.event()),
+            source: "health".into(),
+            source_version: "1".into(),
+            event: kind.event().into(),
+            level: kind.level(),
+            device_key: o.key.device,
+            metric_id: None,
+            object_id: o.meta.object_id.clone(),
+            detail: kind.detail().into(),
+            score: 1.0,
+            at: o.ts,
+            evidence: json!({ "detector": "health", "version": "1", "at": o.ts, "metric": o.meta.metric_key, "value": o.value, "quality": o.quality }),
+            group_window: chrono::Duration::from_std(self.cfg.group_window).unwrap_or_default(),
+        };
+        self.upsert(w, None).await;
     }
 
     async fn meta(&mut self, key: SeriesKey) -> Option<Arc<SeriesMeta>> {
@@ -258,13 +405,14 @@ impl Engine {
                 SAMPLES.with_label_values(&["unknown_series"]).inc();
                 continue;
             };
-            batch.push(Observation { key, meta, ts: r.ts, value: r.value });
+            batch.push(Observation { key, meta, ts: r.ts, value: r.value, quality: r.quality });
         }
         let t = Instant::now();
         let outcomes = self.chain.observe(&batch);
         DETECT_SECONDS.observe(t.elapsed().as_secs_f64());
         SAMPLES.with_label_values(&["analysed"]).inc_by(batch.len() as u64);
         for (o, out) in batch.iter().zip(outcomes) {
+            self.track_flags(o).await;
             let recent = self.recent.entry(o.key).or_default();
             recent.push_back((o.ts, o.value));
             while recent.len() > self.cfg.evidence_samples {
@@ -292,6 +440,11 @@ impl Engine {
                             return;
                         }
                     }
+                }
+                if self.maintaining.contains_key(&o.key.device) {
+                    // The device itself says it is being maintained or calibrated (M / C flags).
+                    INHIBITED.with_label_values(&["flag_maintenance"]).inc();
+                    return;
                 }
                 match self.store.in_maintenance(&o.meta.device_id, o.meta.object_id.as_deref(), o.ts).await {
                     Ok(true) => {
@@ -383,7 +536,7 @@ impl Engine {
     async fn idle(&mut self) {
         let now = Utc::now();
         for (source, key, meta, t) in self.chain.idle(now) {
-            let o = Observation { key, meta, ts: now, value: f64::NAN };
+            let o = Observation { key, meta, ts: now, value: f64::NAN, quality: 0 };
             self.apply(&source, &o, 1.0, t, Instant::now()).await;
         }
         match self.store.offline_devices().await {

@@ -95,8 +95,14 @@ impl Detector for RuleDetector {
                 generation,
             });
             let mut score: f64 = 0.0;
+            let measured = o.measured();
             for (ri, st) in &mut s.states {
                 let rule = &rules[*ri];
+                // A flagged value still shows the device is sending (data gap) but is no reading:
+                // limit rules neither fire on it nor take it as the reference for the next value.
+                if !measured && !matches!(rule.condition, Condition::DataGap { .. }) {
+                    continue;
+                }
                 let t = step(rule, st, o.ts, o.value);
                 if st.firing {
                     score = 1.0;
@@ -256,7 +262,7 @@ mod tests {
         let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let batch: Vec<Observation> = points
             .iter()
-            .map(|(s, v)| Observation { key: key_of(m), meta: m.clone(), ts: t0 + chrono::Duration::seconds(*s), value: *v })
+            .map(|(s, v)| Observation { key: key_of(m), meta: m.clone(), ts: t0 + chrono::Duration::seconds(*s), value: *v, quality: 0 })
             .collect();
         let mut out = Vec::new();
         d.observe(&batch, &mut out);
@@ -299,7 +305,7 @@ mod tests {
         assert!(run(&mut d, &meta("d1", "pm10"), &[(0, 5.0)]).is_empty());
         assert_eq!(run(&mut d, &meta("d2", "noise"), &[(0, 5.0)]), vec![(0, "raise")]);
         let other_site = Arc::new(SeriesMeta { device_id: "d3".into(), metric_key: "noise".into(), object_id: None, class: None });
-        let batch = [Observation { key: SeriesKey { device: 3, metric: 2 }, meta: other_site, ts: Utc::now(), value: 5.0 }];
+        let batch = [Observation { key: SeriesKey { device: 3, metric: 2 }, meta: other_site, ts: Utc::now(), value: 5.0, quality: 0 }];
         let mut out = Vec::new();
         d.observe(&batch, &mut out);
         assert!(out.is_empty());

@@ -249,9 +249,15 @@ impl Store {
         .await?)
     }
 
-    /// Returns the catalog entry for `key`, adding a bare one for a metric seen for the first time.
+    /// Returns the catalog entry for `key`, adding one for a metric seen for the first time: named
+    /// from the HJ 212 code tables when the key is an HJ 212 field (`a34004-Rtd`, `SB1-RS`), else bare.
     pub async fn ensure_metric(&self, key: &str) -> Result<MetricDef> {
-        sqlx::query("INSERT INTO metrics (key) VALUES ($1) ON CONFLICT (key) DO NOTHING")
+        sqlx::query(
+            "INSERT INTO metrics (key, name_zh, name_en, unit, valid_min, valid_max) \
+             SELECT $1, d.name_zh, d.name_en, d.unit, d.valid_min, d.valid_max \
+             FROM (SELECT 1) one LEFT JOIN hj212_metric_default($1) d ON true \
+             ON CONFLICT (key) DO NOTHING",
+        )
             .bind(key)
             .execute(&self.pool)
             .await?;

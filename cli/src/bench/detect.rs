@@ -200,6 +200,7 @@ fn measure(a: &Args) -> Result<serde_json::Value> {
                 let x = step as f64;
                 let value = 50.0 + 10.0 * (x / 24.0 + i as f64).sin() + ((x * 7.3 + i as f64 * 1.7).sin() * 3.0);
                 batch.push(Observation {
+                    quality: 0,
                     key: SeriesKey { device: (i / 4) as i32, metric: (i % 4) as i32 },
                     meta: m.clone(),
                     ts: t0 + Duration::seconds(step as i64 * 60),

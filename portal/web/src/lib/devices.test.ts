@@ -6,6 +6,10 @@ import {
   filterDevices,
   metricLabel,
   onlineRate,
+  equipmentState,
+  EQUIPMENT_STATES,
+  qualityFlags,
+  QUALITY_BITS,
   registrationBody,
   seriesQuery,
   stepFor,
@@ -15,6 +19,7 @@ import {
   type Device,
   type MetricDef,
 } from './devices'
+import devicesModule from '../modules/devices'
 
 const dev = (id: string, name: string, over: Partial<Device> = {}): Device => ({
   id,
@@ -147,5 +152,45 @@ describe('metric order', () => {
       'agent.dropped',
       'agent.queue_depth',
     ])
+  })
+})
+
+describe('quality flags', () => {
+  it('names every bit set, in bit order, and nothing for good data', () => {
+    expect(qualityFlags(0)).toEqual([])
+    expect(qualityFlags(undefined)).toEqual([])
+    expect(qualityFlags(1)).toEqual(['outOfRange'])
+    // D (fault) and T (over range) together.
+    expect(qualityFlags((1 << 4) | (1 << 6))).toEqual(['fault', 'overRange'])
+    expect(qualityFlags(0xff)).toHaveLength(8)
+  })
+
+  it('has a zh and an en label for each flag', () => {
+    for (const [, key] of QUALITY_BITS) {
+      expect(devicesModule.messages.zh.dev.quality[key]).toBeTruthy()
+      expect(devicesModule.messages.en.dev.quality[key]).toBeTruthy()
+    }
+  })
+
+  it('keeps the flags of raw points for the chart tooltip', () => {
+    const s = chartSeries([
+      { ts: '2026-11-27T02:00:00Z', value: 35.2, quality: 0 },
+      { ts: '2026-11-27T02:00:30Z', value: 900, quality: 1 << 6 },
+    ])
+    expect(s.quality).toEqual({ [Date.parse('2026-11-27T02:00:30Z')]: 1 << 6 })
+  })
+})
+
+describe('equipment states', () => {
+  it('reads SB<n>-RS values as running states and nothing else', () => {
+    expect(equipmentState('SB1-RS', 1)).toBe('running')
+    expect(equipmentState('SB12-RS', 5)).toBe('backFlush')
+    expect(equipmentState('SB1-RS', 6)).toBeNull()
+    expect(equipmentState('SB1-RS', 1.5)).toBeNull()
+    expect(equipmentState('a34004-Rtd', 1)).toBeNull()
+    for (const s of EQUIPMENT_STATES) {
+      expect(devicesModule.messages.zh.dev.equipment[s]).toBeTruthy()
+      expect(devicesModule.messages.en.dev.equipment[s]).toBeTruthy()
+    }
   })
 })

@@ -35,6 +35,40 @@ export interface LatestValue {
   quality: number
 }
 
+/**
+ * What a sample's quality bits say, one i18n key under `dev.quality` per bit set (store/src/samples.rs
+ * `quality`): outside the catalog's valid range, or the device's own data flag (HJ 212 F, M, S, D,
+ * C, T, B), each a value that is shown but is no normal measurement.
+ */
+export const QUALITY_BITS = [
+  [1, 'outOfRange'],
+  [1 << 1, 'stopped'],
+  [1 << 2, 'maintenance'],
+  [1 << 3, 'manual'],
+  [1 << 4, 'fault'],
+  [1 << 5, 'calibration'],
+  [1 << 6, 'overRange'],
+  [1 << 7, 'commFault'],
+] as const
+
+export type QualityFlag = (typeof QUALITY_BITS)[number][1]
+
+export function qualityFlags(quality: number | null | undefined): QualityFlag[] {
+  const q = quality ?? 0
+  return QUALITY_BITS.filter(([bit]) => (q & bit) !== 0).map(([, key]) => key)
+}
+
+/** HJ 212 equipment running states, by value (`SB<n>-RS`; store migration 0015). */
+export const EQUIPMENT_STATES = ['off', 'running', 'calibrating', 'maintenance', 'alarm', 'backFlush'] as const
+
+export type EquipmentState = (typeof EQUIPMENT_STATES)[number]
+
+/** The running state a value of an equipment-state metric stands for; null for any other metric. */
+export function equipmentState(metric: string, value: number): EquipmentState | null {
+  if (!/^SB[0-9]{1,8}-RS$/.test(metric) || !Number.isInteger(value)) return null
+  return EQUIPMENT_STATES[value] ?? null
+}
+
 /** A raw point has `quality`; a bucket has `min`, `max` and `count` and its value is the mean. */
 export interface SeriesPoint {
   ts: string
@@ -165,18 +199,25 @@ export function zoomNeedsReload(loadedStep: number, viewFromMs: number, viewToMs
 }
 
 /** The chart's line ([ms, mean]) and, for buckets, its band ([ms, min, max]), sorted by time. */
-export function chartSeries(items: readonly SeriesPoint[]): { line: [number, number][]; band: [number, number, number][] } {
+export function chartSeries(items: readonly SeriesPoint[]): {
+  line: [number, number][]
+  band: [number, number, number][]
+  /** Quality bits of raw points that have any, by time (ms). */
+  quality: Record<number, number>
+} {
   const line: [number, number][] = []
   const band: [number, number, number][] = []
+  const quality: Record<number, number> = {}
   for (const p of items) {
     const t = Date.parse(p.ts)
     if (!Number.isFinite(t) || !Number.isFinite(p.value)) continue
     line.push([t, p.value])
     if (typeof p.min === 'number' && typeof p.max === 'number') band.push([t, p.min, p.max])
+    if (p.quality) quality[t] = p.quality
   }
   line.sort((a, b) => a[0] - b[0])
   band.sort((a, b) => a[0] - b[0])
-  return { line, band }
+  return { line, band, quality }
 }
 
 // --- credentials ---
