@@ -19,7 +19,7 @@ ORT_LIB := third_party/onnxruntime/libonnxruntime.so
 MODELS_VENV := models/.venv
 
 .DEFAULT_GOAL := build
-.PHONY: setup web build demo test fuzz bench-ingest bench-broker bench-edge bench-detect bench-api models clean
+.PHONY: setup web build demo test fuzz bench-ingest bench-broker bench-edge bench-detect bench-api bench-video models clean
 
 setup:
 	bash scripts/setup.sh
@@ -75,6 +75,9 @@ bench-detect: build
 
 bench-api: build
 	./$(BIN) bench api --json
+
+bench-video: build
+	./$(BIN) bench video --json
 
 # Regenerates models/anomaly/forecaster.onnx, model.json and reference.json from a fixed seed
 # (synthetic data only, about a minute on 2 cores). Deterministic: on the same CPU architecture it
