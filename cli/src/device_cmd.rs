@@ -28,6 +28,16 @@ pub enum DeviceCommand {
         /// Write the credential bundle (JSON) to this file (mode 0600) instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// An HJ 212-2017 data logger (connects to the HJ 212 gateway, not MQTT): needs --mn and --pw.
+        /// Its device id is the MN when that is 1-32 letters and digits, else hj + 30 hex digits of SHA-256(MN).
+        #[arg(long, requires_all = ["mn", "pw"])]
+        hj212: bool,
+        /// The logger's MN (设备唯一标识).
+        #[arg(long, requires = "hj212")]
+        mn: Option<String>,
+        /// The logger's PW (访问密码); stored only as a SHA-256 digest.
+        #[arg(long, requires = "hj212")]
+        pw: Option<String>,
     },
     /// List devices.
     List {
@@ -93,11 +103,29 @@ fn actor() -> String {
 async fn run_with(cfg: &Config, db: &Database, audit: &offsite_store::AuditLog, cmd: DeviceCommand) -> Result<()> {
     let store = &db.store;
     match cmd {
-        DeviceCommand::Add { name, object, class, out } => {
+        DeviceCommand::Add { name, object, class, out, hj212, mn, pw } => {
             if let Some(c) = &class {
                 if c.is_empty() || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
                     bail!("--class must be 1-64 characters of A-Z a-z 0-9 _ . -");
                 }
+            }
+            if hj212 {
+                let (Some(mn), Some(pw)) = (mn, pw) else { bail!("--hj212 needs --mn and --pw") };
+                let rec = store.insert_hj212_logger(&name, object, &mn, &pw).await?;
+                let id = DeviceId::parse(&rec.id)?;
+                if class.is_some() {
+                    store.set_device_class(&id, class.as_deref()).await?;
+                }
+                audit
+                    .record(
+                        AuditEvent::new(actor(), "device.provision", "device").id(rec.id.clone()).after(
+                            serde_json::json!({"name": rec.name, "object_id": rec.object_id, "class": class, "hj212_mn": mn}),
+                        ),
+                    )
+                    .await?;
+                println!("{}", serde_json::json!({"device_id": rec.id, "hj212_mn": mn}));
+                eprintln!("registered HJ 212 logger {} (MN {mn}) as device {}", rec.name, rec.id);
+                return Ok(());
             }
             let pki = startup::pki(cfg)?;
             let (rec, creds) = offsite_broker::provision(store, &pki, &name, object).await?;
