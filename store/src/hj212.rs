@@ -125,6 +125,25 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Unanswered HJ 212 commands (`sync_clock`, `set_interval`) younger than `max_age` for any of
+    /// these devices, oldest first: (command id, device key, body as sent).
+    pub async fn pending_hj212_commands(
+        &self,
+        device_keys: &[i32],
+        max_age: chrono::Duration,
+    ) -> Result<Vec<(String, i32, serde_json::Value)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, device_key, body FROM device_commands WHERE device_key = ANY($1) AND acked_at IS NULL \
+             AND kind IN ('sync_clock', 'set_interval') AND created_at > now() - $2 ORDER BY created_at",
+        )
+        .bind(device_keys)
+        .bind(max_age)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
