@@ -30,7 +30,11 @@ pub(super) async fn poll(shared: Arc<Shared>) {
         if keys.is_empty() {
             continue;
         }
-        let pending = match shared.store.pending_hj212_commands(&keys, chrono::Duration::days(COMMAND_TTL_DAYS)).await {
+        let pending = match shared
+            .store
+            .pending_hj212_commands(&keys, chrono::Duration::days(COMMAND_TTL_DAYS))
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "looking up HJ 212 commands");
@@ -48,7 +52,9 @@ pub(super) async fn poll(shared: Arc<Shared>) {
                 let ack = CommandAck {
                     id: id.clone(),
                     ok: false,
-                    error: Some(format!("数采仪 {TRIES} 次未应答 / no answer from the logger after {TRIES} tries")),
+                    error: Some(format!(
+                        "数采仪 {TRIES} 次未应答 / no answer from the logger after {TRIES} tries"
+                    )),
                     state: None,
                 };
                 if let Err(e) = shared.store.record_command_ack(key, &ack, Utc::now()).await {
@@ -63,9 +69,20 @@ pub(super) async fn poll(shared: Arc<Shared>) {
                     continue;
                 }
             };
-            let tx = shared.loggers.lock().unwrap().get(&key).map(|h| h.tx.clone());
+            let tx = shared
+                .loggers
+                .lock()
+                .unwrap()
+                .get(&key)
+                .map(|h| h.tx.clone());
             if let Some(tx) = tx {
-                if tx.try_send(Downlink { command_id: id.clone(), action }).is_ok() {
+                if tx
+                    .try_send(Downlink {
+                        command_id: id.clone(),
+                        action,
+                    })
+                    .is_ok()
+                {
                     let tries = entry.map_or(0, |(_, t)| t) + 1;
                     sent.insert(id, (Instant::now(), tries));
                 }

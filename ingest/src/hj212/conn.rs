@@ -142,16 +142,31 @@ impl Conn {
             };
             let n = match read {
                 Err(_) if partial_since.is_some() => {
-                    self.refuse("partial_timeout", "a packet started but did not finish in time; closing", None);
+                    self.refuse(
+                        "partial_timeout",
+                        "a packet started but did not finish in time; closing",
+                        None,
+                    );
                     return;
                 }
                 Err(_) => {
-                    self.refuse("idle", "nothing received within the idle timeout; closing", None);
+                    self.refuse(
+                        "idle",
+                        "nothing received within the idle timeout; closing",
+                        None,
+                    );
                     return;
                 }
                 Ok(Ok(0)) => {
                     if framer.pending() > 0 {
-                        self.refuse("truncated", &format!("connection closed inside a packet ({} bytes)", framer.pending()), None);
+                        self.refuse(
+                            "truncated",
+                            &format!(
+                                "connection closed inside a packet ({} bytes)",
+                                framer.pending()
+                            ),
+                            None,
+                        );
                     }
                     return;
                 }
@@ -173,8 +188,12 @@ impl Conn {
                         };
                         self.refuse(e.as_str(), &e.to_string(), raw.clone());
                         // A packet that parses despite its CRC gets the standard "bad CRC" answer.
-                        if let Some(p) = raw.and_then(|d| Packet::parse(&d).ok()).filter(|p| p.reply_wanted()) {
-                            self.reply(offsite_hj212::request_reply(&p, QnRtn::BadCrc), "9011").await;
+                        if let Some(p) = raw
+                            .and_then(|d| Packet::parse(&d).ok())
+                            .filter(|p| p.reply_wanted())
+                        {
+                            self.reply(offsite_hj212::request_reply(&p, QnRtn::BadCrc), "9011")
+                                .await;
                         }
                         ControlFlow::Continue(())
                     }
@@ -189,7 +208,14 @@ impl Conn {
                 partial_since = Some(Instant::now());
             }
             if framer.pending() > max_pending {
-                self.refuse("oversized", &format!("{} bytes held without a complete packet; closing", framer.pending()), None);
+                self.refuse(
+                    "oversized",
+                    &format!(
+                        "{} bytes held without a complete packet; closing",
+                        framer.pending()
+                    ),
+                    None,
+                );
                 return;
             }
         }
@@ -251,14 +277,20 @@ impl Conn {
             let detail = format!("MN {} on a connection logged in as {}", p.mn, session.mn);
             self.refuse("mn_mismatch", &detail, Some(data));
             if p.reply_wanted() {
-                self.reply(offsite_hj212::request_reply(&p, QnRtn::BadMn), "9011").await;
+                self.reply(offsite_hj212::request_reply(&p, QnRtn::BadMn), "9011")
+                    .await;
             }
             return ControlFlow::Continue(());
         }
         if p.pw.as_deref().is_some_and(|pw| pw != session.pw) {
-            self.refuse("bad_password", "PW differs from the one this connection logged in with", Some(data));
+            self.refuse(
+                "bad_password",
+                "PW differs from the one this connection logged in with",
+                Some(data),
+            );
             if p.reply_wanted() {
-                self.reply(offsite_hj212::request_reply(&p, QnRtn::BadPassword), "9011").await;
+                self.reply(offsite_hj212::request_reply(&p, QnRtn::BadPassword), "9011")
+                    .await;
             }
             return ControlFlow::Continue(());
         }
@@ -282,7 +314,9 @@ impl Conn {
         let failure = match &logger {
             None => Some(("unknown_mn", QnRtn::BadMn)),
             Some(l) if l.revoked => Some(("revoked", QnRtn::Rejected)),
-            Some(l) if !p.pw.as_deref().is_some_and(|pw| l.password_matches(pw)) => Some(("bad_password", QnRtn::BadPassword)),
+            Some(l) if !p.pw.as_deref().is_some_and(|pw| l.password_matches(pw)) => {
+                Some(("bad_password", QnRtn::BadPassword))
+            }
             Some(_) => None,
         };
         if let Some((reason, rtn)) = failure {
@@ -310,7 +344,8 @@ impl Conn {
                 let _ = self.shared.sink.try_send(w);
             }
             // The refusal is sent whatever the Flag: the logger must learn why it gets no data replies.
-            self.reply(offsite_hj212::request_reply(&p, rtn), "9011").await;
+            self.reply(offsite_hj212::request_reply(&p, rtn), "9011")
+                .await;
             if self.auth_failures >= self.shared.cfg.max_auth_failures.max(1) {
                 info!(peer = %self.peer, mn = %p.mn, "HJ 212 connection closed after repeated login failures");
                 return ControlFlow::Break(());
@@ -320,7 +355,13 @@ impl Conn {
         let l = logger.expect("checked above");
         let (tx, rx) = mpsc::channel(16);
         self.cmd_rx = Some(rx);
-        self.shared.loggers.lock().unwrap().insert(l.key, LoggerHandle { conn_id: self.id, tx });
+        self.shared.loggers.lock().unwrap().insert(
+            l.key,
+            LoggerHandle {
+                conn_id: self.id,
+                tx,
+            },
+        );
         info!(peer = %self.peer, mn = %l.mn, device = %l.id, "HJ 212 logger logged in");
         self.session = Some(Session {
             device_key: l.key,
@@ -347,7 +388,9 @@ impl Conn {
         let Some(s) = self.session.take() else { return };
         let mine = {
             let mut loggers = self.shared.loggers.lock().unwrap();
-            let mine = loggers.get(&s.device_key).is_some_and(|h| h.conn_id == self.id);
+            let mine = loggers
+                .get(&s.device_key)
+                .is_some_and(|h| h.conn_id == self.id);
             if mine {
                 loggers.remove(&s.device_key);
             }
@@ -372,7 +415,11 @@ impl Conn {
         let now = Instant::now();
         let expired = self.reassembler.expire(now);
         if expired > 0 {
-            self.refuse("split_expired", &format!("{expired} split message(s) never completed"), None);
+            self.refuse(
+                "split_expired",
+                &format!("{expired} split message(s) never completed"),
+                None,
+            );
         }
         let whole = match self.reassembler.push(p, now) {
             Ok(Some(w)) => w,
@@ -385,9 +432,14 @@ impl Conn {
             // Answers to notifications we never send, or acknowledgements: nothing to do.
             "9013" | "9014" => debug!(peer = %self.peer, cn = %whole.cn, "HJ 212 reply ignored"),
             _ => {
-                self.refuse("unsupported_cn", &format!("CN {} is not handled", whole.cn), Some(data));
+                self.refuse(
+                    "unsupported_cn",
+                    &format!("CN {} is not handled", whole.cn),
+                    Some(data),
+                );
                 if whole.reply_wanted() {
-                    self.reply(offsite_hj212::request_reply(&whole, QnRtn::BadCn), "9011").await;
+                    self.reply(offsite_hj212::request_reply(&whole, QnRtn::BadCn), "9011")
+                        .await;
                 }
             }
         }
@@ -404,7 +456,11 @@ impl Conn {
         let mut dead = Vec::new();
         if !cp.values.is_empty() {
             let Some(ts) = cp.data_time else {
-                return self.refuse("missing_data_time", &format!("CN {} values without DataTime", p.cn), Some(data));
+                return self.refuse(
+                    "missing_data_time",
+                    &format!("CN {} values without DataTime", p.cn),
+                    Some(data),
+                );
             };
             let mut bad = Vec::new();
             for v in &cp.values {
@@ -463,17 +519,25 @@ impl Conn {
         let Some(s) = &self.session else { return };
         let now = Utc::now();
         let request = match d.action {
-            CommandAction::SyncClock => offsite_hj212::set_time_request(&s.mn, &s.pw, &s.st, now, now),
+            CommandAction::SyncClock => {
+                offsite_hj212::set_time_request(&s.mn, &s.pw, &s.st, now, now)
+            }
             CommandAction::SetInterval { seconds } if (30..=3600).contains(&seconds) => {
                 offsite_hj212::set_interval_request(&s.mn, &s.pw, &s.st, now, seconds)
             }
             CommandAction::SetInterval { seconds } => {
-                let error = format!("实时数据间隔须为 30..3600 秒 / RtdInterval must be 30..3600 s, got {seconds}");
-                return self.record(&d.command_id, false, Some(error), serde_json::json!({})).await;
+                let error = format!(
+                    "实时数据间隔须为 30..3600 秒 / RtdInterval must be 30..3600 s, got {seconds}"
+                );
+                return self
+                    .record(&d.command_id, false, Some(error), serde_json::json!({}))
+                    .await;
             }
             other => {
                 let error = format!("HJ 212 数采仪不支持此命令 / not an HJ 212 command: {other:?}");
-                return self.record(&d.command_id, false, Some(error), serde_json::json!({})).await;
+                return self
+                    .record(&d.command_id, false, Some(error), serde_json::json!({}))
+                    .await;
             }
         };
         let cn = if request.cn == "1012" { "1012" } else { "1062" };
@@ -487,7 +551,9 @@ impl Conn {
 
     /// 9011 (accepted or refused) and 9012 (result) from the logger for a request we sent.
     async fn on_command_reply(&mut self, p: Packet) {
-        let Some(qn) = p.qn.clone() else { return debug!(peer = %self.peer, "HJ 212 reply without QN ignored") };
+        let Some(qn) = p.qn.clone() else {
+            return debug!(peer = %self.peer, "HJ 212 reply without QN ignored");
+        };
         let Some(command_id) = self.in_flight.get(&qn).cloned() else {
             return debug!(peer = %self.peer, qn, "HJ 212 reply to no request of ours ignored");
         };
@@ -500,7 +566,12 @@ impl Conn {
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
-                .or_else(|| cp.values.iter().find(|v| v.code == name && v.suffix.is_empty()).map(|v| v.value.to_string()))
+                .or_else(|| {
+                    cp.values
+                        .iter()
+                        .find(|v| v.code == name && v.suffix.is_empty())
+                        .map(|v| v.value.to_string())
+                })
         };
         if p.cn == "9011" {
             let rtn: Option<u32> = field("QnRtn").and_then(|v| v.parse().ok());
@@ -509,25 +580,67 @@ impl Conn {
                 return;
             }
             self.in_flight.remove(&qn);
-            let error = format!("数采仪拒绝请求 / the logger refused the request: QnRtn={}", rtn.map_or("?".into(), |r| r.to_string()));
-            self.record(&command_id, false, Some(error), serde_json::json!({ "qn": qn, "qn_rtn": rtn })).await;
+            let error = format!(
+                "数采仪拒绝请求 / the logger refused the request: QnRtn={}",
+                rtn.map_or("?".into(), |r| r.to_string())
+            );
+            self.record(
+                &command_id,
+                false,
+                Some(error),
+                serde_json::json!({ "qn": qn, "qn_rtn": rtn }),
+            )
+            .await;
         } else {
             self.in_flight.remove(&qn);
             let rtn: Option<u32> = field("ExeRtn").and_then(|v| v.parse().ok());
             let ok = rtn == Some(ExeRtn::Ok as u32);
-            let error = (!ok).then(|| format!("数采仪执行失败 / the logger failed: ExeRtn={}", rtn.map_or("?".into(), |r| r.to_string())));
-            self.record(&command_id, ok, error, serde_json::json!({ "qn": qn, "qn_rtn": 1, "exe_rtn": rtn })).await;
+            let error = (!ok).then(|| {
+                format!(
+                    "数采仪执行失败 / the logger failed: ExeRtn={}",
+                    rtn.map_or("?".into(), |r| r.to_string())
+                )
+            });
+            self.record(
+                &command_id,
+                ok,
+                error,
+                serde_json::json!({ "qn": qn, "qn_rtn": 1, "exe_rtn": rtn }),
+            )
+            .await;
         }
     }
 
-    async fn record(&self, command_id: &str, ok: bool, error: Option<String>, state: serde_json::Value) {
+    async fn record(
+        &self,
+        command_id: &str,
+        ok: bool,
+        error: Option<String>,
+        state: serde_json::Value,
+    ) {
         let Some(s) = &self.session else { return };
-        metrics::COMMANDS.with_label_values(&[if ok { "ok" } else { "failed" }]).inc();
-        let ack = CommandAck { id: command_id.to_owned(), ok, error, state: Some(state) };
-        match self.shared.store.record_command_ack(s.device_key, &ack, Utc::now()).await {
+        metrics::COMMANDS
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+        let ack = CommandAck {
+            id: command_id.to_owned(),
+            ok,
+            error,
+            state: Some(state),
+        };
+        match self
+            .shared
+            .store
+            .record_command_ack(s.device_key, &ack, Utc::now())
+            .await
+        {
             Ok(true) => info!(mn = %s.mn, command = command_id, ok, "HJ 212 command answered"),
-            Ok(false) => debug!(mn = %s.mn, command = command_id, "HJ 212 command already answered"),
-            Err(e) => warn!(mn = %s.mn, command = command_id, error = %format!("{e:#}"), "recording an HJ 212 command answer"),
+            Ok(false) => {
+                debug!(mn = %s.mn, command = command_id, "HJ 212 command already answered")
+            }
+            Err(e) => {
+                warn!(mn = %s.mn, command = command_id, error = %format!("{e:#}"), "recording an HJ 212 command answer")
+            }
         }
     }
 }

@@ -6,23 +6,49 @@ use prometheus::{register_int_counter, register_int_counter_vec, register_int_ga
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 
 pub static CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("offsite_hj212_connections", "HJ 212 logger connections open").unwrap()
+    register_int_gauge!(
+        "offsite_hj212_connections",
+        "HJ 212 logger connections open"
+    )
+    .unwrap()
 });
 pub static PACKETS: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("offsite_hj212_packets_total", "HJ 212 packets framed, CRC-checked and parsed").unwrap()
+    register_int_counter!(
+        "offsite_hj212_packets_total",
+        "HJ 212 packets framed, CRC-checked and parsed"
+    )
+    .unwrap()
 });
 pub static SAMPLES: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("offsite_hj212_samples_total", "Values from HJ 212 packets handed to the writers").unwrap()
+    register_int_counter!(
+        "offsite_hj212_samples_total",
+        "Values from HJ 212 packets handed to the writers"
+    )
+    .unwrap()
 });
 pub static REPLIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("offsite_hj212_replies_total", "HJ 212 replies and requests sent, by CN", &["cn"]).unwrap()
+    register_int_counter_vec!(
+        "offsite_hj212_replies_total",
+        "HJ 212 replies and requests sent, by CN",
+        &["cn"]
+    )
+    .unwrap()
 });
 pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("offsite_hj212_auth_failures_total", "HJ 212 logins refused, by reason", &["reason"])
-        .unwrap()
+    register_int_counter_vec!(
+        "offsite_hj212_auth_failures_total",
+        "HJ 212 logins refused, by reason",
+        &["reason"]
+    )
+    .unwrap()
 });
 pub static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("offsite_hj212_rejected_total", "HJ 212 input refused, by reason", &["reason"]).unwrap()
+    register_int_counter_vec!(
+        "offsite_hj212_rejected_total",
+        "HJ 212 input refused, by reason",
+        &["reason"]
+    )
+    .unwrap()
 });
 pub static COMMANDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -62,7 +88,13 @@ pub fn register() {
     for r in GATEWAY_REASONS {
         REJECTED.with_label_values(&[r]);
     }
-    for r in ["garbage", "bad_length", "oversized", "bad_crc", "no_terminator"] {
+    for r in [
+        "garbage",
+        "bad_length",
+        "oversized",
+        "bad_crc",
+        "no_terminator",
+    ] {
         REJECTED.with_label_values(&[r]);
     }
     for o in ["sent", "ok", "failed", "timeout"] {

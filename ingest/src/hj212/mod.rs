@@ -76,7 +76,11 @@ pub struct Hj212Gateway {
 
 impl Hj212Gateway {
     /// Binds `cfg.listen` (so the port accepts before this returns) and serves until `shutdown`.
-    pub async fn start(store: Store, cfg: Hj212Config, sink: flume::Sender<GatewayWork>) -> anyhow::Result<Self> {
+    pub async fn start(
+        store: Store,
+        cfg: Hj212Config,
+        sink: flume::Sender<GatewayWork>,
+    ) -> anyhow::Result<Self> {
         metrics::register();
         let listener = TcpListener::bind(&cfg.listen)
             .await
@@ -84,12 +88,22 @@ impl Hj212Gateway {
         let local_addr = listener.local_addr()?;
         info!(%local_addr, "HJ 212 gateway listening");
         let stop = CancellationToken::default();
-        let shared = Arc::new(Shared { store, cfg, sink, loggers: Mutex::new(HashMap::new()), stop: stop.clone() });
+        let shared = Arc::new(Shared {
+            store,
+            cfg,
+            sink,
+            loggers: Mutex::new(HashMap::new()),
+            stop: stop.clone(),
+        });
         let tasks = vec![
             tokio::spawn(accept_loop(listener, shared.clone())),
             tokio::spawn(commands::poll(shared.clone())),
         ];
-        Ok(Self { local_addr, tasks, stop })
+        Ok(Self {
+            local_addr,
+            tasks,
+            stop,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -124,7 +138,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics::REJECTED.with_label_values(&["too_many_connections"]).inc();
+            metrics::REJECTED
+                .with_label_values(&["too_many_connections"])
+                .inc();
             warn!(%peer, limit = shared.cfg.max_connections, "HJ 212 connection refused: too many connections");
             drop(stream);
             continue;
