@@ -421,7 +421,16 @@ impl Conn {
                 None,
             );
         }
-        let whole = match self.reassembler.push(p, now) {
+        let pushed = self.reassembler.push(p, now);
+        let evicted = self.reassembler.take_evicted();
+        if evicted > 0 {
+            self.refuse(
+                "split_expired",
+                &format!("{evicted} split message(s) dropped for room"),
+                None,
+            );
+        }
+        let whole = match pushed {
             Ok(Some(w)) => w,
             Ok(None) => return,
             Err(e) => return self.refuse(e.as_str(), &e.to_string(), Some(data)),
