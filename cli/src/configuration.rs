@@ -175,7 +175,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints", "hj212"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));

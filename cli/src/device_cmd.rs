@@ -66,6 +66,22 @@ pub enum DeviceCommand {
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
+    /// Command an HJ 212 logger over its open connection: clock sync (CN 1012) or real-time interval
+    /// (CN 1062), and wait for its 9011/9012 answer. Sent when the logger is (or next is) connected.
+    ///
+    /// Example: offsite device hj212 SQ0000000000000000000001 --interval 60
+    Hj212 {
+        id: String,
+        /// Set the logger's clock to the platform's.
+        #[arg(long, conflicts_with = "interval", required_unless_present = "interval")]
+        sync_clock: bool,
+        /// Real-time data interval in seconds (30..=3600).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(30..=3600))]
+        interval: Option<u32>,
+        /// Seconds to wait for the logger's answer (0: do not wait).
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
     /// The commands sent to a device and its answers, newest first (JSON lines).
     Commands {
         id: String,
@@ -175,6 +191,24 @@ async fn run_with(cfg: &Config, db: &Database, audit: &offsite_store::AuditLog, 
                 .await?;
             send_config(cfg, store, &id, sources, wait).await?;
         }
+        DeviceCommand::Hj212 { id, sync_clock, interval, wait } => {
+            let device = DeviceId::parse(&id)?;
+            let Some(d) = store.device(&device).await? else { bail!("no device {id}") };
+            if d.revoked_at.is_some() {
+                bail!("device {id} is revoked");
+            }
+            let (kind, action) = match interval {
+                Some(seconds) if !sync_clock => ("set_interval", CommandAction::SetInterval { seconds }),
+                _ => ("sync_clock", CommandAction::SyncClock),
+            };
+            let cmd = Command { id: new_command_id(), action };
+            let body = serde_json::to_value(&cmd)?;
+            audit.record(AuditEvent::new(actor(), "device.command", "device").id(id.clone()).after(body.clone())).await?;
+            // The gateway holding the logger's connection picks it up from device_commands.
+            store.insert_command(&cmd.id, d.key, kind, &body, Some(&actor())).await?;
+            eprintln!("command {} recorded for {device}", cmd.id);
+            wait_answer(store, &device, &cmd.id, wait).await?;
+        }
         DeviceCommand::Commands { id, limit } => {
             let Some(d) = store.device(&DeviceId::parse(&id)?).await? else { bail!("no device {id}") };
             let mut o = std::io::stdout().lock();
@@ -251,9 +285,14 @@ async fn send_config(
         return Ok(());
     }
     eprintln!("command {} sent to {device}", cmd.id);
+    wait_answer(store, &device, &cmd.id, wait).await
+}
+
+/// Waits up to `wait` seconds for a device's answer to a command and prints it.
+async fn wait_answer(store: &offsite_store::Store, device: &DeviceId, command_id: &str, wait: u64) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
     loop {
-        let c = store.command(&cmd.id).await?.context("command row vanished")?;
+        let c = store.command(command_id).await?.context("command row vanished")?;
         if c.acked_at.is_some() {
             println!("{}", serde_json::to_string(&c)?);
             if c.ok != Some(true) {
