@@ -417,16 +417,33 @@ async fn slow_loris_and_truncated_packets_close_cleanly() {
 }
 
 #[tokio::test]
-async fn idle_connections_are_closed() {
+async fn idle_and_anonymous_connections_are_closed() {
     let p = Platform::start(Hj212Config {
         idle_timeout_s: 1,
+        partial_timeout_s: 5,
         ..fast_cfg()
     })
     .await;
+    p.register("SQ0000000000000000000001", "123456").await;
     let before = rejected("idle");
     let mut l = p.connect().await;
-    assert!(l.closed().await);
+    l.send(AIR_VECTOR.as_bytes()).await;
+    assert_eq!(l.recv_packet().await.cn, "9014");
+    assert!(l.closed().await, "a silent logged-in connection is closed");
     assert!(rejected("idle") > before);
+    p.stop().await;
+
+    // A stranger that never logs in is cut off after partial_timeout_s, long before idle_timeout_s.
+    let p = Platform::start(Hj212Config {
+        idle_timeout_s: 3600,
+        partial_timeout_s: 1,
+        ..fast_cfg()
+    })
+    .await;
+    let before = rejected("not_logged_in");
+    let mut l = p.connect().await;
+    assert!(l.closed().await);
+    assert!(rejected("not_logged_in") > before);
     p.stop().await;
 }
 

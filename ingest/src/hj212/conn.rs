@@ -127,11 +127,17 @@ impl Conn {
         let mut framer = Framer::new(MAX_DATA_LEN);
         let mut buf = vec![0u8; 4096];
         let mut partial_since: Option<Instant> = None;
+        let opened = Instant::now();
         loop {
-            let wait = match partial_since {
+            let mut wait = match partial_since {
                 Some(t) => partial_limit.saturating_sub(t.elapsed()).min(idle),
                 None => idle,
             };
+            // An anonymous connection gets as long to log in as a packet gets to arrive: idle
+            // sockets of strangers must not use up max_connections.
+            if self.session.is_none() {
+                wait = wait.min(partial_limit.saturating_sub(opened.elapsed()));
+            }
             let read = tokio::select! {
                 r = tokio::time::timeout(wait, rd.read(&mut buf)) => r,
                 Some(d) = async { self.cmd_rx.as_mut()?.recv().await }, if self.cmd_rx.is_some() => {
@@ -141,10 +147,18 @@ impl Conn {
                 _ = self.shared.stop.cancelled() => return,
             };
             let n = match read {
-                Err(_) if partial_since.is_some() => {
+                Err(_) if partial_since.is_some_and(|t| t.elapsed() >= partial_limit) => {
                     self.refuse(
                         "partial_timeout",
                         "a packet started but did not finish in time; closing",
+                        None,
+                    );
+                    return;
+                }
+                Err(_) if self.session.is_none() && opened.elapsed() >= partial_limit => {
+                    self.refuse(
+                        "not_logged_in",
+                        "no successful login within the partial timeout; closing",
                         None,
                     );
                     return;

@@ -33,10 +33,11 @@ use crate::{CancellationToken, GatewayWork};
 pub struct Hj212Config {
     pub enabled: bool,
     pub listen: String,
-    /// A connection that sends nothing for this long is closed (loggers send at least every
-    /// minute; a dead peer would otherwise hold a socket forever).
+    /// A logged-in connection that sends nothing for this long is closed (a dead peer would
+    /// otherwise hold a socket forever). Above the longest upload interval: hourly-only loggers exist.
     pub idle_timeout_s: u64,
-    /// A packet must arrive whole within this long once it has started (slow-loris guard).
+    /// A packet must arrive whole within this long once it has started (slow-loris guard), and a
+    /// new connection must have logged in within this long.
     pub partial_timeout_s: u64,
     /// Connections beyond this are closed at once and counted.
     pub max_connections: usize,
@@ -49,7 +50,7 @@ impl Default for Hj212Config {
         Self {
             enabled: true,
             listen: "0.0.0.0:9212".into(),
-            idle_timeout_s: 300,
+            idle_timeout_s: 3900,
             partial_timeout_s: 30,
             max_connections: 10_000,
             max_auth_failures: 3,
