@@ -3,8 +3,9 @@
 #   make            build target/release/offsite (same as `make build`), web UI inside
 #   make web        build the web UI (portal/web -> portal/web/dist, embedded by the portal)
 #   make test       build the web UI, run its unit tests and the whole Rust suite (browser tests
-#                   included), then stop the shared test database
+#                   included), fuzz the HJ 212 parser 20 s per target, then stop the shared test database
 #   make demo       build, then `offsite demo $(DEMO_ARGS)`
+#   make fuzz       fuzz the HJ 212 parser, 300 s per target (scripts/fuzz.sh)
 #   make models     retrain the shipped anomaly model (models/anomaly/) in models/.venv
 #
 # Every Rust target first runs scripts/setup.sh, which installs what is missing and is fast otherwise.
@@ -18,7 +19,7 @@ ORT_LIB := third_party/onnxruntime/libonnxruntime.so
 MODELS_VENV := models/.venv
 
 .DEFAULT_GOAL := build
-.PHONY: setup web build demo test bench-ingest bench-broker bench-edge bench-detect bench-api models clean
+.PHONY: setup web build demo test fuzz bench-ingest bench-broker bench-edge bench-detect bench-api models clean
 
 setup:
 	bash scripts/setup.sh
@@ -52,8 +53,13 @@ test: setup web
 	(cd portal/web && npm test) || status=$$?; \
 	{ $(CARGO) build --locked -p offsite-cli && \
 	  RUST_BACKTRACE=1 $(CARGO) test --workspace --locked --no-fail-fast; } || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
+	bash scripts/fuzz.sh 20 || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
 	bash scripts/stop-test-db.sh || true; \
 	exit $$status
+
+# Fuzzing uses the stable toolchain (RUSTC_BOOTSTRAP=1, see the script); findings fail the target.
+fuzz: setup
+	bash scripts/fuzz.sh 300
 
 bench-ingest: build
 	./$(BIN) bench ingest --json

@@ -140,7 +140,7 @@ async fn start_cameras(store: &Store, p: &AllInOne, dir: &Path) -> Result<Option
     for ((cam, path), creds) in present.iter().zip(creds) {
         let camera = cam.config(&server.url(&cam.mount()), model.as_deref())?;
         summary.push(format!("camera {} ({}) plays {} over {}", cam.camera_id, cam.name, path.display(), server.url(&cam.mount())));
-        devices.push(DeviceConfig { credentials: Credentials::Inline(creds), sources: vec![], cameras: vec![camera] });
+        devices.push(DeviceConfig::mqtt(Credentials::Inline(creds), vec![], vec![camera]));
     }
     match &model {
         Some(m) => summary.push(format!("person detection: {}", m.display())),
@@ -206,7 +206,7 @@ fn fleet_agent(cfg: &Config, fleet: &[DeviceCredentials], city: &[CityObject], p
             source["metrics"] = object.metrics.clone();
         }
         let source: SourceConfig = serde_json::from_value(source)?;
-        devices.push(DeviceConfig { credentials: Credentials::Inline(creds.clone()), sources: vec![source], cameras: vec![] });
+        devices.push(DeviceConfig::mqtt(Credentials::Inline(creds.clone()), vec![source], vec![]));
     }
     Ok(AgentConfig {
         data_dir: PathBuf::from("demo").join("agent"),

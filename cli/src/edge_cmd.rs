@@ -21,12 +21,12 @@ pub async fn run(config: &Path, args: EdgeArgs) -> Result<()> {
     let (cfg, base) = AgentConfig::load(config)?;
     if args.check {
         for d in &cfg.devices {
-            let c = d.credentials.load(&base)?;
+            let c = d.label(&base)?;
             for s in &d.sources {
                 offsite_edge_agent::sources::Source::build(s, &base)
-                    .with_context(|| format!("device {}, source {}", c.device_id, s.name))?;
+                    .with_context(|| format!("device {c}, source {}", s.name))?;
             }
-            eprintln!("device {}: {} source(s) ok", c.device_id, d.sources.len());
+            eprintln!("device {c}: {} source(s) ok", d.sources.len());
         }
         return Ok(());
     }

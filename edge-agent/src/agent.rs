@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{AgentConfig, DeviceConfig};
+use crate::config::{AgentConfig, DeviceConfig, DeviceProtocol};
 use crate::metrics as m;
 use crate::publisher::{DeviceLink, LinkHooks, LinkStats};
 use crate::queue::DiskQueue;
@@ -33,6 +33,8 @@ const INTERVAL_RANGE_MS: std::ops::RangeInclusive<u64> = 10..=86_400_000;
 /// A running agent serving one or more devices.
 pub struct Agent {
     devices: Vec<RunningDevice>,
+    /// Devices in HJ 212 client mode (data-logger emulation over TCP).
+    loggers: Vec<crate::hj212::RunningLogger>,
     http: Option<(std::net::SocketAddr, JoinHandle<()>)>,
 }
 
@@ -52,8 +54,12 @@ impl Agent {
         cfg.validate()?;
         let data_dir = base.join(&cfg.data_dir);
         let mut devices = Vec::new();
+        let mut loggers = Vec::new();
         for d in &cfg.devices {
-            devices.push(start_device(cfg, d, base, &data_dir).await?);
+            match (d.protocol, &d.hj212) {
+                (DeviceProtocol::Hj212, Some(h)) => loggers.push(crate::hj212::start(cfg, d, h, base, &data_dir)?),
+                _ => devices.push(start_device(cfg, d, base, &data_dir).await?),
+            }
         }
         let http = match cfg.metrics_listen {
             Some(addr) => {
@@ -63,8 +69,8 @@ impl Agent {
             }
             None => None,
         };
-        info!(devices = devices.len(), "edge agent running");
-        Ok(Self { devices, http })
+        info!(devices = devices.len(), hj212_loggers = loggers.len(), "edge agent running");
+        Ok(Self { devices, loggers, http })
     }
 
     /// Where `/metrics` is served, if it is.
@@ -80,6 +86,9 @@ impl Agent {
     pub async fn stop(self) {
         for d in &self.devices {
             let _ = d.stop.send(true);
+        }
+        for l in self.loggers {
+            l.stop().await;
         }
         for d in self.devices {
             for s in d.sources {
@@ -100,23 +109,23 @@ impl Agent {
 }
 
 /// One reading of one source, with where the source stood afterwards.
-struct Reading {
-    source: usize,
-    samples: Vec<Sample>,
-    checkpoint: Option<u64>,
+pub(crate) struct Reading {
+    pub(crate) source: usize,
+    pub(crate) samples: Vec<Sample>,
+    pub(crate) checkpoint: Option<u64>,
 }
 
-struct SourceSlot {
-    name: String,
-    settings: watch::Sender<SourceSettings>,
-    errors: Arc<AtomicU64>,
+pub(crate) struct SourceSlot {
+    pub(crate) name: String,
+    pub(crate) settings: watch::Sender<SourceSettings>,
+    pub(crate) errors: Arc<AtomicU64>,
 }
 
 async fn start_device(cfg: &AgentConfig, d: &DeviceConfig, base: &Path, data_dir: &Path) -> Result<RunningDevice> {
     if !d.cameras.is_empty() && !cfg!(feature = "camera") {
         anyhow::bail!("cameras are configured but this agent was built without camera mode (cargo feature `camera`)");
     }
-    let creds = d.credentials.load(base)?;
+    let creds = d.mqtt_credentials(base)?;
     let id = creds.device_id.clone();
     let dir = data_dir.join(id.as_str());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -240,17 +249,17 @@ fn start_cameras(
     Ok((cameras, Some(pump)))
 }
 
-fn merge(base: SourceSettings, over: SourceSettings) -> SourceSettings {
+pub(crate) fn merge(base: SourceSettings, over: SourceSettings) -> SourceSettings {
     SourceSettings { interval_ms: over.interval_ms.or(base.interval_ms), enabled: over.enabled.or(base.enabled) }
 }
 
-fn publish_settings(dev: &str, source: &str, s: SourceSettings) {
+pub(crate) fn publish_settings(dev: &str, source: &str, s: SourceSettings) {
     m::SOURCE_ENABLED.with_label_values(&[dev, source]).set(s.enabled.unwrap_or(true) as i64);
     m::SOURCE_INTERVAL.with_label_values(&[dev, source]).set(s.interval_ms.unwrap_or(1000) as f64 / 1000.0);
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_source(
+pub(crate) async fn run_source(
     dev: String,
     cfg: SourceConfig,
     mut source: Source,
@@ -561,6 +570,6 @@ fn oldest_age_s(s: &LinkStats) -> f64 {
 }
 
 /// Resolves once the stop signal is set (without holding the watch's read guard across awaits).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|v| *v).await;
 }

@@ -138,13 +138,77 @@ impl QueueSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
-    /// The bundle `offsite device add --out FILE` wrote, as a path or inline.
-    pub credentials: Credentials,
+    /// How the device reaches the platform: `mqtt` (default) or `hj212` (emulates an HJ 212-2017
+    /// data logger over TCP; needs the `[devices.hj212]` section).
+    #[serde(default)]
+    pub protocol: DeviceProtocol,
+    /// MQTT devices: the bundle `offsite device add --out FILE` wrote, as a path or inline.
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+    /// HJ 212 devices: server, MN, PW and the metric -> pollutant code map.
+    #[serde(default)]
+    pub hj212: Option<crate::hj212::Hj212Config>,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
     /// Camera mode (feature `camera`).
     #[serde(default)]
     pub cameras: Vec<crate::camera_config::CameraConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceProtocol {
+    #[default]
+    Mqtt,
+    Hj212,
+}
+
+impl DeviceConfig {
+    /// An MQTT device (what every device was before HJ 212 client mode).
+    pub fn mqtt(credentials: Credentials, sources: Vec<SourceConfig>, cameras: Vec<crate::camera_config::CameraConfig>) -> Self {
+        Self { protocol: DeviceProtocol::Mqtt, credentials: Some(credentials), hj212: None, sources, cameras }
+    }
+
+    /// The MQTT credentials; an error for an HJ 212 device or when they are missing.
+    pub fn mqtt_credentials(&self, base: &Path) -> Result<DeviceCredentials> {
+        match (&self.protocol, &self.credentials) {
+            (DeviceProtocol::Mqtt, Some(c)) => c.load(base),
+            (DeviceProtocol::Mqtt, None) => bail!("an MQTT device needs `credentials`"),
+            (DeviceProtocol::Hj212, _) => bail!("an HJ 212 device has no MQTT credentials"),
+        }
+    }
+
+    /// How the device is named in logs, metrics and the data directory.
+    pub fn label(&self, base: &Path) -> Result<String> {
+        match (&self.protocol, &self.hj212) {
+            (DeviceProtocol::Hj212, Some(h)) => Ok(h.label()),
+            _ => Ok(self.mqtt_credentials(base)?.device_id.as_str().to_owned()),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        match self.protocol {
+            DeviceProtocol::Mqtt => {
+                if self.credentials.is_none() {
+                    bail!("an MQTT device needs `credentials`");
+                }
+                if self.hj212.is_some() {
+                    bail!("[devices.hj212] is set but protocol is not \"hj212\"");
+                }
+            }
+            DeviceProtocol::Hj212 => {
+                let Some(h) = &self.hj212 else { bail!("protocol \"hj212\" needs a [devices.hj212] section") };
+                h.validate()?;
+                if self.credentials.is_some() {
+                    bail!("an HJ 212 device authenticates with MN and PW, not `credentials`");
+                }
+                if !self.cameras.is_empty() {
+                    bail!("an HJ 212 device cannot have cameras");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +252,7 @@ impl AgentConfig {
             bail!("no [[devices]] configured");
         }
         for d in &self.devices {
+            d.validate()?;
             let mut names = std::collections::HashSet::new();
             for s in &d.sources {
                 s.validate()?;
@@ -217,12 +282,15 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let cfg: AgentConfig = toml::from_str(&text).unwrap();
         cfg.validate().unwrap();
-        assert_eq!(cfg.devices.len(), 2);
+        assert_eq!(cfg.devices.len(), 3);
+        let hj212 = cfg.devices[2].hj212.as_ref().unwrap();
+        assert_eq!((cfg.devices[2].protocol, hj212.rtd_interval_s), (DeviceProtocol::Hj212, Some(60)));
+        assert_eq!(hj212.code_for("tsp"), "a34001");
         assert_eq!(cfg.devices[0].sources.len(), 2);
         assert_eq!(cfg.devices[0].cameras.len(), 1);
         assert_eq!(cfg.devices[0].cameras[0].zones.len(), 2);
         assert!(!cfg.devices[0].sources[1].enabled);
-        assert!(matches!(cfg.devices[0].credentials, Credentials::File(_)));
+        assert!(matches!(cfg.devices[0].credentials, Some(Credentials::File(_))));
         assert_eq!(cfg.broker.port, 8883);
         assert!(matches!(cfg.queue.queue_config().unwrap().fsync, FsyncPolicy::Always));
     }

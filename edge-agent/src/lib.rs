@@ -11,6 +11,7 @@ pub mod agent;
 pub mod camera;
 pub mod camera_config;
 pub mod config;
+pub mod hj212;
 pub mod metrics;
 pub mod outbox;
 pub mod publisher;

@@ -44,6 +44,19 @@ pub static COMMANDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("offsite_edge_commands_total", "Commands received, by outcome", &["device", "outcome"]).unwrap()
 });
 
+pub static HJ212_RESENDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_hj212_resends_total", "HJ 212 packets sent again because no 9014 came in time", &["device"]).unwrap()
+});
+pub static HJ212_BAD_INPUT: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_hj212_bad_input_total", "Bytes or packets from the HJ 212 server that were not understood, by reason", &["device", "reason"]).unwrap()
+});
+pub static HJ212_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_hj212_requests_total", "Requests from the HJ 212 server, by command code and outcome", &["device", "cn", "outcome"]).unwrap()
+});
+pub static HJ212_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_hj212_refused_total", "Uploads the HJ 212 server refused with a 9011 other than ready, by QnRtn", &["device", "qn_rtn"]).unwrap()
+});
+
 pub static CAMERA_FRAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("offsite_edge_camera_frames_total", "Camera frames analysed (health checks ran)", &["device", "camera"]).unwrap()
 });
