@@ -381,7 +381,67 @@ async fn malformed_input_is_counted_and_the_connection_still_answers() {
         );
         assert!(rejected(reason) > before, "{reason} counted");
     }
+    // The logger is known, so what it sent is kept as dead letters with their reasons.
+    let kept = p.store().dead_letter_counts().await.unwrap();
+    for reason in ["bad_crc", "missing_data_time", "no_terminator"] {
+        assert!(
+            kept.iter().any(|(r, n)| r == reason && *n >= 1),
+            "{reason} kept: {kept:?}"
+        );
+    }
     p.stop().await;
+}
+
+#[tokio::test]
+async fn many_concurrent_loggers_each_answered() {
+    const LOGGERS: usize = 300;
+    let p = Platform::start(fast_cfg()).await;
+    for i in 0..LOGGERS {
+        p.register(&format!("CC{i:022}"), "pw").await;
+    }
+    let addr = p.gateway.as_ref().unwrap().local_addr();
+    // All connected at once, then all send: the gateway must hold them side by side.
+    let mut loggers = Vec::new();
+    for _ in 0..LOGGERS {
+        loggers.push(Logger {
+            s: TcpStream::connect(addr).await.unwrap(),
+            framer: Framer::new(MAX_DATA_LEN),
+        });
+    }
+    let tasks: Vec<_> = loggers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut l)| {
+            tokio::spawn(async move {
+                let data = format!(
+                    "QN=20261127100000000;ST=39;CN=2011;PW=pw;MN=CC{i:022};Flag=5;CP=&&DataTime=20261127100000;a34001-Rtd={i}&&"
+                );
+                l.send(&frame(&data)).await;
+                l.recv_packet().await.cn
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "9014");
+    }
+    let stored: i64 = stored_values(p.store()).await;
+    assert_eq!(stored, LOGGERS as i64);
+    p.stop().await;
+}
+
+/// Values stored across the concurrent test's loggers.
+async fn stored_values(store: &Store) -> i64 {
+    let mut n = 0;
+    for i in 0..300 {
+        let key = store
+            .hj212_logger(&format!("CC{i:022}"))
+            .await
+            .unwrap()
+            .unwrap()
+            .key;
+        n += store.device_latest(key).await.unwrap().len() as i64;
+    }
+    n
 }
 
 #[tokio::test]
