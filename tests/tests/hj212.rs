@@ -144,3 +144,63 @@ async fn logger_registered_connects_stores_and_takes_commands() -> Result<()> {
     );
     Ok(())
 }
+
+/// The edge agent's HJ 212 client mode (the demo's and the benchmark's logger) against the real
+/// gateway: it logs in, its real-time data is stored under `<code>-Rtd`, and a 1062 from the
+/// command line is applied and answered.
+#[tokio::test]
+async fn edge_agent_logger_mode_against_the_gateway() -> Result<()> {
+    let site = Site::new().await?;
+    let mn = "SQ0000000000000000000002";
+    let out = site
+        .command(&[
+            "device",
+            "add",
+            "工地扬尘 2号",
+            "--hj212",
+            "--mn",
+            mn,
+            "--pw",
+            "654321",
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _up = site.spawn(&["up"])?;
+    wait_healthy(&site, Duration::from_secs(60)).await?;
+    let config = site.dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[queue]\nfsync = \"never\"\n[[devices]]\nprotocol = \"hj212\"\n[devices.hj212]\n\
+             server = \"127.0.0.1:{}\"\nmn = \"{mn}\"\npw = \"654321\"\nst = \"39\"\n\
+             [[devices.sources]]\nname = \"dust\"\nkind = \"sim\"\ninterval_ms = 300\n",
+            site.dir.path().join("agent"),
+            site.hj212_port
+        ),
+    )?;
+    let _agent = site.spawn(&["edge-agent", "--config", config.to_str().unwrap()])?;
+    wait_for(
+        "the logger's real-time values stored",
+        Duration::from_secs(30),
+        || async {
+            stored_rows(&site, mn)
+                .await
+                .map(|r| r.iter().filter(|(k, _, _)| k.ends_with("-Rtd")).count() >= 3)
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    let out = site.output(&["device", "hj212", mn, "--interval", "30", "--wait", "30"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(answer["ok"], true, "{answer}");
+    Ok(())
+}
