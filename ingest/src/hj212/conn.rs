@@ -584,18 +584,7 @@ impl Conn {
             Ok(cp) => cp,
             Err(e) => return self.refuse(e.as_str(), &e.to_string(), None),
         };
-        let field = |name: &str| {
-            cp.fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .or_else(|| {
-                    cp.values
-                        .iter()
-                        .find(|v| v.code == name && v.suffix.is_empty())
-                        .map(|v| v.value.to_string())
-                })
-        };
+        let field = |name: &str| cp.field(name).map(str::to_owned);
         if p.cn == "9011" {
             let rtn: Option<u32> = field("QnRtn").and_then(|v| v.parse().ok());
             if rtn == Some(QnRtn::Ready as u32) {
