@@ -34,6 +34,8 @@ pub struct Config {
     pub notifications: NotifyConfig,
     /// The public complaint form (`[complaints] captcha`).
     pub complaints: ComplaintsConfig,
+    /// The HJ 212-2017 gateway for data loggers (`[hj212] enabled, listen, idle_timeout_s, max_connections`).
+    pub hj212: offsite_ingest::hj212::Hj212Config,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             log: LogConfig::default(),
             notifications: NotifyConfig::default(),
             complaints: ComplaintsConfig::default(),
+            hj212: offsite_ingest::hj212::Hj212Config::default(),
         }
     }
 }
@@ -172,7 +175,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints", "hj212"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));

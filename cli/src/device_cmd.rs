@@ -28,6 +28,16 @@ pub enum DeviceCommand {
         /// Write the credential bundle (JSON) to this file (mode 0600) instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// An HJ 212-2017 data logger (connects to the HJ 212 gateway, not MQTT): needs --mn and --pw.
+        /// Its device id is the MN when that is 1-32 letters and digits, else hj + 30 hex digits of SHA-256(MN).
+        #[arg(long, requires_all = ["mn", "pw"])]
+        hj212: bool,
+        /// The logger's MN (设备唯一标识).
+        #[arg(long, requires = "hj212")]
+        mn: Option<String>,
+        /// The logger's PW (访问密码); stored only as a SHA-256 digest.
+        #[arg(long, requires = "hj212")]
+        pw: Option<String>,
     },
     /// List devices.
     List {
@@ -53,6 +63,22 @@ pub enum DeviceCommand {
         #[arg(long, value_name = "SOURCE")]
         disable: Vec<String>,
         /// Seconds to wait for the device's answer (0: do not wait).
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// Command an HJ 212 logger over its open connection: clock sync (CN 1012) or real-time interval
+    /// (CN 1062), and wait for its 9011/9012 answer. Sent when the logger is (or next is) connected.
+    ///
+    /// Example: offsite device hj212 SQ0000000000000000000001 --interval 60
+    Hj212 {
+        id: String,
+        /// Set the logger's clock to the platform's.
+        #[arg(long, conflicts_with = "interval", required_unless_present = "interval")]
+        sync_clock: bool,
+        /// Real-time data interval in seconds (30..=3600).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(30..=3600))]
+        interval: Option<u32>,
+        /// Seconds to wait for the logger's answer (0: do not wait).
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
@@ -93,11 +119,29 @@ fn actor() -> String {
 async fn run_with(cfg: &Config, db: &Database, audit: &offsite_store::AuditLog, cmd: DeviceCommand) -> Result<()> {
     let store = &db.store;
     match cmd {
-        DeviceCommand::Add { name, object, class, out } => {
+        DeviceCommand::Add { name, object, class, out, hj212, mn, pw } => {
             if let Some(c) = &class {
                 if c.is_empty() || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
                     bail!("--class must be 1-64 characters of A-Z a-z 0-9 _ . -");
                 }
+            }
+            if hj212 {
+                let (Some(mn), Some(pw)) = (mn, pw) else { bail!("--hj212 needs --mn and --pw") };
+                let rec = store.insert_hj212_logger(&name, object, &mn, &pw).await?;
+                let id = DeviceId::parse(&rec.id)?;
+                if class.is_some() {
+                    store.set_device_class(&id, class.as_deref()).await?;
+                }
+                audit
+                    .record(
+                        AuditEvent::new(actor(), "device.provision", "device").id(rec.id.clone()).after(
+                            serde_json::json!({"name": rec.name, "object_id": rec.object_id, "class": class, "hj212_mn": mn}),
+                        ),
+                    )
+                    .await?;
+                println!("{}", serde_json::json!({"device_id": rec.id, "hj212_mn": mn}));
+                eprintln!("registered HJ 212 logger {} (MN {mn}) as device {}", rec.name, rec.id);
+                return Ok(());
             }
             let pki = startup::pki(cfg)?;
             let (rec, creds) = offsite_broker::provision(store, &pki, &name, object).await?;
@@ -146,6 +190,24 @@ async fn run_with(cfg: &Config, db: &Database, audit: &offsite_store::AuditLog, 
                 .record(AuditEvent::new(actor(), "device.configure", "device").id(id.clone()).after(serde_json::json!(sources)))
                 .await?;
             send_config(cfg, store, &id, sources, wait).await?;
+        }
+        DeviceCommand::Hj212 { id, sync_clock, interval, wait } => {
+            let device = DeviceId::parse(&id)?;
+            let Some(d) = store.device(&device).await? else { bail!("no device {id}") };
+            if d.revoked_at.is_some() {
+                bail!("device {id} is revoked");
+            }
+            let (kind, action) = match interval {
+                Some(seconds) if !sync_clock => ("set_interval", CommandAction::SetInterval { seconds }),
+                _ => ("sync_clock", CommandAction::SyncClock),
+            };
+            let cmd = Command { id: new_command_id(), action };
+            let body = serde_json::to_value(&cmd)?;
+            audit.record(AuditEvent::new(actor(), "device.command", "device").id(id.clone()).after(body.clone())).await?;
+            // The gateway holding the logger's connection picks it up from device_commands.
+            store.insert_command(&cmd.id, d.key, kind, &body, Some(&actor())).await?;
+            eprintln!("command {} recorded for {device}", cmd.id);
+            wait_answer(store, &device, &cmd.id, wait).await?;
         }
         DeviceCommand::Commands { id, limit } => {
             let Some(d) = store.device(&DeviceId::parse(&id)?).await? else { bail!("no device {id}") };
@@ -223,9 +285,14 @@ async fn send_config(
         return Ok(());
     }
     eprintln!("command {} sent to {device}", cmd.id);
+    wait_answer(store, &device, &cmd.id, wait).await
+}
+
+/// Waits up to `wait` seconds for a device's answer to a command and prints it.
+async fn wait_answer(store: &offsite_store::Store, device: &DeviceId, command_id: &str, wait: u64) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
     loop {
-        let c = store.command(&cmd.id).await?.context("command row vanished")?;
+        let c = store.command(command_id).await?.context("command row vanished")?;
         if c.acked_at.is_some() {
             println!("{}", serde_json::to_string(&c)?);
             if c.ok != Some(true) {

@@ -104,6 +104,8 @@ pub struct AllInOne {
     pub portal_addr: SocketAddr,
     pub audit: AuditLog,
     ingest: Ingest,
+    /// The HJ 212 gateway, when `hj212.enabled`.
+    pub hj212: Option<offsite_ingest::hj212::Hj212Gateway>,
     analytics: Option<Analytics>,
     portal: tokio::task::JoinHandle<Result<()>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
@@ -117,6 +119,7 @@ struct Tiers {
     broker: BrokerHandle,
     pki: Pki,
     ingest: Ingest,
+    hj212: Option<offsite_ingest::hj212::Hj212Gateway>,
     analytics: Option<Analytics>,
     portal: tokio::task::JoinHandle<Result<()>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
@@ -152,6 +155,7 @@ impl AllInOne {
                 portal_addr: t.portal_addr,
                 audit: t.audit,
                 ingest: t.ingest,
+                hj212: t.hj212,
                 analytics: t.analytics,
                 portal: t.portal,
                 scheduler: t.scheduler,
@@ -199,6 +203,8 @@ impl AllInOne {
         };
         let cameras = offsite_ingest::CameraSink { files: Some(crate::tiers::file_store(cfg)?), live: Some(live.clone()) };
         let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras).await?;
+        // Loggers can connect before /healthz answers.
+        let hj212 = start_hj212(cfg, &store, &ingest).await?;
         let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
             .await
             .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
@@ -223,7 +229,7 @@ impl AllInOne {
         let portal = tokio::spawn(offsite_portal::serve(listener, state, async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
-        Ok(Tiers { audit, broker, pki, ingest, analytics, portal, scheduler, stop_portal, portal_addr, notify })
+        Ok(Tiers { audit, broker, pki, ingest, hj212, analytics, portal, scheduler, stop_portal, portal_addr, notify })
     }
 
     pub async fn stop(self) -> Result<()> {
@@ -236,6 +242,9 @@ impl AllInOne {
         if let Some(n) = self.notify {
             let _ = tokio::time::timeout(Duration::from_secs(15), n.shutdown()).await;
         }
+        if let Some(g) = self.hj212 {
+            let _ = tokio::time::timeout(Duration::from_secs(10), g.shutdown()).await;
+        }
         // Ingest drains what it has and acknowledges it; the broker thread ends with the process.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.ingest.shutdown()).await;
         if let Some(a) = self.analytics {
@@ -247,6 +256,15 @@ impl AllInOne {
         self.db.store.mark_all_offline().await.ok();
         self.db.close().await
     }
+}
+
+/// The HJ 212 gateway feeding this process's ingest, unless `hj212.enabled` is off.
+pub async fn start_hj212(cfg: &Config, store: &Store, ingest: &Ingest) -> Result<Option<offsite_ingest::hj212::Hj212Gateway>> {
+    if !cfg.hj212.enabled {
+        return Ok(None);
+    }
+    let g = offsite_ingest::hj212::Hj212Gateway::start(store.clone(), cfg.hj212.clone(), ingest.gateway_sink()).await?;
+    Ok(Some(g))
 }
 
 /// The notify worker (notifications and channel deliveries), unless `notifications.enabled` is off.

@@ -76,8 +76,12 @@ pub async fn ingest(cfg: Config) -> Result<()> {
     // Split mode: portals learn of camera warnings through pg_notify.
     let cameras = offsite_ingest::CameraSink { files: Some(file_store(&cfg)?), live: None };
     let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras).await?;
+    let hj212 = startup::start_hj212(&cfg, &db.store, &ingest).await?;
     info!(broker = %format!("{}:{}", m.host, m.port), analytics = analytics.is_some(), "ingest running");
     shutdown_signal().await;
+    if let Some(g) = hj212 {
+        g.shutdown().await;
+    }
     ingest.shutdown().await;
     if let Some(a) = analytics {
         a.shutdown().await;

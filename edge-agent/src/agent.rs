@@ -481,6 +481,9 @@ impl DeviceRunner {
         let sources = match &c.action {
             CommandAction::Configure { sources } => sources,
             CommandAction::SetZones { camera, zones } => return self.set_zones(&c.id, camera, zones),
+            CommandAction::SyncClock | CommandAction::SetInterval { .. } => {
+                return Err("HJ 212 数采仪命令，边缘代理不执行 / an HJ 212 logger command, not for an edge agent".into())
+            }
         };
         for (name, s) in sources {
             if !self.slots.iter().any(|slot| &slot.name == name) {
@@ -546,6 +549,7 @@ impl DeviceRunner {
     fn state_json(&self, action: &CommandAction) -> serde_json::Value {
         match action {
             CommandAction::Configure { .. } => self.settings_json(),
+            CommandAction::SyncClock | CommandAction::SetInterval { .. } => serde_json::Value::Null,
             CommandAction::SetZones { camera, .. } => {
                 #[cfg(feature = "camera")]
                 let zones = self.state.state.camera_zones.get(camera.as_str()).cloned().or_else(|| {

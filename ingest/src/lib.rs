@@ -12,6 +12,7 @@
 
 mod camera;
 mod config;
+pub mod hj212;
 pub mod metrics;
 mod pipeline;
 mod source;
@@ -19,6 +20,7 @@ mod writer;
 
 pub use camera::CameraSink;
 pub use config::IngestConfig;
+pub use pipeline::GatewayWork;
 pub use source::{AckSink, Incoming, LinkSource, MqttSource, MqttSourceConfig};
 pub use writer::Committed;
 
@@ -51,6 +53,7 @@ mod tokio_util_shim {
 pub struct Ingest {
     tasks: Vec<JoinHandle<()>>,
     stop: CancellationToken,
+    gateway: flume::Sender<GatewayWork>,
 }
 
 impl Ingest {
@@ -72,7 +75,9 @@ impl Ingest {
         let cache = pipeline::Registry::load(store.clone()).await?;
         // Camera messages are few and carry pictures: a short queue, one worker (keeps their order).
         let (camera_tx, camera_rx) = flume::bounded(64);
-        tasks.push(tokio::spawn(pipeline::run(cfg.clone(), cache, rx, flush_tx, camera_tx, stop.clone())));
+        // Gateways (HJ 212) wait here when the processor is busy: back-pressure down to their sockets.
+        let (gateway, gateway_rx) = flume::bounded(cfg.queue_capacity.max(1));
+        tasks.push(tokio::spawn(pipeline::run(cfg.clone(), cache, rx, flush_tx, camera_tx, gateway_rx, stop.clone())));
         tasks.push(tokio::spawn(camera::run(store.clone(), cameras, camera_rx, acks.clone())));
         for i in 0..cfg.writers.max(1) {
             tasks.push(tokio::spawn(writer::run(i, store.clone(), flush_rx.clone(), acks.clone(), tap.clone())));
@@ -80,7 +85,12 @@ impl Ingest {
         if cfg.maintain_partitions {
             tasks.push(tokio::spawn(writer::maintain(store.clone(), cfg.clone(), stop.clone())));
         }
-        Ok(Self { tasks, stop })
+        Ok(Self { tasks, stop, gateway })
+    }
+
+    /// Where a gateway that authenticates its own devices (HJ 212) hands in their samples.
+    pub fn gateway_sink(&self) -> flume::Sender<GatewayWork> {
+        self.gateway.clone()
     }
 
     /// Stops after the messages already received are written and acknowledged.

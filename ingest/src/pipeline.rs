@@ -95,6 +95,25 @@ pub struct Flush {
     pub command_acks: Vec<(i32, CommandAck, DateTime<Utc>)>,
     /// Messages that make up this flush.
     pub messages: u64,
+    /// Told once this flush is committed (the HJ 212 gateway sends its 9014 replies then).
+    pub committed: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Samples from a gateway that authenticates its own devices (HJ 212): the device is resolved,
+/// the metric keys are not yet. They take the same path as MQTT batches (batching, one COPY,
+/// dedup, dead letters, last_seen, the analytics tap).
+pub struct GatewayWork {
+    pub device_key: i32,
+    pub device_id: String,
+    pub received_at: DateTime<Utc>,
+    /// (metric key, device time, value, quality bits from the device's data flag)
+    pub samples: Vec<(String, DateTime<Utc>, f64, i16)>,
+    /// Refused input of this device, kept with its reason.
+    pub dead: Vec<DeadLetter>,
+    /// A connection opened (true) or closed (false).
+    pub online: Option<bool>,
+    /// Told after the commit that holds these samples (or their dead letters).
+    pub committed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Flush {
@@ -104,6 +123,7 @@ impl Flush {
             && self.acks.is_empty()
             && self.status.is_empty()
             && self.command_acks.is_empty()
+            && self.committed.is_empty()
     }
 }
 
@@ -113,6 +133,7 @@ pub async fn run(
     rx: flume::Receiver<Incoming>,
     out: flume::Sender<Flush>,
     cameras: flume::Sender<CameraWork>,
+    gateway: flume::Receiver<GatewayWork>,
     stop: CancellationToken,
 ) {
     let max_delay = Duration::from_millis(cfg.batch_max_delay_ms);
@@ -122,11 +143,28 @@ pub async fn run(
         let deadline = started.map(|s| s + max_delay);
         let msg = tokio::select! {
             m = rx.recv_async() => m.ok(),
+            Ok(w) = gateway.recv_async() => {
+                reg.maybe_reload().await;
+                process_gateway(&cfg, &mut reg, &mut cur, w).await;
+                if started.is_none() && !cur.is_empty() {
+                    started = Some(tokio::time::Instant::now());
+                }
+                if cur.rows.len() >= cfg.batch_max_rows {
+                    started = None;
+                    if out.send_async(std::mem::take(&mut cur)).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => None,
             _ = stop.cancelled() => {
                 // Drain what has already arrived, then finish.
                 while let Ok(m) = rx.try_recv() {
                     process(&cfg, &mut reg, &mut cur, &cameras, m).await;
+                }
+                while let Ok(w) = gateway.try_recv() {
+                    process_gateway(&cfg, &mut reg, &mut cur, w).await;
                 }
                 if !cur.is_empty() {
                     let _ = out.send_async(std::mem::take(&mut cur)).await;
@@ -276,6 +314,50 @@ async fn process(cfg: &IngestConfig, reg: &mut Registry, cur: &mut Flush, camera
                 Err(rej) => refuse(cur, rej),
             }
         }
+    }
+}
+
+async fn process_gateway(cfg: &IngestConfig, reg: &mut Registry, cur: &mut Flush, w: GatewayWork) {
+    let limits = limits(cfg, w.received_at);
+    let mut too_old_or_new = 0usize;
+    cur.rows.reserve(w.samples.len());
+    for (key, ts, value, flag_bits) in w.samples {
+        if ts < limits.not_before || ts > limits.not_after {
+            too_old_or_new += 1;
+            continue;
+        }
+        let metric = match reg.metric(&key).await {
+            Ok(d) => d,
+            Err(e) => {
+                // The logger gets no 9014 and resends (if it keeps history); nothing is committed.
+                warn!(error = %e, metric = key, "metric lookup failed; HJ 212 packet left unanswered");
+                return;
+            }
+        };
+        let mut q = flag_bits;
+        if !metric.in_range(value) {
+            q |= quality::OUT_OF_RANGE;
+            metrics::FLAGGED.inc();
+        }
+        cur.rows.push(SampleRow { device_key: w.device_key, metric_id: metric.id, ts, received_at: w.received_at, value, quality: q });
+    }
+    if too_old_or_new > 0 {
+        let detail = format!("{too_old_or_new} value(s) with a DataTime outside the accepted window");
+        metrics::REJECTED.with_label_values(&[RejectReason::BadTimestamp.as_str()]).inc();
+        cur.dead.push(DeadLetter {
+            device_id: Some(w.device_id.clone()),
+            topic: format!("hj212/{}", w.device_id),
+            reason: RejectReason::BadTimestamp.as_str(),
+            detail,
+            payload: Vec::new(),
+        });
+    }
+    cur.dead.extend(w.dead);
+    if let Some(online) = w.online {
+        cur.status.push((w.device_key, w.device_id, online, w.received_at));
+    }
+    if let Some(c) = w.committed {
+        cur.committed.push(c);
     }
 }
 

@@ -27,6 +27,9 @@ pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckS
                 }
             }
         }
+        for c in flush.committed.drain(..) {
+            let _ = c.send(());
+        }
         for (device, ack) in flush.acks {
             let Ok(device) = DeviceId::parse(&device) else { continue };
             acks.publish(Topic::new(device, Channel::Ack).render(), ack.encode()).await;

@@ -15,6 +15,7 @@ pub mod detector_models;
 pub mod devices;
 pub mod embedded;
 pub mod files;
+pub mod hj212;
 pub mod notifications;
 pub mod registers;
 pub mod rules;

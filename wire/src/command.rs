@@ -25,6 +25,10 @@ pub enum CommandAction {
     Configure { sources: BTreeMap<String, SourceSettings> },
     /// Replace a camera's zones (the zone editor). The device answers with the zones it now uses.
     SetZones { camera: crate::CameraId, zones: Vec<crate::Zone> },
+    /// HJ 212 loggers: set the logger's clock to the platform's (CN 1012), sent by the HJ 212 gateway.
+    SyncClock,
+    /// HJ 212 loggers: set the real-time data interval (CN 1062, RtdInterval 30..=3600 s).
+    SetInterval { seconds: u32 },
 }
 
 /// Settings of one source; a field left out keeps its current value.
@@ -96,6 +100,15 @@ mod tests {
         let text = String::from_utf8(c.encode()).unwrap();
         assert_eq!(text, r#"{"id":"c-1","kind":"configure","sources":{"dust":{"interval_ms":5000}}}"#);
         assert_eq!(Command::decode(text.as_bytes()).unwrap(), c);
+    }
+
+    #[test]
+    fn hj212_command_shapes() {
+        let c = Command { id: "c-2".into(), action: CommandAction::SetInterval { seconds: 60 } };
+        assert_eq!(String::from_utf8(c.encode()).unwrap(), r#"{"id":"c-2","kind":"set_interval","seconds":60}"#);
+        let c = Command { id: "c-3".into(), action: CommandAction::SyncClock };
+        assert_eq!(String::from_utf8(c.encode()).unwrap(), r#"{"id":"c-3","kind":"sync_clock"}"#);
+        assert_eq!(Command::decode(br#"{"id":"c-3","kind":"sync_clock"}"#).unwrap(), c);
     }
 
     #[test]

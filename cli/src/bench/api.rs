@@ -120,6 +120,7 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
     cfg.broker.tls_listen = Some(format!("127.0.0.1:{}", super::support::free_port()?).parse()?);
     cfg.broker.plain_listen = Some(format!("127.0.0.1:{}", super::support::free_port()?).parse()?);
     cfg.portal.listen = "127.0.0.1:0".parse()?;
+    cfg.hj212.listen = "127.0.0.1:0".into();
     // No devices send data here; the detectors would only take CPU from the portal.
     cfg.analytics.enabled = false;
     // Never prompt for the first administrator's password.

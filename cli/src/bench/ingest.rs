@@ -50,6 +50,7 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
     cfg.broker.tls_listen = Some(format!("127.0.0.1:{}", free_port()?).parse()?);
     cfg.broker.plain_listen = Some(format!("127.0.0.1:{}", free_port()?).parse()?);
     cfg.portal.listen = "127.0.0.1:0".parse()?;
+    cfg.hj212.listen = "127.0.0.1:0".into();
     let p = AllInOne::start(&cfg).await?;
     let r = measure(&cfg, &p, &a).await;
     p.stop().await?;
