@@ -386,11 +386,23 @@ fn write_clip(path: &std::path::Path, seconds: u32) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_file_plays_in_a_loop_directly_and_over_rtsp() -> Result<()> {
+    use offsite_edge_agent::camera::media;
     let mut env = Env::new().await?;
     let clip = env.dir.path().join("two-seconds.mp4");
     write_clip(&clip, 2)?;
-    let server = RtspServer::start(0, &[("/clip", Served::File(clip.clone()))])?;
-    let cams = camera("direct", clip.to_str().unwrap(), "") + &camera("served", &server.url("/clip"), "");
+    // As the video bench prepares its streams: transcoded once into a camera's H.264, then served
+    // without re-encoding.
+    let camera_stream = env.dir.path().join("camera-stream.mp4");
+    media::transcode_h264(&clip, &camera_stream, 640, 360, 25)?;
+    let (frames, _) = media::time_decoding(&camera_stream)?;
+    assert_eq!(frames, 50, "two seconds at 25 fps");
+    let server = RtspServer::start(
+        0,
+        &[("/clip", Served::File(clip.clone())), ("/h264", Served::H264File(camera_stream.clone()))],
+    )?;
+    let cams = camera("direct", clip.to_str().unwrap(), "")
+        + &camera("served", &server.url("/clip"), "")
+        + &camera("pre-encoded", &server.url("/h264"), "");
     let agent = env.agent(&cams).await?;
     // Long enough for several passes through the clip and two fps periods.
     let end = Instant::now() + Duration::from_secs(11);
@@ -408,7 +420,7 @@ async fn a_short_file_plays_in_a_loop_directly_and_over_rtsp() -> Result<()> {
             _ => {}
         }
     }
-    for cam in ["direct", "served"] {
+    for cam in ["direct", "served", "pre-encoded"] {
         let fps = last_fps.get(cam).copied().unwrap_or(0.0);
         assert!((4.0..=6.0).contains(&fps), "{cam}: {fps} fps over the last period, 5 expected: {last_fps:?}");
     }
