@@ -7,11 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use offsite_edge_agent::camera::media::decode_frames;
+use offsite_edge_agent::camera::media::{self, decode_frames};
 use offsite_vision::detect::{iou, Candidate, DetectorConfig, Yolox};
-use offsite_vision::{FrameRef, PixelFormat};
 use offsite_wire::BoxN;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Frames of one-by-one-person-detection.mp4 looked at by eye (the same as the vision test's).
 const WITH_PERSON: [u64; 4] = [140, 350, 630, 1050];
@@ -69,21 +68,10 @@ fn boxes_on_gstreamer_decoded_frames_match_python_onnxruntime_and_the_eye() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gst-reference");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut listed = Vec::new();
     for f in &frames {
-        assert_eq!(
-            f.width, input_w,
-            "scaled to the model's width as the detect branch does"
-        );
-        let file = format!("frame_{:05}.bgr", f.index);
-        std::fs::write(dir.join(&file), &f.bgr).unwrap();
-        listed.push(json!({"index": f.index, "file": file, "width": f.width, "height": f.height}));
+        assert_eq!(f.width, input_w, "scaled to the model's width as the detect branch does");
     }
-    std::fs::write(
-        dir.join("frames.json"),
-        serde_json::to_vec(&listed).unwrap(),
-    )
-    .unwrap();
+    media::write_frames(&dir, &frames).unwrap();
     let status = Command::new(&python)
         .arg(ws.join("vision/reference/yolox_reference.py"))
         .args([
@@ -102,14 +90,7 @@ fn boxes_on_gstreamer_decoded_frames_match_python_onnxruntime_and_the_eye() {
 
     for (f, r) in frames.iter().zip(reference["frames"].as_array().unwrap()) {
         assert_eq!(r["index"].as_u64(), Some(f.index));
-        let frame = FrameRef {
-            width: f.width,
-            height: f.height,
-            stride: 3 * f.width as usize,
-            format: PixelFormat::Bgr,
-            data: &f.bgr,
-        };
-        let got = yolox.detect(&frame).unwrap();
+        let got = yolox.detect(&f.as_ref()).unwrap();
         let want: Vec<BoxN> = r["boxes"]
             .as_array()
             .unwrap()

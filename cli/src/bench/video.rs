@@ -25,7 +25,6 @@ use offsite_edge_agent::camera::rtsp_server::{RtspServer, Served};
 use offsite_edge_agent::camera::{self, CameraOutput};
 use offsite_edge_agent::metrics as m;
 use offsite_vision::detect::{DetectorConfig, Yolox};
-use offsite_vision::{FrameRef, PixelFormat};
 use offsite_wire::CameraId;
 use serde_json::json;
 
@@ -165,21 +164,10 @@ fn same_frame_inference(
         bail!("no frames decoded from {}", stream.display());
     }
     let frames_dir = dir.join("frames");
-    std::fs::create_dir_all(&frames_dir)?;
-    let mut listed = Vec::new();
+    media::write_frames(&frames_dir, &frames)?;
     let mut times = Vec::new();
     for f in &frames {
-        let file = format!("frame_{:05}.bgr", f.index);
-        std::fs::write(frames_dir.join(&file), &f.bgr)?;
-        listed.push(json!({"index": f.index, "file": file, "width": f.width, "height": f.height}));
-        let frame = FrameRef {
-            width: f.width,
-            height: f.height,
-            stride: 3 * f.width as usize,
-            format: PixelFormat::Bgr,
-            data: &f.bgr,
-        };
-        yolox.preprocess(&frame)?;
+        yolox.preprocess(&f.as_ref())?;
         yolox.infer()?; // warm
         for _ in 0..RUNS {
             let t = Instant::now();
@@ -187,7 +175,6 @@ fn same_frame_inference(
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    std::fs::write(frames_dir.join("frames.json"), serde_json::to_vec(&listed)?)?;
     let rust_ms = super::support::percentile(&mut times, 50.0);
     eprintln!(
         "Rust (ort, 1 thread): {rust_ms:.2} ms per inference, median of {} on {} frames",

@@ -23,6 +23,32 @@ pub struct PackedFrame {
     pub bgr: Vec<u8>,
 }
 
+impl PackedFrame {
+    pub fn as_ref(&self) -> offsite_vision::FrameRef<'_> {
+        offsite_vision::FrameRef {
+            width: self.width,
+            height: self.height,
+            stride: 3 * self.width as usize,
+            format: offsite_vision::PixelFormat::Bgr,
+            data: &self.bgr,
+        }
+    }
+}
+
+/// Writes `frames` into `dir` as raw BGR files listed in `frames.json`: what
+/// vision/reference/yolox_reference.py reads with `--frames-dir`.
+pub fn write_frames(dir: &Path, frames: &[PackedFrame]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut listed = Vec::with_capacity(frames.len());
+    for f in frames {
+        let file = format!("frame_{:05}.bgr", f.index);
+        std::fs::write(dir.join(&file), &f.bgr)?;
+        listed.push(serde_json::json!({"index": f.index, "file": file, "width": f.width, "height": f.height}));
+    }
+    std::fs::write(dir.join("frames.json"), serde_json::to_vec(&listed)?)?;
+    Ok(())
+}
+
 fn launch(description: &str, location: &Path) -> Result<gst::Pipeline> {
     super::pipeline::init()?;
     let p = gst::parse::launch(description)
