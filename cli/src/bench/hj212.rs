@@ -26,8 +26,10 @@ use crate::configuration::Config;
 use crate::startup::AllInOne;
 
 /// Pollutant and weather codes of an air/dust station (hj212.md), the first `--metrics` are sent.
-const CODES: &[&str] =
-    &["a34002", "a34004", "a01001", "a01002", "a01007", "a01008", "a34001", "a01006", "a21026", "a21004"];
+const CODES: &[&str] = &[
+    "a34002", "a34004", "a01001", "a01002", "a01007", "a01008", "a34001", "a01006", "a21026",
+    "a21004",
+];
 const PW: &str = "bench212";
 const MN_PREFIX: &str = "BENCH212";
 
@@ -104,7 +106,11 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
 
 async fn measure(cfg: &Config, p: &AllInOne, a: &Args) -> Result<serde_json::Value> {
     let store = p.db.store.clone();
-    let addr = p.hj212.as_ref().context("the HJ 212 gateway is off")?.local_addr();
+    let addr = p
+        .hj212
+        .as_ref()
+        .context("the HJ 212 gateway is off")?
+        .local_addr();
     eprintln!("bench hj212: registering {} loggers", a.loggers);
     let t = Instant::now();
     // Through the same store call as `offsite device add --hj212` (same PW digest), 16 at a time.
@@ -118,14 +124,19 @@ async fn measure(cfg: &Config, p: &AllInOne, a: &Args) -> Result<serde_json::Val
                 if i >= n {
                     return Ok::<_, anyhow::Error>(());
                 }
-                store.insert_hj212_logger(&format!("压测数采仪 {i}"), None, &mn(i as usize), PW).await?;
+                store
+                    .insert_hj212_logger(&format!("压测数采仪 {i}"), None, &mn(i as usize), PW)
+                    .await?;
             }
         }));
     }
     for t in tasks {
         t.await??;
     }
-    eprintln!("bench hj212: registered in {:.1} s; gateway on {addr}", t.elapsed().as_secs_f64());
+    eprintln!(
+        "bench hj212: registered in {:.1} s; gateway on {addr}",
+        t.elapsed().as_secs_f64()
+    );
 
     let mut rounds = Vec::new();
     let mut interval_ms = a.interval_ms;
@@ -140,7 +151,9 @@ async fn measure(cfg: &Config, p: &AllInOne, a: &Args) -> Result<serde_json::Val
         };
         let r = round_with_child(&store, &load).await?;
         let keeps_up = r["answered_ratio"].as_f64().unwrap_or(0.0) >= 0.98
-            && r["reply_p99_ms"].as_f64().is_some_and(|p99| p99 < interval_ms as f64);
+            && r["reply_p99_ms"]
+                .as_f64()
+                .is_some_and(|p99| p99 < interval_ms as f64);
         rounds.push(r);
         if !a.find_max || !keeps_up || interval_ms <= 10 {
             break;
@@ -151,13 +164,24 @@ async fn measure(cfg: &Config, p: &AllInOne, a: &Args) -> Result<serde_json::Val
     let best = rounds
         .iter()
         .filter(|r| r["answered_ratio"].as_f64().unwrap_or(0.0) >= 0.98)
-        .max_by(|x, y| x["packets_per_sec"].as_f64().unwrap_or(0.0).total_cmp(&y["packets_per_sec"].as_f64().unwrap_or(0.0)))
+        .max_by(|x, y| {
+            x["packets_per_sec"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&y["packets_per_sec"].as_f64().unwrap_or(0.0))
+        })
         .unwrap_or(&rounds[0])
         .clone();
     let stored = store.sample_count().await? as usize;
     eprintln!("bench hj212: measuring the COPY ceiling on {stored} rows");
-    let ceiling =
-        super::ingest::copy_ceiling(cfg, &store, stored, cfg.ingest.batch_max_rows, cfg.ingest.writers).await?;
+    let ceiling = super::ingest::copy_ceiling(
+        cfg,
+        &store,
+        stored,
+        cfg.ingest.batch_max_rows,
+        cfg.ingest.writers,
+    )
+    .await?;
     let mut out = best;
     let samples = out["samples_per_sec"].as_f64().unwrap_or(0.0);
     out["copy_ceiling_samples_per_sec"] = json!(round(ceiling, 0));
@@ -176,8 +200,18 @@ async fn round_with_child(store: &offsite_store::Store, l: &LoadArgs) -> Result<
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
         .args(["bench", "hj212-load", "--addr", &l.addr.to_string()])
-        .args(["--loggers", &l.loggers.to_string(), "--interval-ms", &l.interval_ms.to_string()])
-        .args(["--warmup", &l.warmup.to_string(), "--seconds", &l.seconds.to_string()])
+        .args([
+            "--loggers",
+            &l.loggers.to_string(),
+            "--interval-ms",
+            &l.interval_ms.to_string(),
+        ])
+        .args([
+            "--warmup",
+            &l.warmup.to_string(),
+            "--seconds",
+            &l.seconds.to_string(),
+        ])
         .args(["--metrics", &l.metrics.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -190,14 +224,27 @@ async fn round_with_child(store: &offsite_store::Store, l: &LoadArgs) -> Result<
     let mut measured: Option<(f64, i64, CpuTimes)> = None;
     let mut report: Option<serde_json::Value> = None;
     while let Some(line) = lines.next_line().await? {
-        let v: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("load generator said {line:?}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("load generator said {line:?}"))?;
         match v["phase"].as_str() {
-            Some("measuring") => window = Some((Instant::now(), store.sample_count().await?, CpuTimes::read(child_pid))),
+            Some("measuring") => {
+                window = Some((
+                    Instant::now(),
+                    store.sample_count().await?,
+                    CpuTimes::read(child_pid),
+                ))
+            }
             Some("ended") => {
-                let (t0, c0, cpu0) = window.take().context("load generator ended before measuring")?;
+                let (t0, c0, cpu0) = window
+                    .take()
+                    .context("load generator ended before measuring")?;
                 // Rows committed while the window was open: what the database sustained.
                 let rows = store.sample_count().await? - c0;
-                measured = Some((t0.elapsed().as_secs_f64(), rows, CpuTimes::read(child_pid).since(&cpu0)));
+                measured = Some((
+                    t0.elapsed().as_secs_f64(),
+                    rows,
+                    CpuTimes::read(child_pid).since(&cpu0),
+                ));
             }
             _ => report = Some(v),
         }
@@ -234,7 +281,9 @@ impl CpuTimes {
     fn read(child: u32) -> CpuTimes {
         let ticks = 100.0; // USER_HZ on Linux
         let proc_cpu = |pid: &str| -> f64 {
-            let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+            let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return 0.0;
+            };
             // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
             let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
             let f: Vec<&str> = rest.split_whitespace().collect();
@@ -244,13 +293,25 @@ impl CpuTimes {
         let machine = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|s| {
-                let cpu = s.lines().next()?.split_whitespace().skip(1).map(|v| v.parse::<f64>().unwrap_or(0.0));
+                let cpu = s
+                    .lines()
+                    .next()?
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|v| v.parse::<f64>().unwrap_or(0.0));
                 // user nice system (idle iowait excluded) irq softirq steal
                 let v: Vec<f64> = cpu.collect();
-                Some((v[0] + v[1] + v[2] + v.get(5).unwrap_or(&0.0) + v.get(6).unwrap_or(&0.0)) / ticks)
+                Some(
+                    (v[0] + v[1] + v[2] + v.get(5).unwrap_or(&0.0) + v.get(6).unwrap_or(&0.0))
+                        / ticks,
+                )
             })
             .unwrap_or(0.0);
-        CpuTimes { platform: proc_cpu("self"), generator: proc_cpu(&child.to_string()), machine }
+        CpuTimes {
+            platform: proc_cpu("self"),
+            generator: proc_cpu(&child.to_string()),
+            machine,
+        }
     }
 
     fn since(&self, earlier: &CpuTimes) -> CpuTimes {
@@ -354,14 +415,33 @@ pub async fn drive(l: &LoadArgs, phase: impl Fn(&'static str)) -> Result<LoadRep
     let start = Instant::now();
     // Every logger connects and logs in during the warm-up; the warm-up is at least long enough for that.
     let measure_from = start + Duration::from_secs(l.warmup.max(1));
-    let sched = Schedule { measure_from, measure_to: measure_from + Duration::from_secs(l.seconds.max(1)), interval };
+    let sched = Schedule {
+        measure_from,
+        measure_to: measure_from + Duration::from_secs(l.seconds.max(1)),
+        interval,
+    };
     let mut tasks = Vec::with_capacity(l.loggers);
     for i in 0..l.loggers {
-        let (counters, latencies, connecting, l) = (counters.clone(), latencies.clone(), connecting.clone(), l.clone());
+        let (counters, latencies, connecting, l) = (
+            counters.clone(),
+            latencies.clone(),
+            connecting.clone(),
+            l.clone(),
+        );
         // Spread the loggers evenly over one interval, as real loggers' clocks are.
         let phase_offset = interval.mul_f64(i as f64 / l.loggers as f64);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = logger(i, &l, sched, phase_offset, &counters, &latencies, &connecting).await {
+            if let Err(e) = logger(
+                i,
+                &l,
+                sched,
+                phase_offset,
+                &counters,
+                &latencies,
+                &connecting,
+            )
+            .await
+            {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 eprintln!("bench hj212-load: logger {i}: {e:#}");
             }
@@ -371,7 +451,11 @@ pub async fn drive(l: &LoadArgs, phase: impl Fn(&'static str)) -> Result<LoadRep
     phase("measuring");
     let mut next_report = Instant::now() + Duration::from_secs(5);
     while Instant::now() < sched.measure_to {
-        tokio::time::sleep(Duration::from_millis(100).min(sched.measure_to.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_millis(100)
+                .min(sched.measure_to.saturating_duration_since(Instant::now())),
+        )
+        .await;
         if Instant::now() >= next_report {
             next_report += Duration::from_secs(5);
             let secs = sched.measure_from.elapsed().as_secs_f64();
@@ -438,7 +522,8 @@ async fn logger(
             }
             framer.push(&buf[..n]);
             while let Some(frame) = framer.next_frame() {
-                let p = Packet::parse(&frame.context("bad frame from the gateway")?).context("bad packet from the gateway")?;
+                let p = Packet::parse(&frame.context("bad frame from the gateway")?)
+                    .context("bad packet from the gateway")?;
                 let qn = p.qn.clone().unwrap_or_default();
                 match p.cn.as_str() {
                     "9014" => {
@@ -448,7 +533,10 @@ async fn logger(
                         c.answered_total.fetch_add(1, Ordering::Relaxed);
                         if in_window {
                             c.answered_in_window.fetch_add(1, Ordering::Relaxed);
-                            latencies.lock().unwrap().push(at.elapsed().as_secs_f64() * 1000.0);
+                            latencies
+                                .lock()
+                                .unwrap()
+                                .push(at.elapsed().as_secs_f64() * 1000.0);
                         }
                         if final_qn.lock().unwrap().as_deref() == Some(qn.as_str()) {
                             if let Some(tx) = final_answered_tx.take() {
@@ -467,7 +555,8 @@ async fn logger(
         }
     };
     let writer = async {
-        let mut tick = tokio::time::interval_at((Instant::now() + phase_offset).into(), sched.interval);
+        let mut tick =
+            tokio::time::interval_at((Instant::now() + phase_offset).into(), sched.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_ms = 0i64;
         let mut n = 0u64;
@@ -485,7 +574,10 @@ async fn logger(
             if last {
                 *final_qn.lock().unwrap() = Some(qn.clone());
             }
-            pending.lock().unwrap().insert(qn, (Instant::now(), in_window));
+            pending
+                .lock()
+                .unwrap()
+                .insert(qn, (Instant::now(), in_window));
             wr.write_all(&bytes).await.context("writing")?;
             c.sent_total.fetch_add(1, Ordering::Relaxed);
             if in_window {
@@ -542,32 +634,77 @@ mod tests {
     use offsite_store::testing::TestDb;
 
     /// Ingest and the gateway on the test cluster, with `registered` of the bench's loggers known.
-    async fn platform(registered: usize) -> (TestDb, Ingest, Hj212Gateway, flume::Sender<offsite_ingest::Incoming>) {
+    async fn platform(
+        registered: usize,
+    ) -> (
+        TestDb,
+        Ingest,
+        Hj212Gateway,
+        flume::Sender<offsite_ingest::Incoming>,
+    ) {
         let db = TestDb::new().await.unwrap();
         let (source, rx) = flume::bounded(16);
         let (acks, _) = flume::unbounded();
-        let icfg = IngestConfig { batch_max_delay_ms: 20, ..IngestConfig::default() };
-        let cameras = CameraSink { files: None, live: None };
-        let ingest = Ingest::start(db.store.clone(), icfg, rx, AckSink::Link(acks), None, cameras).await.unwrap();
-        let gcfg = Hj212Config { listen: "127.0.0.1:0".into(), ..Hj212Config::default() };
-        let gateway = Hj212Gateway::start(db.store.clone(), gcfg, ingest.gateway_sink()).await.unwrap();
+        let icfg = IngestConfig {
+            batch_max_delay_ms: 20,
+            ..IngestConfig::default()
+        };
+        let cameras = CameraSink {
+            files: None,
+            live: None,
+        };
+        let ingest = Ingest::start(
+            db.store.clone(),
+            icfg,
+            rx,
+            AckSink::Link(acks),
+            None,
+            cameras,
+        )
+        .await
+        .unwrap();
+        let gcfg = Hj212Config {
+            listen: "127.0.0.1:0".into(),
+            ..Hj212Config::default()
+        };
+        let gateway = Hj212Gateway::start(db.store.clone(), gcfg, ingest.gateway_sink())
+            .await
+            .unwrap();
         for i in 0..registered {
-            db.store.insert_hj212_logger(&format!("压测数采仪 {i}"), None, &mn(i), PW).await.unwrap();
+            db.store
+                .insert_hj212_logger(&format!("压测数采仪 {i}"), None, &mn(i), PW)
+                .await
+                .unwrap();
         }
         (db, ingest, gateway, source)
     }
 
     fn plan(addr: SocketAddr, loggers: usize) -> LoadArgs {
-        LoadArgs { addr, loggers, interval_ms: 200, warmup: 1, seconds: 2, metrics: 3 }
+        LoadArgs {
+            addr,
+            loggers,
+            interval_ms: 200,
+            warmup: 1,
+            seconds: 2,
+            metrics: 3,
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_packet_gets_its_9014_and_its_rows() {
         let (db, ingest, gateway, _source) = platform(4).await;
         let phases = Mutex::new(Vec::new());
-        let r = drive(&plan(gateway.local_addr(), 4), |p| phases.lock().unwrap().push(p)).await.unwrap();
+        let r = drive(&plan(gateway.local_addr(), 4), |p| {
+            phases.lock().unwrap().push(p)
+        })
+        .await
+        .unwrap();
         assert_eq!(*phases.lock().unwrap(), ["measuring", "ended"]);
-        assert_eq!((r.connected, r.answering_at_end, r.refused, r.errors), (4, 4, 0, 0), "{r:?}");
+        assert_eq!(
+            (r.connected, r.answering_at_end, r.refused, r.errors),
+            (4, 4, 0, 0),
+            "{r:?}"
+        );
         assert!(r.sent_in_window >= 4 * 5, "{r:?}");
         assert_eq!(r.answered_total, r.sent_total, "{r:?}");
         assert_eq!(r.answered_in_window, r.sent_in_window, "{r:?}");
@@ -576,8 +713,14 @@ mod tests {
         let stored = db.store.sample_count().await.unwrap() as u64;
         assert_eq!(stored, r.answered_total * 3);
         let key = db.store.hj212_logger(&mn(0)).await.unwrap().unwrap().key;
-        let latest: Vec<String> =
-            db.store.device_latest(key).await.unwrap().into_iter().map(|l| l.metric.to_string()).collect();
+        let latest: Vec<String> = db
+            .store
+            .device_latest(key)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.metric.to_string())
+            .collect();
         for m in ["a34002-Rtd", "a34004-Rtd", "a01001-Rtd"] {
             assert!(latest.iter().any(|l| l == m), "{m} not among {latest:?}");
         }
@@ -589,7 +732,11 @@ mod tests {
     async fn an_unregistered_logger_counts_as_refused_not_answering() {
         let (_db, ingest, gateway, _source) = platform(2).await;
         let r = drive(&plan(gateway.local_addr(), 3), |_| {}).await.unwrap();
-        assert_eq!((r.connected, r.answering_at_end, r.refused, r.errors), (3, 2, 1, 1), "{r:?}");
+        assert_eq!(
+            (r.connected, r.answering_at_end, r.refused, r.errors),
+            (3, 2, 1, 1),
+            "{r:?}"
+        );
         gateway.shutdown().await;
         ingest.shutdown().await;
     }
