@@ -784,6 +784,46 @@ mod tests {
         ingest.shutdown().await;
     }
 
+    #[test]
+    fn uploads_parse_back_as_real_time_data_wanting_a_reply() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-27T02:00:00.123Z")
+            .unwrap()
+            .to_utc();
+        let bytes = upload("20261127100000123", &mn(7), t, 4, 3).unwrap();
+        let mut f = Framer::new(MAX_DATA_LEN);
+        f.push(&bytes);
+        let p = Packet::parse(&f.next_frame().unwrap().unwrap()).unwrap();
+        assert_eq!(
+            (p.cn.as_str(), p.mn.as_str(), p.reply_wanted()),
+            ("2011", "BENCH21200000007", true)
+        );
+        let cp = p.parse_cp().unwrap();
+        assert_eq!(cp.data_time, Some(t));
+        let names: Vec<String> = cp
+            .values
+            .iter()
+            .map(|v| format!("{}-{}", v.code, v.suffix))
+            .collect();
+        assert_eq!(
+            names,
+            ["a34002-Rtd", "a34004-Rtd", "a01001-Rtd", "a01002-Rtd"]
+        );
+        assert!(cp
+            .values
+            .iter()
+            .all(|v| v.flag == Some(offsite_hj212::DataFlag::Normal)));
+    }
+
+    #[test]
+    fn keeping_up_needs_answers_rate_and_reply_time() {
+        let r = |ratio: f64, pps: f64, p99: f64| json!({"answered_ratio": ratio, "packets_per_sec": pps, "offered_packets_per_sec": 8000.0, "reply_p99_ms": p99});
+        assert!(keeps_up(&r(1.0, 7818.0, 587.0)));
+        assert!(!keeps_up(&r(0.97, 7818.0, 587.0)));
+        assert!(!keeps_up(&r(1.0, 7000.0, 587.0)));
+        assert!(!keeps_up(&r(1.0, 7818.0, 1500.0)));
+        assert!(!keeps_up(&json!({})));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unregistered_logger_counts_as_refused_not_answering() {
         let (_db, ingest, gateway, _source) = platform(2).await;
