@@ -19,7 +19,7 @@ ORT_LIB := third_party/onnxruntime/libonnxruntime.so
 MODELS_VENV := models/.venv
 
 .DEFAULT_GOAL := build
-.PHONY: setup web build demo test fuzz bench-ingest bench-broker bench-edge bench-detect bench-api bench-video models clean
+.PHONY: setup web build demo test fuzz bench-ingest bench-broker bench-edge bench-detect bench-api bench-video bench-hj212 models clean
 
 setup:
 	bash scripts/setup.sh
@@ -78,6 +78,9 @@ bench-api: build
 
 bench-video: build
 	./$(BIN) bench video --json
+
+bench-hj212: build
+	./$(BIN) bench hj212 --json
 
 # Regenerates models/anomaly/forecaster.onnx, model.json and reference.json from a fixed seed
 # (synthetic data only, about a minute on 2 cores). Deterministic: on the same CPU architecture it

@@ -179,7 +179,7 @@ async fn measure(cfg: &Config, p: &AllInOne, a: &Args) -> Result<serde_json::Val
 /// Binary COPY of `n` rows shaped like the pipeline's (same devices, metrics, time pattern) into an
 /// empty table with the samples table's definition, indexes and partitioning, in chunks of the
 /// pipeline's batch size over the same number of connections, each chunk its own commit.
-async fn copy_ceiling(
+pub(super) async fn copy_ceiling(
     _cfg: &Config,
     store: &offsite_store::Store,
     n: usize,

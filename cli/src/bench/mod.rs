@@ -4,6 +4,7 @@ mod api;
 mod broker;
 mod detect;
 mod edge;
+mod hj212;
 mod ingest;
 mod support;
 mod video;
@@ -29,6 +30,12 @@ pub enum BenchCommand {
     /// How many RTSP camera streams (640x360 H.264, 25 fps) are analysed in real time at 5 fps,
     /// with motion gating off and on; per-frame stage costs; Python onnxruntime on the same frames.
     Video(video::Args),
+    /// 2,000 HJ 212 data loggers on their own TCP connections uploading real-time data (CN 2011)
+    /// every second: packets answered with 9014, samples committed, reply time.
+    Hj212(hj212::Args),
+    /// The load generator of `bench hj212`, run by it as a child process.
+    #[command(hide = true, name = "hj212-load")]
+    Hj212Load(hj212::LoadArgs),
 }
 
 pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
@@ -39,5 +46,7 @@ pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Detect(a) => detect::run(cfg, a).await,
         BenchCommand::Api(a) => api::run(cfg, a).await,
         BenchCommand::Video(a) => video::run(cfg, a).await,
+        BenchCommand::Hj212(a) => hj212::run(cfg, a).await,
+        BenchCommand::Hj212Load(a) => hj212::load_main(a).await,
     }
 }
