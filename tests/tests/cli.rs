@@ -109,7 +109,8 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Map<String, Value>>(&b).ok())
         .map_or(0, |m| m.len());
-    assert_eq!(queues, 60 + cameras, "offsite_edge_queue_depth per demo device");
+    // ... and so are the two HJ 212 loggers (labelled hj212-<MN>).
+    assert_eq!(queues, 60 + cameras + 2, "offsite_edge_queue_depth per demo device");
     let fleet: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.path().join("demo/fleet.json"))?)?;
     for d in &fleet {
         let id = d["device_id"].as_str().unwrap();
@@ -118,7 +119,8 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
     }
     // The demo comes with rules, so warnings appear without setting anything up.
     let rules: Value = admin.get(format!("{base}/api/v1/rules")).send().await?.json().await?;
-    assert_eq!(rules["items"].as_array().map(Vec::len), Some(8), "{rules}");
+    // 8 city rules, 3 on the HJ 212 loggers' real-time values, the loggers' seeded data-gap rule.
+    assert_eq!(rules["items"].as_array().map(Vec::len), Some(12), "{rules}");
     // One account per role, all with the demo password; a department's handler sees its own
     // department's devices: some, not all.
     let count = |c: reqwest::Client| {
