@@ -130,7 +130,9 @@ pub async fn provision(store: &Store) -> Result<()> {
                 store.set_device_class(&id, Some(LOGGER_CLASS)).await?;
             }
             None => {
-                store.insert_hj212_logger(l.name, Some(l.object_id.into()), l.mn, l.pw).await?;
+                store
+                    .insert_hj212_logger(l.name, Some(l.object_id.into()), l.mn, l.pw)
+                    .await?;
                 added += 1;
             }
         }
@@ -143,12 +145,41 @@ pub async fn provision(store: &Store) -> Result<()> {
 
 /// Limit rules on the loggers' real-time values (`<code>-Rtd`), added by name.
 async fn seed_rules(store: &Store) -> Result<()> {
-    let existing: Vec<String> = store.list_rules().await?.into_iter().map(|r| r.name).collect();
+    let existing: Vec<String> = store
+        .list_rules()
+        .await?
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     // (name, metric, level, above, for_s, hysteresis, item)
     let rules: [(&str, &str, Level, f64, u64, f64, &str); 3] = [
-        ("数采仪 PM10 超标 (a34002-Rtd >150 μg/m³, 15 s)", "a34002-Rtd", Level::ORANGE, 150.0, 15, 10.0, "demo-dust"),
-        ("排口 COD 超标 (w01018-Rtd >90 mg/L, 15 s)", "w01018-Rtd", Level::ORANGE, 90.0, 15, 5.0, "demo-wastewater"),
-        ("排口氨氮超标 (w21003-Rtd >8 mg/L, 15 s)", "w21003-Rtd", Level::YELLOW, 8.0, 15, 0.5, "demo-wastewater"),
+        (
+            "数采仪 PM10 超标 (a34002-Rtd >150 μg/m³, 15 s)",
+            "a34002-Rtd",
+            Level::ORANGE,
+            150.0,
+            15,
+            10.0,
+            "demo-dust",
+        ),
+        (
+            "排口 COD 超标 (w01018-Rtd >90 mg/L, 15 s)",
+            "w01018-Rtd",
+            Level::ORANGE,
+            90.0,
+            15,
+            5.0,
+            "demo-wastewater",
+        ),
+        (
+            "排口氨氮超标 (w21003-Rtd >8 mg/L, 15 s)",
+            "w21003-Rtd",
+            Level::YELLOW,
+            8.0,
+            15,
+            0.5,
+            "demo-wastewater",
+        ),
     ];
     for (name, metric, level, above, for_s, hysteresis, item) in rules {
         if existing.iter().any(|e| e == name) {
@@ -157,9 +188,18 @@ async fn seed_rules(store: &Store) -> Result<()> {
         store
             .insert_rule(&NewRule {
                 name: name.into(),
-                scope: Scope { class: Some(LOGGER_CLASS.into()), metric: Some(metric.into()), ..Scope::default() },
+                scope: Scope {
+                    class: Some(LOGGER_CLASS.into()),
+                    metric: Some(metric.into()),
+                    ..Scope::default()
+                },
                 level,
-                condition: Condition::Threshold { above: Some(above), below: None, for_s, hysteresis },
+                condition: Condition::Threshold {
+                    above: Some(above),
+                    below: None,
+                    for_s,
+                    hysteresis,
+                },
                 item: Some(item.into()),
                 enabled: true,
             })
@@ -208,11 +248,22 @@ mod tests {
         let h = devices[0].hj212.as_ref().unwrap();
         assert_eq!(h.server, "127.0.0.1:9212");
         // The dust logger's instruments map to the standard's codes.
-        for (metric, code) in [("pm10", "a34002"), ("pm25", "a34004"), ("temperature", "a01001"), ("humidity", "a01002"), ("noise", "LA")] {
+        for (metric, code) in [
+            ("pm10", "a34002"),
+            ("pm25", "a34004"),
+            ("temperature", "a01001"),
+            ("humidity", "a01002"),
+            ("noise", "LA"),
+        ] {
             assert_eq!(h.code_for(metric), code);
         }
         let w = devices[1].hj212.as_ref().unwrap();
-        for (metric, code) in [("cod", "w01018"), ("ammonia_nitrogen", "w21003"), ("ph", "w01001"), ("flow", "w00000")] {
+        for (metric, code) in [
+            ("cod", "w01018"),
+            ("ammonia_nitrogen", "w21003"),
+            ("ph", "w01001"),
+            ("flow", "w00000"),
+        ] {
             assert_eq!(w.code_for(metric), code);
         }
         // Each logger sends some values with a flag other than N.
