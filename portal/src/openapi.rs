@@ -63,6 +63,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ("get", "/api/v1/devices/{id}/latest", "devices", "设备各指标最新值", "The newest value of each metric the device has sent", Login, ""),
     ("post", "/api/v1/devices", "devices", "登记设备（凭据仅显示一次）", "Register a device; answers 201 with its credentials (token, certificate, key, CA), shown only this once. 503 where the portal has no access to the device CA", Login, "system administrator"),
     ("post", "/api/v1/devices/{id}/rotate", "devices", "轮换设备凭据", "Issue new credentials (shown once); the old token stops working at the next connection", Login, "system administrator"),
+    ("get", "/api/v1/devices/{id}/commands", "devices", "设备命令记录（含数采仪 9011/9012 应答）", "A device's recent commands, newest first, with state and answers (for an HJ 212 logger its 9011/9012 replies), and its MN (hj212_mn, null for other devices)", Login, ""),
+    ("post", "/api/v1/devices/{id}/commands", "devices", "向 HJ 212 数采仪下发命令（校时、上报间隔）", "Command an HJ 212 logger: {\"action\":\"sync_clock\"} (CN 1012) or {\"action\":\"set_interval\",\"seconds\":30..3600} (CN 1062); recorded and sent over its connection (202 with command_id); 409 for other devices", Login, "system administrator"),
     ("post", "/api/v1/devices/{id}/revoke", "devices", "吊销设备", "Revoke a device: refused from its next connection on, its data refused too", Login, "system administrator"),
     ("get", "/api/v1/devices/export", "devices", "导出设备（CSV/XLSX）", "Export devices with their metadata as CSV, or XLSX with ?format=xlsx (within the caller's scope)", Login, ""),
     ("post", "/api/v1/devices/import", "devices", "导入设备信息（CSV/XLSX）", "Update existing devices' object, class and metadata from CSV or XLSX, with a per-row error report (?dry_run=true)", Login, "system administrator"),
@@ -197,6 +199,7 @@ fn example(method: &str, path: &str) -> Option<Value> {
         }),
         ("post", "/api/v1/devices") => json!({"name": "工地扬尘监测仪 3号", "object_id": "site-42", "class": "dust-monitor"}),
         ("post", "/api/v1/devices/{id}/rotate") | ("post", "/api/v1/devices/{id}/revoke") => json!({}),
+        ("post", "/api/v1/devices/{id}/commands") => json!({"action": "set_interval", "seconds": 60}),
         ("put", "/api/v1/devices/{id}/metadata") => json!({"location": "东门", "lon": 120.15, "lat": 30.25, "installed_at": "2026-03-01T00:00:00Z", "model": "DM-200", "metric_list": ["pm10", "pm25"]}),
         ("post", "/api/v1/warnings/{id}/acknowledge") | ("post", "/api/v1/tasks/{id}/sign") | ("post", "/api/v1/tasks/{id}/start")
         | ("post", "/api/v1/tasks/{id}/archive") => json!({}),

@@ -109,6 +109,17 @@ impl Store {
         Ok(self.device(&id).await?.expect("just inserted"))
     }
 
+    /// The MN of a device that is an HJ 212 logger; `None` for other devices.
+    pub async fn hj212_mn_of(&self, device_key: i32) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT hj212_mn FROM devices WHERE key = $1")
+                .bind(device_key)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
     /// The logger registered with this MN, revoked or not; `None` if unknown.
     pub async fn hj212_logger(&self, mn: &str) -> Result<Option<Hj212Logger>> {
         let row: Option<(i32, String, String, Vec<u8>, bool)> = sqlx::query_as(

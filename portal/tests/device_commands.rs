@@ -1,0 +1,164 @@
+//! HJ 212 logger commands over HTTP: the system administrator records a clock sync or an interval
+//! for a logger (audited, refused for other devices and bad intervals); the history shows the
+//! logger's MN and each command with the answers the gateway recorded, to whoever sees the device.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::Utc;
+use offsite_portal::{serve, AppState};
+use offsite_store::auth::Role;
+use offsite_store::testing::TestDb;
+use offsite_store::{AuditFilter, NewDevice};
+use offsite_wire::{CommandAck, DeviceId};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+const MN: &str = "SQ0000000000000000000009";
+
+struct App {
+    base: String,
+    db: TestDb,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn app() -> Result<App> {
+    let db = TestDb::new().await?;
+    db.store.seed_demo_registers().await?;
+    let housing = db.store.department_by_code("housing-construction").await?.unwrap().id;
+    let ecology = db.store.department_by_code("ecology").await?.unwrap().id;
+    for (name, role, dept) in [
+        ("sys", Role::SystemAdmin, None),
+        ("mon", Role::Monitor, None),
+        ("h1", Role::Handler, Some(housing)),
+        ("e1", Role::Handler, Some(ecology)),
+    ] {
+        common::add_user(&db.store, name, &[role], dept).await?;
+    }
+    // demo-site-01 is the housing department's.
+    db.store.insert_hj212_logger("工地扬尘数采仪", Some("demo-site-01".into()), MN, "123456").await?;
+    db.store
+        .insert_device(&NewDevice {
+            id: DeviceId::parse("mqttdev")?,
+            name: "MQTT 监测仪".into(),
+            object_id: Some("demo-site-01".into()),
+            token_sha256: [3; 32],
+            cert_serial: None,
+            cert_not_after: None,
+        })
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (tx, rx) = oneshot::channel::<()>();
+    let audit = offsite_store::AuditLog::start(db.store.clone(), None, Duration::from_secs(60));
+    let state = AppState::new(db.store.clone()).with_live(offsite_portal::live::channel()).with_audit(audit);
+    tokio::spawn(serve(listener, state, async move {
+        let _ = rx.await;
+    }));
+    Ok(App { base, db, _stop: tx })
+}
+
+impl App {
+    async fn get(&self, user: &str, path: &str) -> Result<(StatusCode, Value)> {
+        let r = common::client(&self.db.store, user).await?.get(format!("{}{path}", self.base)).send().await?;
+        let status = r.status();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn post(&self, user: &str, path: &str, body: Value) -> Result<(StatusCode, Value)> {
+        let r = common::client(&self.db.store, user).await?.post(format!("{}{path}", self.base)).json(&body).send().await?;
+        let status = r.status();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+fn commands(id: &str) -> String {
+    format!("/api/v1/devices/{id}/commands")
+}
+
+#[tokio::test]
+async fn the_administrator_commands_a_logger_and_sees_its_answers() -> Result<()> {
+    let app = app().await?;
+    let (s, body) = app.post("sys", &commands(MN), json!({"action": "sync_clock"})).await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let clock = body["command_id"].as_str().expect("command_id").to_owned();
+    let (s, body) = app.post("sys", &commands(MN), json!({"action": "set_interval", "seconds": 60})).await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let interval = body["command_id"].as_str().expect("command_id").to_owned();
+
+    // Recorded for the gateway, in the shape it reads.
+    let c = app.db.store.command(&interval).await?.expect("recorded");
+    assert_eq!((c.kind.as_str(), &c.body["seconds"], c.created_by.as_deref()), ("set_interval", &json!(60), Some("sys")));
+    assert_eq!(app.db.store.command(&clock).await?.expect("recorded").kind, "sync_clock");
+
+    // The gateway records the logger's answer; the history shows it, newest first.
+    let key = app.db.store.device(&DeviceId::parse(MN)?).await?.unwrap().key;
+    let ack = CommandAck {
+        id: interval.clone(),
+        ok: true,
+        error: None,
+        state: Some(json!({"9011": {"QnRtn": "1"}, "9012": {"ExeRtn": "1"}})),
+    };
+    assert!(app.db.store.record_command_ack(key, &ack, Utc::now()).await?);
+    let (s, h) = app.get("sys", &commands(MN)).await?;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    assert_eq!(h["hj212_mn"], MN);
+    let items = h["items"].as_array().expect("items");
+    let ids: Vec<&str> = items.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids, [interval.as_str(), clock.as_str()]);
+    assert_eq!((&items[0]["ok"], &items[0]["state"]["9012"]["ExeRtn"]), (&json!(true), &json!("1")));
+    assert_eq!((&items[1]["ok"], &items[1]["acked_at"]), (&Value::Null, &Value::Null), "not answered yet");
+
+    // Audited as the administrator's.
+    let mut audited = None;
+    for _ in 0..100 {
+        let f = AuditFilter { action: Some("device.command".into()), entity_id: Some(MN.into()), ..Default::default() };
+        let found = app.db.store.audit_search(&f).await?.0;
+        if found.len() == 2 {
+            audited = Some(found[0].actor.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(audited.as_deref(), Some("sys"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn commands_are_refused_where_they_do_not_apply() -> Result<()> {
+    let app = app().await?;
+    for body in [
+        json!({"action": "set_interval", "seconds": 29}),
+        json!({"action": "set_interval", "seconds": 3601}),
+        json!({"action": "set_interval"}),
+        json!({"action": "reboot"}),
+        json!({"action": "sync_clock", "now": true}),
+    ] {
+        let (s, resp) = app.post("sys", &commands(MN), body.clone()).await?;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {resp}");
+    }
+    let (_, resp) = app.post("sys", &commands(MN), json!({"action": "set_interval", "seconds": 29})).await?;
+    assert!(resp["error"]["message_zh"].as_str().is_some_and(|m| m.contains("上报间隔")), "{resp}");
+    // Not a logger: nothing to sync.
+    let (s, resp) = app.post("sys", &commands("mqttdev"), json!({"action": "sync_clock"})).await?;
+    assert_eq!(s, StatusCode::CONFLICT, "{resp}");
+    let (s, h) = app.get("sys", &commands("mqttdev")).await?;
+    assert_eq!((s, &h["hj212_mn"]), (StatusCode::OK, &Value::Null));
+    // Only who manages devices commands them; the history goes to whoever sees the device.
+    let (s, _) = app.post("mon", &commands(MN), json!({"action": "sync_clock"})).await?;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = app.post("h1", &commands(MN), json!({"action": "sync_clock"})).await?;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(app.get("h1", &commands(MN)).await?.0, StatusCode::OK);
+    assert_eq!(app.get("e1", &commands(MN)).await?.0, StatusCode::NOT_FOUND, "another department's logger");
+    assert_eq!(app.post("sys", &commands("nosuchdev"), json!({"action": "sync_clock"})).await?.0, StatusCode::NOT_FOUND);
+    // A revoked logger is not commanded.
+    app.db.store.revoke_device(&DeviceId::parse(MN)?).await?;
+    assert_eq!(app.post("sys", &commands(MN), json!({"action": "sync_clock"})).await?.0, StatusCode::CONFLICT);
+    let key = app.db.store.device(&DeviceId::parse(MN)?).await?.unwrap().key;
+    assert!(app.db.store.device_commands(key, 10).await?.is_empty(), "nothing refused was recorded");
+    Ok(())
+}
