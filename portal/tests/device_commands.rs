@@ -100,7 +100,8 @@ async fn the_administrator_commands_a_logger_and_sees_its_answers() -> Result<()
         id: interval.clone(),
         ok: true,
         error: None,
-        state: Some(json!({"9011": {"QnRtn": "1"}, "9012": {"ExeRtn": "1"}})),
+        // As the gateway records a logger's 9011 (QnRtn) and 9012 (ExeRtn).
+        state: Some(json!({"qn": "20261127100000000", "qn_rtn": 1, "exe_rtn": 1})),
     };
     assert!(app.db.store.record_command_ack(key, &ack, Utc::now()).await?);
     let (s, h) = app.get("sys", &commands(MN)).await?;
@@ -109,7 +110,7 @@ async fn the_administrator_commands_a_logger_and_sees_its_answers() -> Result<()
     let items = h["items"].as_array().expect("items");
     let ids: Vec<&str> = items.iter().filter_map(|c| c["id"].as_str()).collect();
     assert_eq!(ids, [interval.as_str(), clock.as_str()]);
-    assert_eq!((&items[0]["ok"], &items[0]["state"]["9012"]["ExeRtn"]), (&json!(true), &json!("1")));
+    assert_eq!((&items[0]["ok"], &items[0]["state"]["exe_rtn"]), (&json!(true), &json!(1)));
     assert_eq!((&items[1]["ok"], &items[1]["acked_at"]), (&Value::Null, &Value::Null), "not answered yet");
 
     // Audited as the administrator's.
