@@ -163,3 +163,30 @@ async fn commands_are_refused_where_they_do_not_apply() -> Result<()> {
     assert!(app.db.store.device_commands(key, 10).await?.is_empty(), "nothing refused was recorded");
     Ok(())
 }
+
+/// A logger registered from the web form: no certificate authority needed (this portal has none),
+/// class `hj212`, audited; a second registration of its MN and bad MNs or PWs are refused.
+#[tokio::test]
+async fn a_logger_is_registered_by_mn_and_pw() -> Result<()> {
+    let app = app().await?;
+    let body = json!({"name": "排口数采仪", "object_id": "demo-site-01", "hj212": {"mn": "WATER0001", "pw": "abc123"}});
+    let (s, r) = app.post("sys", "/api/v1/devices", body.clone()).await?;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!((r["device_id"].as_str(), r["hj212_mn"].as_str()), (Some("WATER0001"), Some("WATER0001")));
+    assert!(r.get("token").is_none(), "a logger gets no credentials: {r}");
+    let logger = app.db.store.hj212_logger("WATER0001").await?.expect("registered");
+    assert!(logger.password_matches("abc123") && !logger.password_matches("abc124"));
+    let d = app.db.store.device(&DeviceId::parse("WATER0001")?).await?.unwrap();
+    assert_eq!((d.class.as_deref(), d.object_id.as_deref()), (Some("hj212"), Some("demo-site-01")));
+    let (s, h) = app.get("sys", &commands("WATER0001")).await?;
+    assert_eq!((s, &h["hj212_mn"]), (StatusCode::OK, &json!("WATER0001")));
+
+    assert_eq!(app.post("sys", "/api/v1/devices", body).await?.0, StatusCode::CONFLICT, "the MN is taken");
+    for hj212 in [json!({"mn": "has space", "pw": "1"}), json!({"mn": "OK1", "pw": "a;b"}), json!({"mn": "OK1"}), json!({"mn": "OK1", "pw": "1", "st": "22"})] {
+        let (s, r) = app.post("sys", "/api/v1/devices", json!({"name": "x", "hj212": hj212})).await?;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{hj212}: {r}");
+    }
+    let (s, _) = app.post("mon", "/api/v1/devices", json!({"name": "x", "hj212": {"mn": "OK2", "pw": "1"}})).await?;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    Ok(())
+}
