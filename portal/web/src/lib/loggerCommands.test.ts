@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { commandAction, commandState, intervalOk, replyText, type LoggerCommand } from './loggerCommands'
+import { commandAction, commandState, intervalOk, loggerLogin, replyText, type LoggerCommand } from './loggerCommands'
 
 function cmd(over: Partial<LoggerCommand>): LoggerCommand {
   return {
@@ -40,5 +40,18 @@ describe('logger commands', () => {
     expect(replyText({})).toBe('')
     expect(replyText({ qn: 'x', qn_rtn: 2 })).toBe('9011 QnRtn=2')
     expect(replyText({ qn: 'x', qn_rtn: 1, exe_rtn: 1 })).toBe('9011 QnRtn=1 · 9012 ExeRtn=1')
+  })
+
+  it('checks a logger\'s MN and PW as the platform does', () => {
+    expect(loggerLogin({ mn: ' SQ0000000000000000000001 ', pw: '123456' })).toEqual({
+      ok: true,
+      hj212: { mn: 'SQ0000000000000000000001', pw: '123456' },
+    })
+    expect(loggerLogin({ mn: 'has space', pw: '1' })).toEqual({ ok: false, field: 'mn' })
+    expect(loggerLogin({ mn: '', pw: '1' })).toEqual({ ok: false, field: 'mn' })
+    expect(loggerLogin({ mn: 'a'.repeat(65), pw: '1' })).toEqual({ ok: false, field: 'mn' })
+    for (const pw of ['', 'a;b', 'a=b', 'a b', '密码', 'x'.repeat(65)]) {
+      expect(loggerLogin({ mn: 'SQ01', pw })).toEqual({ ok: false, field: 'pw' })
+    }
   })
 })

@@ -58,3 +58,17 @@ export function replyText(state: LoggerReplies | null): string {
   if (typeof state.exe_rtn === 'number') parts.push(`9012 ExeRtn=${state.exe_rtn}`)
   return parts.join(' · ')
 }
+
+/**
+ * The `hj212` part of a registration from the form's MN and PW (as the platform checks them): the
+ * MN 1-64 of A-Z a-z 0-9 _ -, the PW 1-64 printable ASCII characters other than the packet's
+ * separators ; , = &.
+ */
+export function loggerLogin(form: { mn: string; pw: string }):
+  | { ok: true; hj212: { mn: string; pw: string } }
+  | { ok: false; field: 'mn' | 'pw' } {
+  const mn = form.mn.trim()
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(mn)) return { ok: false, field: 'mn' }
+  if (!/^[!-~]{1,64}$/.test(form.pw) || /[;,=&]/.test(form.pw)) return { ok: false, field: 'pw' }
+  return { ok: true, hj212: { mn, pw: form.pw } }
+}
