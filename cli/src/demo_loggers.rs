@@ -56,63 +56,81 @@ pub const LOGGERS: [DemoLogger; 2] = [
 const INTERVAL_MS: u64 = 5000;
 
 impl DemoLogger {
-    /// The simulated instruments (metric names the agent maps to pollutant codes) and when their
-    /// values carry a flag other than N.
+    /// The simulated instruments as (pollutants, auxiliary values): metric names the agent maps to
+    /// pollutant codes. Only pollutants get level shifts (over the demo limits); temperature, pH
+    /// and the like stay plausible.
     fn instruments(&self) -> (Value, Value) {
         match self.st {
-            // a34002 PM10, a34004 PM2.5, a01001 temperature, a01002 humidity, LA noise. Every 10
-            // minutes the instruments report a fault (D) for one minute: a device-health warning,
-            // and none of those values can raise a limit warning.
+            // a34002 PM10, a34004 PM2.5; a01001 temperature, a01002 humidity, LA noise.
             "39" => (
                 json!([
                     {"key": "pm10", "base": 90.0, "daily_amplitude": 15.0, "noise": 8.0, "min": 0.0},
-                    {"key": "pm25", "base": 45.0, "daily_amplitude": 8.0, "noise": 4.0, "min": 0.0},
+                    {"key": "pm25", "base": 45.0, "daily_amplitude": 8.0, "noise": 4.0, "min": 0.0}
+                ]),
+                json!([
                     {"key": "temperature", "base": 16.0, "daily_amplitude": 4.0, "noise": 0.3},
                     {"key": "humidity", "base": 60.0, "daily_amplitude": 10.0, "noise": 2.0, "min": 0.0, "max": 100.0},
                     {"key": "noise", "base": 62.0, "daily_amplitude": 6.0, "noise": 2.0, "min": 0.0}
                 ]),
-                json!([{"flag": "D", "every_s": 600, "for_s": 60, "offset_s": 300}]),
             ),
-            // w01018 COD, w21003 NH3-N, w01001 pH, w00000 flow. Two minutes in every ten are a
-            // maintenance window (M): data warnings of the outlet are inhibited meanwhile.
+            // w01018 COD, w21003 NH3-N; w01001 pH, w00000 flow.
             _ => (
                 json!([
                     {"key": "cod", "base": 40.0, "daily_amplitude": 6.0, "noise": 3.0, "min": 0.0},
-                    {"key": "ammonia_nitrogen", "base": 4.0, "daily_amplitude": 0.8, "noise": 0.3, "min": 0.0},
+                    {"key": "ammonia_nitrogen", "base": 4.0, "daily_amplitude": 0.8, "noise": 0.3, "min": 0.0}
+                ]),
+                json!([
                     {"key": "ph", "base": 7.2, "daily_amplitude": 0.2, "noise": 0.05, "min": 0.0, "max": 14.0},
                     {"key": "flow", "base": 120.0, "daily_amplitude": 40.0, "noise": 5.0, "min": 0.0}
                 ]),
-                json!([{"flag": "M", "every_s": 600, "for_s": 120, "offset_s": 0}]),
             ),
+        }
+    }
+
+    /// When values carry a flag other than N. The dust monitor reports an instrument fault (D) for
+    /// one minute in every ten: a device-health warning, and none of those values can raise a
+    /// limit warning. The outlet has a two-minute maintenance window (M) in every ten: its data
+    /// warnings are inhibited meanwhile.
+    fn flag_periods(&self) -> Value {
+        match self.st {
+            "39" => json!([{"flag": "D", "every_s": 600, "for_s": 60, "offset_s": 300}]),
+            _ => json!([{"flag": "M", "every_s": 600, "for_s": 120, "offset_s": 0}]),
         }
     }
 
     /// The edge agent device that emulates this logger against `server`.
     fn device(&self, server: SocketAddr) -> Result<DeviceConfig> {
-        let (metrics, flag_periods) = self.instruments();
-        let source: SourceConfig = serde_json::from_value(json!({
-            "name": "instruments",
+        let (pollutants, auxiliary) = self.instruments();
+        let pollutants: SourceConfig = serde_json::from_value(json!({
+            "name": "pollutants",
             "kind": "sim",
             "interval_ms": INTERVAL_MS,
             "seed": self.seed,
             // Level shifts of 1.5x the base: over the demo limits for 20-60 samples.
             "anomaly_rate": 0.05,
             "anomalies": ["level_shift"],
-            "metrics": metrics,
+            "metrics": pollutants,
+        }))?;
+        let auxiliary: SourceConfig = serde_json::from_value(json!({
+            "name": "auxiliary",
+            "kind": "sim",
+            "interval_ms": INTERVAL_MS,
+            "seed": self.seed + 100,
+            "metrics": auxiliary,
         }))?;
         let hj212: Hj212Config = serde_json::from_value(json!({
             "server": server.to_string(),
             "mn": self.mn,
             "pw": self.pw,
             "st": self.st,
-            "flag_periods": flag_periods,
+            "flag_periods": self.flag_periods(),
         }))?;
         hj212.validate()?;
         Ok(DeviceConfig {
             protocol: DeviceProtocol::Hj212,
             credentials: None,
             hj212: Some(hj212),
-            sources: vec![source],
+            sources: vec![pollutants, auxiliary],
             cameras: vec![],
         })
     }
