@@ -398,6 +398,15 @@ impl Engine {
     }
 
     async fn process(&mut self, committed_at: Instant, rows: Vec<SampleRow>) {
+        // A committed row's metric exists (ingest creates it first), so one new since the catalog
+        // was read is fetched now rather than skipped: the first values of a new pollutant (its M
+        // flag, say) must count. New metrics are rare, so this is a query per batch that has one.
+        if rows.iter().any(|r| !self.metrics.contains_key(&r.metric_id)) {
+            match self.store.metrics().await {
+                Ok(ms) => self.metrics = ms.into_iter().map(|m| (m.id, m.key)).collect(),
+                Err(e) => warn!(error = %format!("{e:#}"), "loading the metric catalog"),
+            }
+        }
         let mut batch = Vec::with_capacity(rows.len());
         for r in &rows {
             let key = SeriesKey { device: r.device_key, metric: r.metric_id };

@@ -208,7 +208,7 @@ async fn rule_edits_apply_without_restart() -> Result<()> {
     r.send(d, t(0), 120.0);
     r.settle().await;
     assert!(r.open().await?.is_empty(), "120 is below the 150 limit");
-    let rule = r.store().list_rules().await?.remove(0);
+    let rule = r.store().list_rules().await?.into_iter().find(|r| r.name == "PM10 超标").expect("the rig's rule");
     r.store()
         .update_rule(
             rule.id,

@@ -2,6 +2,7 @@
 //! served by the real edge agent (in-process): sim sources, disk queues, MQTT/TLS with each
 //! device's certificate. Two service halls also get a camera each (`demo_cameras`): the clips
 //! setup placed, looped over RTSP by the in-process server and analysed by the same agent.
+//! Two HJ 212 data loggers (`demo_loggers`) are emulated by the same agent against the demo gateway.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,6 +59,12 @@ async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>, with_camer
     if let Some(c) = &cameras {
         agent_cfg.devices.extend(c.devices.iter().cloned());
     }
+    // The HJ 212 loggers talk to the demo's own gateway, like a logger on site would.
+    let gateway = p.hj212.as_ref().map(|g| g.local_addr());
+    if let Some(addr) = gateway {
+        crate::demo_loggers::provision(&p.db.store).await?;
+        agent_cfg.devices.extend(crate::demo_loggers::devices(addr)?);
+    }
     // In-process: the agent's metrics land in the platform's registry, so /metrics on the portal
     // shows every demo device's queue.
     let agent = Agent::start(&agent_cfg, &cfg.data_dir).await?;
@@ -73,6 +80,14 @@ async fn run_fleet(cfg: &Config, p: &AllInOne, duration: Option<u64>, with_camer
             "demo: 没有演示视频，不启用摄像头 / no demo clips in demo-media/ (run scripts/setup.sh): running without cameras"
         ),
         (None, false) => eprintln!("demo: cameras left out (--no-cameras)"),
+    }
+    match gateway {
+        Some(addr) => {
+            for line in crate::demo_loggers::summary(addr) {
+                eprintln!("demo: {line}");
+            }
+        }
+        None => eprintln!("demo: HJ 212 网关未启用 / the HJ 212 gateway is off (hj212.enabled = false): no demo loggers"),
     }
     eprintln!("demo accounts / 演示账号 (password / 密码 {}):", crate::accounts::DEMO_PASSWORD);
     for (name, role, dept) in &accounts {

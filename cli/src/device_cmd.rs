@@ -22,7 +22,8 @@ pub enum DeviceCommand {
         /// Regulated object the device belongs to.
         #[arg(long)]
         object: Option<String>,
-        /// Kind of device, e.g. `dust-monitor` (rules can cover a whole class).
+        /// Kind of device, e.g. `dust-monitor` (rules can cover a whole class). Loggers: `hj212`
+        /// unless given.
         #[arg(long)]
         class: Option<String>,
         /// Write the credential bundle (JSON) to this file (mode 0600) instead of stdout.
@@ -132,6 +133,7 @@ async fn run_with(cfg: &Config, db: &Database, audit: &offsite_store::AuditLog, 
                 if class.is_some() {
                     store.set_device_class(&id, class.as_deref()).await?;
                 }
+                let class = class.or_else(|| Some(offsite_store::hj212::LOGGER_CLASS.into()));
                 audit
                     .record(
                         AuditEvent::new(actor(), "device.provision", "device").id(rec.id.clone()).after(

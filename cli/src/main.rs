@@ -9,6 +9,7 @@ mod configuration;
 mod demo;
 mod demo_cameras;
 mod demo_city;
+mod demo_loggers;
 mod detectors;
 mod device_cmd;
 mod edge_cmd;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use offsite_hj212::{
-    execution_reply, request_reply, utc_to_beijing, ExeRtn, Flag, Framer, Packet, QnRtn,
+    execution_reply, request_reply, utc_to_beijing, DataFlag, ExeRtn, Flag, Framer, Packet, QnRtn,
     MAX_CP_LEN, MAX_DATA_LEN, MAX_RTD_INTERVAL, MIN_RTD_INTERVAL,
 };
 use offsite_wire::{Sample, SourceSettings};
@@ -74,6 +74,58 @@ pub struct Hj212Config {
     /// code is sent under its own name, never dropped.
     #[serde(default)]
     pub codes: BTreeMap<String, String>,
+    /// Periods in which values carry a data flag other than N (a maintenance window, a faulty
+    /// instrument), so a demo or test logger can show what flags do at the platform.
+    #[serde(default)]
+    pub flag_periods: Vec<FlagPeriod>,
+}
+
+/// `[[devices.hj212.flag_periods]]`: values whose time falls in the first `for_s` seconds of
+/// every `every_s`-second cycle (cycles start at `offset_s` past the Unix epoch) are sent with
+/// `flag`. The first matching period wins; values outside every period are flagged N.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagPeriod {
+    pub flag: ScheduledFlag,
+    pub every_s: u64,
+    pub for_s: u64,
+    #[serde(default)]
+    pub offset_s: u64,
+    /// Metrics (names before the code mapping) the flag applies to; empty: all.
+    #[serde(default)]
+    pub metrics: Vec<String>,
+}
+
+impl FlagPeriod {
+    fn covers(&self, ts: DateTime<Utc>, metric: &str) -> bool {
+        if self.every_s == 0
+            || (!self.metrics.is_empty() && !self.metrics.iter().any(|m| m == metric))
+        {
+            return false;
+        }
+        let into_cycle = (ts.timestamp() - self.offset_s as i64).rem_euclid(self.every_s as i64);
+        into_cycle < self.for_s as i64
+    }
+}
+
+/// A data flag letter of HJ 212-2017 (N, F, M, S, D, C, T, B), parsed when the config is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ScheduledFlag(pub DataFlag);
+
+impl TryFrom<String> for ScheduledFlag {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        DataFlag::parse(&s)
+            .map(ScheduledFlag)
+            .ok_or_else(|| format!("{s:?} is no HJ 212 data flag (N, F, M, S, D, C, T, B)"))
+    }
+}
+
+impl From<ScheduledFlag> for String {
+    fn from(f: ScheduledFlag) -> String {
+        f.0.letter().to_string()
+    }
 }
 
 fn default_st() -> String {
@@ -187,7 +239,20 @@ impl Hj212Config {
                 bail!("hj212.codes.{metric} = {code:?}: a code is letters, digits, '_' or '.'");
             }
         }
+        for (i, p) in self.flag_periods.iter().enumerate() {
+            if p.every_s == 0 || p.for_s > p.every_s {
+                bail!("hj212.flag_periods[{i}]: want every_s > 0 and for_s <= every_s");
+            }
+        }
         Ok(())
+    }
+
+    /// The data flag of a value of `metric` measured at `ts`.
+    pub fn flag_at(&self, ts: DateTime<Utc>, metric: &str) -> DataFlag {
+        self.flag_periods
+            .iter()
+            .find(|p| p.covers(ts, metric))
+            .map_or(DataFlag::Normal, |p| p.flag.0)
     }
 }
 
@@ -701,7 +766,8 @@ impl Logger {
             if !s.value.is_finite() {
                 continue;
             }
-            let item = format!(";{code}-Rtd={},{code}-Flag=N", round3(s.value));
+            let flag = self.cfg.flag_at(ts, metric).letter();
+            let item = format!(";{code}-Rtd={},{code}-Flag={flag}", round3(s.value));
             if cp.len() + item.len() > MAX_CP_LEN && cp != head {
                 out.push(std::mem::replace(&mut cp, head.clone()));
             }
@@ -846,6 +912,33 @@ mod tests {
             "server = \"h:1\"\nmn = \"A\"\npw = \"1\"\ncolour = 1\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn flag_periods_mark_values_in_their_window() {
+        let c: Hj212Config = toml::from_str(
+            "server = \"h:1\"\nmn = \"A\"\npw = \"1\"\n\
+             [[flag_periods]]\nflag = \"M\"\nevery_s = 600\nfor_s = 60\noffset_s = 120\n\
+             [[flag_periods]]\nflag = \"D\"\nevery_s = 100\nfor_s = 10\nmetrics = [\"pm10\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
+        assert_eq!(c.flag_at(at(600 * 7 + 120), "noise"), DataFlag::Maintenance);
+        assert_eq!(c.flag_at(at(600 * 7 + 179), "noise"), DataFlag::Maintenance);
+        assert_eq!(c.flag_at(at(600 * 7 + 180), "noise"), DataFlag::Normal);
+        assert_eq!(c.flag_at(at(600 * 7 + 119), "noise"), DataFlag::Normal);
+        assert_eq!(c.flag_at(at(1005), "pm10"), DataFlag::Fault);
+        assert_eq!(c.flag_at(at(1005), "noise"), DataFlag::Normal);
+        // The first period that covers a value wins.
+        assert_eq!(c.flag_at(at(120), "pm10"), DataFlag::Maintenance);
+        assert!(toml::from_str::<Hj212Config>(
+            "server = \"h:1\"\nmn = \"A\"\npw = \"1\"\n[[flag_periods]]\nflag = \"X\"\nevery_s = 1\nfor_s = 1\n"
+        )
+        .is_err());
+        let mut bad = c.clone();
+        bad.flag_periods[0].for_s = 601;
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -295,6 +295,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}/latest", get(routes::devices::latest))
         .route("/api/v1/devices/{id}/rotate", post(routes::device_registry::rotate))
         .route("/api/v1/devices/{id}/revoke", post(routes::device_registry::revoke))
+        .route("/api/v1/devices/{id}/commands", get(routes::device_commands::list).post(routes::device_commands::send))
         .route(
             "/api/v1/devices/{id}/metadata",
             get(routes::device_registry::get_metadata).put(routes::device_registry::put_metadata),

@@ -494,7 +494,10 @@ fn threshold_rule(name: &str, level: u8) -> Value {
 async fn rules_crud_round_trip() -> Result<()> {
     let app = App::spawn().await?;
     let (status, body) = app.get("/api/v1/rules").await?;
-    assert_eq!((status, body["total"].as_i64()), (StatusCode::OK, Some(0)), "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The migrations seed the HJ 212 loggers' data-gap rule.
+    let seeded = body["total"].as_i64().expect("total");
+    assert_eq!(seeded, 1, "{body}");
 
     let (status, created) = app.post("/api/v1/rules", threshold_rule("PM10 超标", 2)).await?;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -522,8 +525,8 @@ async fn rules_crud_round_trip() -> Result<()> {
         .await?;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (_, body) = app.get("/api/v1/rules").await?;
-    assert_eq!(ids(&body), [id, body["items"][1]["id"].as_i64().unwrap()]);
-    assert_eq!(body["total"], 2);
+    assert_eq!(ids(&body)[1..], [id, body["items"][2]["id"].as_i64().unwrap()]);
+    assert_eq!(body["total"], seeded + 2);
 
     let mut changed = threshold_rule("PM10 严重超标", 1);
     changed["enabled"] = json!(false);
@@ -571,7 +574,7 @@ async fn rules_refuse_invalid_bodies() -> Result<()> {
     }
     let (status, body) = app.post_raw("/api/v1/rules", Some("application/json"), b"{\"name\": \"x\",".to_vec()).await?;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "malformed JSON");
-    assert!(app.db.store.list_rules().await?.is_empty(), "a refused rule was stored");
+    assert_eq!(app.db.store.list_rules().await?.len(), 1, "a refused rule was stored (1: the seeded data-gap rule)");
 
     // An invalid replacement leaves the rule as it was.
     let (_, created) = app.post("/api/v1/rules", threshold_rule("ok", 3)).await?;

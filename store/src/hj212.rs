@@ -32,6 +32,9 @@ impl Hj212Logger {
     }
 }
 
+/// The device class loggers are registered with.
+pub const LOGGER_CLASS: &str = "hj212";
+
 /// What the registry stores instead of a logger's PW.
 pub fn pw_digest(pw: &str) -> [u8; 32] {
     Sha256::digest(pw.as_bytes()).into()
@@ -62,7 +65,8 @@ fn hex_lower(b: &[u8]) -> String {
 
 impl Store {
     /// Registers a logger as a device. It gets no MQTT token anyone knows (a random digest): it
-    /// talks only HJ 212. Fails if the MN or the derived id is taken.
+    /// talks only HJ 212. Fails if the MN or the derived id is taken. Its device class is
+    /// [`LOGGER_CLASS`], so class rules (the default data-gap rule) cover it; callers may change it.
     pub async fn insert_hj212_logger(
         &self,
         name: &str,
@@ -82,8 +86,8 @@ impl Store {
         let unknowable: [u8; 32] = Sha256::digest(rand::random::<[u8; 32]>()).into();
         let mut tx = self.pool.begin().await?;
         let key: i32 = sqlx::query_scalar(
-            "INSERT INTO devices (id, name, object_id, token_sha256, hj212_mn, hj212_pw_sha256) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING key",
+            "INSERT INTO devices (id, name, object_id, token_sha256, hj212_mn, hj212_pw_sha256, class) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING key",
         )
         .bind(id.as_str())
         .bind(name)
@@ -91,6 +95,7 @@ impl Store {
         .bind(&unknowable[..])
         .bind(mn)
         .bind(&pw_digest(pw)[..])
+        .bind(LOGGER_CLASS)
         .fetch_one(&mut *tx)
         .await
         .with_context(|| {
@@ -102,6 +107,17 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(self.device(&id).await?.expect("just inserted"))
+    }
+
+    /// The MN of a device that is an HJ 212 logger; `None` for other devices.
+    pub async fn hj212_mn_of(&self, device_key: i32) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT hj212_mn FROM devices WHERE key = $1")
+                .bind(device_key)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
     }
 
     /// The logger registered with this MN, revoked or not; `None` if unknown.

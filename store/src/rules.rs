@@ -79,6 +79,7 @@ pub struct Scope {
     /// A device class: every device of that kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
+    /// A metric key, or `*SUFFIX` for every metric ending in SUFFIX (`*-Rtd`).
     #[serde(default)]
     pub metric: Option<String>,
 }
@@ -97,7 +98,12 @@ impl Scope {
         self.device.as_deref().is_none_or(|d| d == t.device_id)
             && self.object.as_deref().is_none_or(|o| t.object_id == Some(o))
             && self.class.as_deref().is_none_or(|c| t.class == Some(c))
-            && self.metric.as_deref().is_none_or(|k| k == t.metric_key)
+            && self.metric.as_deref().is_none_or(|k| match k.strip_prefix('*') {
+                // `*-Rtd`: every metric with that suffix (metric keys never contain `*`), so one
+                // rule covers all real-time values of HJ 212 loggers whatever their pollutants.
+                Some(suffix) => t.metric_key.ends_with(suffix),
+                None => k == t.metric_key,
+            })
     }
 }
 
@@ -326,5 +332,16 @@ mod tests {
         assert_eq!(serde_json::to_string(&Level::YELLOW).unwrap(), "3");
         assert!(serde_json::from_str::<Level>("7").is_err());
         assert_eq!((Level::ORANGE.name_zh(), Level::BLUE.name_en()), ("橙色", "blue"));
+    }
+
+    #[test]
+    fn a_star_metric_scope_matches_a_suffix() {
+        let scope = Scope { class: Some("hj212".into()), metric: Some("*-Rtd".into()), ..Scope::default() };
+        let t = |metric_key, class| Target { device_id: "d", object_id: None, class, metric_key };
+        assert!(scope.matches(t("a34004-Rtd", Some("hj212"))));
+        assert!(!scope.matches(t("a34004-Avg", Some("hj212"))));
+        assert!(!scope.matches(t("a34004-Rtd", Some("dust-monitor"))));
+        let exact = Scope { metric: Some("pm10".into()), ..Scope::default() };
+        assert!(exact.matches(t("pm10", None)) && !exact.matches(t("xpm10", None)));
     }
 }

@@ -310,6 +310,9 @@ async fn maintenance_windows_cover_devices_and_objects() -> Result<()> {
 async fn rules_crud_validates_and_notifies() -> Result<()> {
     let db = TestDb::new().await?;
     let s = &db.store;
+    // The migrations seed the HJ 212 loggers' data-gap rule.
+    let seeded = s.list_rules().await?;
+    assert_eq!(seeded.len(), 1);
     let mut l = s.listen(&[RULES_CHANNEL]).await?;
     let new = NewRule {
         name: "PM10 over 150".into(),
@@ -325,14 +328,14 @@ async fn rules_crud_validates_and_notifies() -> Result<()> {
         (r.name.as_str(), r.level, &r.scope, &r.condition),
         (new.name.as_str(), Level::ORANGE, &new.scope, &new.condition)
     );
-    assert_eq!(s.list_rules().await?, vec![r.clone()]);
+    assert_eq!(s.list_rules().await?, [seeded.clone(), vec![r.clone()]].concat());
 
     // Invalid rules are refused and not written.
     assert!(s.insert_rule(&NewRule { condition: threshold(None), ..new.clone() }).await.is_err());
     assert!(s.insert_rule(&NewRule { name: "".into(), ..new.clone() }).await.is_err());
     assert!(s.insert_rule(&NewRule { condition: Condition::DataGap { max_gap_s: 0 }, ..new.clone() }).await.is_err());
     assert!(s.update_rule(r.id, &NewRule { condition: threshold(None), ..new.clone() }).await.is_err());
-    assert_eq!(s.list_rules().await?.len(), 1);
+    assert_eq!(s.list_rules().await?.len(), seeded.len() + 1);
 
     let changed = NewRule {
         level: Level::RED,
@@ -354,7 +357,7 @@ async fn rules_crud_validates_and_notifies() -> Result<()> {
     assert!(s.delete_rule(r.id).await?);
     assert_eq!(next_payload(&mut l).await?, r.id.to_string());
     assert!(!s.delete_rule(r.id).await?);
-    assert!(s.list_rules().await?.is_empty());
+    assert_eq!(s.list_rules().await?, seeded);
     Ok(())
 }
 

@@ -63,10 +63,11 @@ fn pg_running(data_dir: &std::path::Path) -> bool {
 #[tokio::test]
 async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
     let dir = tempfile::Builder::new().prefix("offsite-demo-").tempdir_in("/tmp")?;
-    let (http, tls, plain) = (free_port(), free_port(), free_port());
+    let (http, tls, plain, hj212) = (free_port(), free_port(), free_port(), free_port());
     let mut c = Command::new(offsite_bin());
     c.arg("--data-dir").arg(dir.path()).args(["demo", "--duration", "300"]);
     c.env("OFFSITE_BROKER__TLS_LISTEN", format!("127.0.0.1:{tls}"))
+        .env("OFFSITE_HJ212__LISTEN", format!("127.0.0.1:{hj212}"))
         .env("OFFSITE_BROKER__PLAIN_LISTEN", format!("127.0.0.1:{plain}"))
         .env("OFFSITE_PORTAL__LISTEN", format!("127.0.0.1:{http}"))
         .env_remove("OFFSITE_DATABASE_URL")
@@ -109,7 +110,8 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Map<String, Value>>(&b).ok())
         .map_or(0, |m| m.len());
-    assert_eq!(queues, 60 + cameras, "offsite_edge_queue_depth per demo device");
+    // ... and so are the two HJ 212 loggers (labelled hj212-<MN>).
+    assert_eq!(queues, 60 + cameras + 2, "offsite_edge_queue_depth per demo device");
     let fleet: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.path().join("demo/fleet.json"))?)?;
     for d in &fleet {
         let id = d["device_id"].as_str().unwrap();
@@ -118,14 +120,26 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
     }
     // The demo comes with rules, so warnings appear without setting anything up.
     let rules: Value = admin.get(format!("{base}/api/v1/rules")).send().await?.json().await?;
-    assert_eq!(rules["items"].as_array().map(Vec::len), Some(8), "{rules}");
+    // 8 city rules, 3 on the HJ 212 loggers' real-time values, the loggers' seeded data-gap rule.
+    assert_eq!(rules["items"].as_array().map(Vec::len), Some(12), "{rules}");
+    // The demo's HJ 212 loggers report through the gateway, under the standard's codes.
+    for (mn, code) in [("DEMO39DUST00000000000001", "a34002-Rtd"), ("DEMO32WATER0000000000001", "w01018-Rtd")] {
+        wait_for(&format!("{code} of logger {mn}"), Duration::from_secs(30), || {
+            let (admin, url) = (admin.clone(), format!("{base}/api/v1/devices/{mn}/latest"));
+            async move {
+                let Ok(r) = admin.get(&url).send().await else { return false };
+                r.json::<Value>().await.is_ok_and(|v| v["items"].as_array().is_some_and(|i| i.iter().any(|m| m["metric"] == code)))
+            }
+        })
+        .await?;
+    }
     // One account per role, all with the demo password; a department's handler sees its own
     // department's devices: some, not all.
     let count = |c: reqwest::Client| {
         let url = format!("{base}/api/v1/devices?limit=500");
         async move { anyhow::Ok(c.get(url).send().await?.json::<Value>().await?["total"].as_i64().unwrap_or(-1)) }
     };
-    assert_eq!(count(admin.clone()).await?, 60 + cameras as i64);
+    assert_eq!(count(admin.clone()).await?, 60 + cameras as i64 + 2, "the fleet, the cameras, the two HJ 212 loggers");
     let h1 = count(login_client(&base, "handler1", "Demo@2026").await?).await?;
     assert!(h1 > 0 && h1 < 60, "handler1 sees {h1} of 60 devices");
     for user in ["secadmin", "auditor", "monitor", "monlead", "handler2", "handler3", "handler4", "leader1", "reviewer", "resup"] {

@@ -204,3 +204,234 @@ async fn edge_agent_logger_mode_against_the_gateway() -> Result<()> {
     assert_eq!(answer["ok"], true, "{answer}");
     Ok(())
 }
+
+/// One logger's connection to the gateway, sending real-time data the way a logger does.
+struct RawLogger {
+    mn: &'static str,
+    pw: &'static str,
+    stream: TcpStream,
+    framer: Framer,
+    sent: u32,
+    started: chrono::DateTime<chrono::Utc>,
+}
+
+impl RawLogger {
+    async fn connect(site: &Site, mn: &'static str, pw: &'static str) -> Result<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", site.hj212_port)).await?;
+        let started = chrono::Utc::now() - chrono::Duration::seconds(60);
+        Ok(Self {
+            mn,
+            pw,
+            stream,
+            framer: Framer::new(MAX_DATA_LEN),
+            sent: 0,
+            started,
+        })
+    }
+
+    /// Sends one CN 2011 packet of `items` (`code-Rtd=v,code-Flag=F` each) measured now, and
+    /// waits for its 9014: by then the gateway has committed the samples.
+    async fn send_rtd(&mut self, items: &[(&str, f64, char)]) -> Result<()> {
+        self.sent += 1;
+        let now = chrono::Utc::now();
+        // One DataTime per packet, a second apart, as a logger's successive uploads have.
+        let measured = self.started + chrono::Duration::seconds(i64::from(self.sent));
+        let mut cp = format!(
+            "DataTime={}",
+            offsite_hj212::utc_to_beijing(measured, false)
+        );
+        for (code, v, flag) in items {
+            cp.push_str(&format!(";{code}-Rtd={v},{code}-Flag={flag}"));
+        }
+        // QNs of one logger differ: milliseconds plus the packet count.
+        let qn = offsite_hj212::utc_to_beijing(
+            now + chrono::Duration::milliseconds(i64::from(self.sent)),
+            true,
+        );
+        let p = Packet {
+            qn: Some(qn.clone()),
+            st: Some("22".into()),
+            cn: "2011".into(),
+            pw: Some(self.pw.into()),
+            mn: self.mn.into(),
+            flag: Some(offsite_hj212::Flag(5)),
+            pnum: None,
+            pno: None,
+            cp,
+        };
+        self.stream.write_all(&p.encode()?).await?;
+        let r = next_packet(&mut self.stream, &mut self.framer).await?;
+        anyhow::ensure!(
+            (r.cn.as_str(), r.qn.as_deref()) == ("9014", Some(qn.as_str())),
+            "{}: expected the 9014 of {qn}, got {} {:?}",
+            self.mn,
+            r.cn,
+            r.qn
+        );
+        Ok(())
+    }
+}
+
+/// The warnings of a device through the portal API.
+async fn warnings_of(site: &Site, http: &reqwest::Client, device: &str) -> Result<Vec<Value>> {
+    let list: Value = http
+        .get(site.http(&format!("/api/v1/warnings?device={device}")))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(list["items"].as_array().context("warning items")?.clone())
+}
+
+async fn add_logger(site: &Site, name: &str, mn: &str, pw: &str) -> Result<()> {
+    let out = site.output(&["device", "add", name, "--hj212", "--mn", mn, "--pw", pw])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Data flags through the real gateway and analytics: a value over a limit flagged N raises the
+/// limit warning, flagged D a device-health warning and no limit warning, and an M flag on one of
+/// a logger's instruments inhibits its data warnings. Loggers are of class `hj212` and covered by
+/// the data-gap rule the platform ships with.
+#[tokio::test]
+async fn data_flags_decide_which_warnings_a_logger_raises() -> Result<()> {
+    let site = Site::new().await?;
+    let _up = site.spawn(&["up"])?;
+    wait_healthy(&site, Duration::from_secs(60)).await?;
+    let (normal, fault, maint) = (
+        "FLAGN00000000000000000001",
+        "FLAGD00000000000000000001",
+        "FLAGM00000000000000000001",
+    );
+    for (name, mn) in [("扬尘 N", normal), ("扬尘 D", fault), ("扬尘 M", maint)] {
+        add_logger(&site, name, mn, "123456").await?;
+    }
+    let http = site.admin_client().await?;
+    for mn in [normal, fault, maint] {
+        let d = site
+            .db
+            .store
+            .device(&offsite_wire::DeviceId::parse(mn)?)
+            .await?
+            .context("registered")?;
+        assert_eq!(
+            d.class.as_deref(),
+            Some("hj212"),
+            "loggers are registered with class hj212"
+        );
+    }
+    let rules: Value = http
+        .get(site.http("/api/v1/rules"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(
+        rules["items"]
+            .as_array()
+            .context("rules")?
+            .iter()
+            .any(|r| r["scope"]["class"] == "hj212"
+                && r["scope"]["metric"] == "*-Rtd"
+                && r["condition"]["kind"] == "data_gap"),
+        "the loggers' data-gap rule ships with the platform: {rules}"
+    );
+    let rule = serde_json::json!({"name": "PM2.5 超标", "scope": {"class": "hj212", "metric": "a34004-Rtd"}, "level": 2,
+                      "condition": {"kind": "threshold", "above": 75, "for_s": 0, "hysteresis": 0}});
+    let resp = http
+        .post(site.http("/api/v1/rules"))
+        .json(&rule)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await?);
+    let rule_event = format!("rule:{}", resp.json::<Value>().await?["id"]);
+    // The analytics tier re-reads rules every 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // The faulty and the maintained logger first; once the normal one's warning is there, the
+    // analytics tier has seen their data too (it handles commits in order).
+    let mut d = RawLogger::connect(&site, fault, "123456").await?;
+    d.send_rtd(&[("a34004", 40.0, 'N')]).await?;
+    d.send_rtd(&[("a34004", 300.0, 'D')]).await?;
+    let mut m = RawLogger::connect(&site, maint, "123456").await?;
+    m.send_rtd(&[("a21026", 1.0, 'M'), ("a34004", 40.0, 'N')])
+        .await?;
+    m.send_rtd(&[("a21026", 1.0, 'M'), ("a34004", 300.0, 'N')])
+        .await?;
+    let mut n = RawLogger::connect(&site, normal, "123456").await?;
+    n.send_rtd(&[("a34004", 40.0, 'N')]).await?;
+    n.send_rtd(&[("a34004", 300.0, 'N')]).await?;
+    wait_for(
+        "the limit warning of the N-flagged value",
+        Duration::from_secs(30),
+        || async {
+            warnings_of(&site, &http, normal).await.is_ok_and(|ws| {
+                ws.iter()
+                    .any(|w| w["event"] == rule_event.as_str() && w["metric_key"] == "a34004-Rtd")
+            })
+        },
+    )
+    .await?;
+    wait_for(
+        "the device-health warning of the D-flagged value",
+        Duration::from_secs(30),
+        || async {
+            warnings_of(&site, &http, fault)
+                .await
+                .is_ok_and(|ws| ws.iter().any(|w| w["event"] == "flag-fault"))
+        },
+    )
+    .await?;
+    let ws = warnings_of(&site, &http, fault).await?;
+    assert!(
+        ws.iter().all(|w| w["source"] == "health"),
+        "a D-flagged value raises no limit warning: {ws:?}"
+    );
+    let ws = warnings_of(&site, &http, maint).await?;
+    assert!(
+        ws.is_empty(),
+        "maintenance inhibits the logger's data warnings: {ws:?}"
+    );
+    Ok(())
+}
+
+/// A short data-gap rule for class `hj212` fires when a logger falls silent.
+#[tokio::test]
+async fn a_silent_logger_raises_the_data_gap_warning() -> Result<()> {
+    let site = Site::new().await?;
+    let _up = site.spawn(&["up"])?;
+    wait_healthy(&site, Duration::from_secs(60)).await?;
+    let mn = "GAP0000000000000000000001";
+    add_logger(&site, "水质排口", mn, "654321").await?;
+    let http = site.admin_client().await?;
+    let rule = serde_json::json!({"name": "数采仪 3 秒无数据", "scope": {"class": "hj212", "metric": "*-Rtd"}, "level": 3,
+                      "condition": {"kind": "data_gap", "max_gap_s": 3}});
+    let resp = http
+        .post(site.http("/api/v1/rules"))
+        .json(&rule)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await?);
+    let rule_event = format!("rule:{}", resp.json::<Value>().await?["id"]);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let mut l = RawLogger::connect(&site, mn, "654321").await?;
+    l.send_rtd(&[("w01018", 40.0, 'N'), ("w21003", 2.0, 'N')])
+        .await?;
+    // Still connected, but no data: the gap is about data, not the connection.
+    wait_for("the data-gap warning", Duration::from_secs(40), || async {
+        warnings_of(&site, &http, mn).await.is_ok_and(|ws| {
+            ws.iter().any(|w| {
+                w["event"] == rule_event.as_str()
+                    && w["detail"].as_str().is_some_and(|d| d.contains("no data"))
+            })
+        })
+    })
+    .await?;
+    drop(l);
+    Ok(())
+}

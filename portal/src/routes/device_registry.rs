@@ -192,6 +192,17 @@ pub struct RegisterBody {
     object_id: Option<String>,
     #[serde(default)]
     class: Option<String>,
+    /// Present for an HJ 212 data logger: it is identified by MN and PW, not given credentials.
+    #[serde(default)]
+    hj212: Option<LoggerLogin>,
+}
+
+/// An HJ 212 logger's MN and PW as sent.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggerLogin {
+    mn: String,
+    pw: String,
 }
 
 /// A device to register: a display name of 1 to 200 characters, and optionally the regulated object
@@ -201,6 +212,7 @@ struct Registration {
     name: String,
     object_id: Option<String>,
     class: Option<String>,
+    hj212: Option<LoggerLogin>,
 }
 
 impl Registration {
@@ -228,7 +240,19 @@ impl Registration {
                 ));
             }
         }
-        Ok(Self { name, object_id, class })
+        if let Some(l) = &b.hj212 {
+            if !offsite_store::hj212::valid_mn(&l.mn) {
+                return Err(ApiError::bad_request("hj212.mn: 1-64 characters of A-Z a-z 0-9 _ -", "hj212.mn：MN 须为 1 至 64 个字母、数字、_ 或 -"));
+            }
+            // The PW travels in every packet: no separator of the packet may be in it.
+            if l.pw.is_empty() || l.pw.len() > 64 || !l.pw.bytes().all(|c| c.is_ascii_graphic() && !b";,=&".contains(&c)) {
+                return Err(ApiError::bad_request(
+                    "hj212.pw: 1-64 printable ASCII characters other than ; , = &",
+                    "hj212.pw：访问密码须为 1 至 64 个可见 ASCII 字符，且不含 ; , = &",
+                ));
+            }
+        }
+        Ok(Self { name, object_id, class, hj212: b.hj212 })
     }
 }
 
@@ -249,12 +273,15 @@ fn credentials_response(status: StatusCode, creds: &offsite_wire::DeviceCredenti
 pub async fn register(State(state): State<AppState>, who: Principal, ApiJson(body): ApiJson<RegisterBody>) -> ApiResult<Response> {
     who.require(&CONFIGURE)?;
     let r = Registration::parse(body)?;
-    let provisioner = state.provisioner().cloned().ok_or_else(no_provisioner)?;
     if let Some(o) = &r.object_id {
         if state.store.object(o).await?.is_none() {
             return Err(ApiError::bad_request(format!("object_id: no object {o}"), format!("object_id：监管对象 {o} 不存在")));
         }
     }
+    if let Some(l) = &r.hj212 {
+        return register_logger(&state, &who, &r, l).await;
+    }
+    let provisioner = state.provisioner().cloned().ok_or_else(no_provisioner)?;
     let (record, creds) = provisioner.provision(&state.store, &r.name, r.object_id.clone()).await?;
     if r.class.is_some() {
         state.store.set_device_class(&creds.device_id, r.class.as_deref()).await?;
@@ -267,6 +294,30 @@ pub async fn register(State(state): State<AppState>, who: Principal, ApiJson(bod
         )
         .await;
     Ok(credentials_response(StatusCode::CREATED, &creds))
+}
+
+/// An HJ 212 logger: no credentials to issue (it logs in with its MN and PW), so no certificate
+/// authority is needed. Answers 201 with its device id and MN.
+async fn register_logger(state: &AppState, who: &Principal, r: &Registration, l: &LoggerLogin) -> ApiResult<Response> {
+    if state.store.hj212_logger(&l.mn).await?.is_some()
+        || state.store.device(&offsite_store::hj212::device_id_for_mn(&l.mn)).await?.is_some()
+    {
+        return Err(ApiError::conflict(format!("MN {} is already registered", l.mn), format!("MN {} 已登记", l.mn)));
+    }
+    let record = state.store.insert_hj212_logger(&r.name, r.object_id.clone(), &l.mn, &l.pw).await?;
+    let id = parse_device_id(&record.id)?;
+    if r.class.is_some() {
+        state.store.set_device_class(&id, r.class.as_deref()).await?;
+    }
+    let class = r.class.clone().unwrap_or_else(|| offsite_store::hj212::LOGGER_CLASS.into());
+    state
+        .audit(
+            AuditEvent::new(who.username(), "device.provision", "device")
+                .id(record.id.clone())
+                .after(json!({"name": record.name, "object_id": record.object_id, "class": class, "hj212_mn": l.mn})),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(json!({"device_id": record.id, "hj212_mn": l.mn}))).into_response())
 }
 
 /// New token and certificate for a device; the old token stops working at its next connection.
@@ -313,13 +364,18 @@ mod tests {
     use super::*;
 
     fn body(name: &str, object_id: Option<&str>, class: Option<&str>) -> RegisterBody {
-        RegisterBody { name: name.into(), object_id: object_id.map(Into::into), class: class.map(Into::into) }
+        RegisterBody { name: name.into(), object_id: object_id.map(Into::into), class: class.map(Into::into), hj212: None }
+    }
+
+    fn logger(mn: &str, pw: &str) -> RegisterBody {
+        RegisterBody { hj212: Some(LoggerLogin { mn: mn.into(), pw: pw.into() }), ..body("数采仪", None, None) }
     }
 
     #[test]
     fn registrations_are_trimmed_and_checked() {
+        assert!(Registration::parse(logger("SQ0000000000000000000001", "123456")).is_ok_and(|r| r.hj212.is_some()));
         let r = Registration::parse(body("  扬尘监测仪 3号 ", Some(" site-1 "), Some(""))).unwrap();
-        assert_eq!(r, Registration { name: "扬尘监测仪 3号".into(), object_id: Some("site-1".into()), class: None });
+        assert_eq!(r, Registration { name: "扬尘监测仪 3号".into(), object_id: Some("site-1".into()), class: None, hj212: None });
         // 200 Chinese characters are 600 bytes and still allowed: the limit is in characters.
         assert!(Registration::parse(body(&"仪".repeat(200), None, None)).is_ok());
         for bad in [
@@ -328,6 +384,11 @@ mod tests {
             body("ok", Some("site 1"), None),
             body("ok", Some(&"a".repeat(65)), None),
             body("ok", None, Some("dust monitor")),
+            logger("has space", "123456"),
+            logger("", "123456"),
+            logger("SQ01", ""),
+            logger("SQ01", "a;b"),
+            logger("SQ01", "密码"),
         ] {
             let e = Registration::parse(bad).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST);

@@ -4,6 +4,7 @@ pub mod cases;
 pub mod complaints;
 pub mod dept_metrics;
 pub mod wall;
+pub mod device_commands;
 pub mod device_registry;
 pub mod devices;
 pub mod health;
