@@ -171,6 +171,58 @@ impl Pki {
     }
 }
 
+/// What [`init`] did with the server certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerCertInit {
+    /// A new CA and server certificate were made.
+    CreatedCa,
+    /// The server certificate already covered every name and was kept.
+    Kept,
+    /// The server certificate (and its key) were issued again, for this reason.
+    Reissued(String),
+}
+
+/// `offsite certs init`: the development CA and the server certificate that both the broker's TLS
+/// listener and the portal's HTTPS use, for `localhost`, `127.0.0.1` and `hosts`.
+///
+/// Idempotent: a run with nothing to do changes nothing. A server certificate that lacks a name or
+/// is near expiry is replaced only with `force` (its key is replaced with it); the CA is never
+/// replaced here, because every device certificate depends on it.
+pub fn init(dir: &Path, hosts: &[String], force: bool) -> Result<(Pki, ServerCertInit)> {
+    if !Pki::has_ca(dir) {
+        if dir.join(SERVER_KEY).exists() && !force {
+            anyhow::bail!(
+                "{} holds a server key but no CA; refusing to overwrite it without --force",
+                dir.display()
+            );
+        }
+        let pki = Pki::load_or_create_for_hosts(dir, hosts)?;
+        return Ok((pki, ServerCertInit::CreatedCa));
+    }
+    let mut names = server_names(hosts);
+    let problem = if !dir.join(SERVER_CERT).exists() || !dir.join(SERVER_KEY).exists() {
+        Some("missing".to_owned())
+    } else {
+        server_cert_problem(&read(&dir.join(SERVER_CERT))?, &mut names)
+    };
+    let why = match (problem, force) {
+        (None, false) => return Ok((Pki::load_or_create(dir)?, ServerCertInit::Kept)),
+        (None, true) => "--force".to_owned(),
+        (Some(why), _) if why == "missing" && !dir.join(SERVER_KEY).exists() => why,
+        (Some(why), true) => why,
+        (Some(why), false) => anyhow::bail!(
+            "the server certificate in {} must be issued again ({why}), which replaces its key: rerun with --force",
+            dir.display()
+        ),
+    };
+    let pki = Pki::load_or_create(dir)?;
+    let issuer = Issuer::from_ca_cert_pem(&pki.ca_pem, &*pki.ca_key).context("loading the CA")?;
+    let (cert, key) = issue_server_with(&issuer, &names)?;
+    write_file(&pki.server_key_path(), key.as_bytes(), 0o600)?;
+    write_file(&pki.server_cert_path(), cert.as_bytes(), 0o644)?;
+    Ok((pki, ServerCertInit::Reissued(why)))
+}
+
 /// `localhost`, `127.0.0.1` and the caller's names, without blanks or duplicates.
 fn server_names(hosts: &[String]) -> Vec<String> {
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
@@ -287,7 +339,8 @@ fn issue_server_with(issuer: &Issuer<'_, impl rcgen::SigningKey>, names: &[Strin
     let key = KeyPair::generate().context("generating the broker key")?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "offsite broker");
+    // One certificate for the broker's TLS listener and the portal's HTTPS.
+    dn.push(DnType::CommonName, "offsite server");
     params.distinguished_name = dn;
     params.subject_alt_names = names
         .iter()

@@ -200,7 +200,8 @@ mod tests {
             jail.set_env("OFFSITE_DEMO__DEVICES", "9");
             jail.set_env("OFFSITE_TEST_SOMETHING", "ignored");
             let c = Config::load(Some(&f), None).unwrap();
-            assert_eq!(c.portal.listen.port(), 9000);
+            assert_eq!(c.portal.listen.map(|a| a.port()), Some(9000));
+            assert_eq!(c.portal.https_listen.map(|a| a.port()), Some(8443));
             assert_eq!(c.demo.devices, 9);
             assert_eq!(c.broker.tls_listen.unwrap().port(), 8883);
             Ok(())

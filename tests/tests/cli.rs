@@ -69,6 +69,7 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
     c.env("OFFSITE_BROKER__TLS_LISTEN", format!("127.0.0.1:{tls}"))
         .env("OFFSITE_BROKER__PLAIN_LISTEN", format!("127.0.0.1:{plain}"))
         .env("OFFSITE_PORTAL__LISTEN", format!("127.0.0.1:{http}"))
+        .env("OFFSITE_PORTAL__HTTPS_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env_remove("OFFSITE_DATABASE_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
