@@ -180,6 +180,7 @@ fn help_everywhere() {
         vec!["edge-agent", "--help"],
         vec!["device", "config", "--help"],
         vec!["device", "commands", "--help"],
+        vec!["certs", "init", "--help"],
     ] {
         let out = Command::new(offsite_bin()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

@@ -3,7 +3,7 @@
 //! login limit, and `offsite up` with default listeners.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +47,19 @@ fn tls_client(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector> {
 /// Sends `request` (head and body as given) over TLS to `localhost:port` and reads the answer
 /// until the server closes (the request says `Connection: close`).
 async fn https_raw(port: u16, ca_pem: &[u8], request: &[u8]) -> Result<Answer> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    https_raw_from(Ipv4Addr::LOCALHOST, port, ca_pem, request).await
+}
+
+/// As [`https_raw`], from the loopback source address `from` (another client, as the server sees it).
+async fn https_raw_from(
+    from: Ipv4Addr,
+    port: u16,
+    ca_pem: &[u8],
+    request: &[u8],
+) -> Result<Answer> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((from, 0).into())?;
+    let tcp = socket.connect((Ipv4Addr::LOCALHOST, port).into()).await?;
     let mut tls = tls_client(ca_pem)?
         .connect(ServerName::try_from("localhost")?, tcp)
         .await?;
@@ -66,12 +78,23 @@ async fn https(
     path: &str,
     json: Option<&str>,
 ) -> Result<Answer> {
+    https_from(Ipv4Addr::LOCALHOST, port, ca_pem, method, path, json).await
+}
+
+async fn https_from(
+    from: Ipv4Addr,
+    port: u16,
+    ca_pem: &[u8],
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> Result<Answer> {
     let body = json.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    https_raw(port, ca_pem, req.as_bytes()).await
+    https_raw_from(from, port, ca_pem, req.as_bytes()).await
 }
 
 fn parse_answer(raw: &[u8]) -> Result<Answer> {
@@ -276,38 +299,50 @@ async fn portal_over_https_with_the_generated_ca() -> Result<()> {
         a.body
     );
 
-    // Per address: 20 failures under 20 different names from 127.0.0.1 lock that address out,
-    // even for the right password; 127.0.0.2 (another client) still logs in.
-    let from = |ip: Ipv4Addr| {
-        reqwest::Client::builder()
-            .local_address(IpAddr::V4(ip))
-            .build()
-    };
-    let here = from(Ipv4Addr::LOCALHOST)?;
+    // Per address, over HTTPS (so the TLS listener passes the client address on): 20 failures
+    // under 20 different names from 127.0.0.1 lock that address out, even for the right
+    // password; 127.0.0.2 (another client) still logs in.
+    let (here, elsewhere) = (Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 2));
+    let port = site.https_port;
     for i in 0..20 {
-        let body = serde_json::json!({"username": format!("guess{i}"), "password": "Wrong@2026"});
-        let r = here
-            .post(site.http("/api/v1/auth/login"))
-            .json(&body)
-            .send()
-            .await?;
-        assert_eq!(r.status().as_u16(), 401, "failure {i}");
+        let body = serde_json::json!({"username": format!("guess{i}"), "password": "Wrong@2026"})
+            .to_string();
+        let a = https_from(here, port, &ca, "POST", "/api/v1/auth/login", Some(&body)).await?;
+        assert_eq!(a.status, 401, "failure {i}: {}", a.body);
     }
-    let body = serde_json::json!({"username": "admin", "password": password});
-    let r = here
-        .post(site.http("/api/v1/auth/login"))
-        .json(&body)
-        .send()
-        .await?;
-    assert_eq!(r.status().as_u16(), 429, "the address is throttled");
-    assert!(r.headers().get("retry-after").is_some());
-    let elsewhere = from(Ipv4Addr::new(127, 0, 0, 2))?;
-    let r = elsewhere
-        .post(site.http("/api/v1/auth/login"))
-        .json(&body)
-        .send()
-        .await?;
-    assert_eq!(r.status().as_u16(), 200, "another address is not affected");
+    let a = https_from(here, port, &ca, "POST", "/api/v1/auth/login", Some(&login)).await?;
+    assert_eq!(a.status, 429, "the address is throttled: {}", a.body);
+    assert!(a.header("retry-after").is_some());
+    let a = https_from(
+        elsewhere,
+        port,
+        &ca,
+        "POST",
+        "/api/v1/auth/login",
+        Some(&login),
+    )
+    .await?;
+    assert_eq!(a.status, 200, "another address is not affected: {}", a.body);
+
+    // A public endpoint (complaint tracking, 60 per 10 minutes per address): the 61st lookup
+    // from one address is refused, another address is still answered.
+    let track = "/api/v1/complaints/track/TS-NO-SUCH";
+    for i in 0..60 {
+        let a = https_from(here, port, &ca, "GET", track, None).await?;
+        assert_eq!(a.status, 404, "lookup {i}: {}", a.body);
+    }
+    assert_eq!(
+        https_from(here, port, &ca, "GET", track, None)
+            .await?
+            .status,
+        429
+    );
+    assert_eq!(
+        https_from(elsewhere, port, &ca, "GET", track, None)
+            .await?
+            .status,
+        404
+    );
     Ok(())
 }
 
