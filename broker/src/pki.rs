@@ -403,3 +403,45 @@ pub fn new_token() -> String {
 pub fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path, hosts: &[&str]) -> bool {
+        let mut names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        server_cert_problem(&read(&dir.join(SERVER_CERT)).unwrap(), &mut names).is_none()
+    }
+
+    #[test]
+    fn init_is_idempotent_and_replaces_a_key_only_when_forced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        let hosts = vec!["portal.example.test".to_owned()];
+        assert_eq!(init(&dir, &hosts, false).unwrap().1, ServerCertInit::CreatedCa);
+        assert!(names_in(&dir, &["localhost", "127.0.0.1", "portal.example.test"]));
+        let key = fs::read(dir.join(SERVER_KEY)).unwrap();
+        assert_eq!(init(&dir, &hosts, false).unwrap().1, ServerCertInit::Kept);
+        assert_eq!(fs::read(dir.join(SERVER_KEY)).unwrap(), key);
+
+        let more = vec!["10.0.0.5".to_owned()];
+        let refused = init(&dir, &more, false).unwrap_err();
+        assert!(format!("{refused:#}").contains("--force"), "{refused:#}");
+        assert_eq!(fs::read(dir.join(SERVER_KEY)).unwrap(), key);
+        let ca = fs::read(dir.join(CA_KEY)).unwrap();
+        assert!(matches!(init(&dir, &more, true).unwrap().1, ServerCertInit::Reissued(_)));
+        assert_ne!(fs::read(dir.join(SERVER_KEY)).unwrap(), key);
+        assert_eq!(fs::read(dir.join(CA_KEY)).unwrap(), ca, "the CA is never replaced");
+        assert!(names_in(&dir, &["portal.example.test", "10.0.0.5"]), "names are widened, not replaced");
+    }
+
+    #[test]
+    fn init_never_overwrites_a_stray_server_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(SERVER_KEY), b"someone's key").unwrap();
+        assert!(init(&dir, &[], false).is_err());
+        assert_eq!(fs::read(dir.join(SERVER_KEY)).unwrap(), b"someone's key");
+    }
+}
