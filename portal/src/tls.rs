@@ -73,6 +73,8 @@ pub struct TlsListener {
 impl TlsListener {
     pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Result<Self> {
         let local = tcp.local_addr().context("HTTPS listener address")?;
+        // Registered now, so /metrics shows the counter at 0 before the first failure.
+        LazyLock::force(&HANDSHAKE_FAILURES);
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(64);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));

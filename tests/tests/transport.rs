@@ -223,6 +223,12 @@ async fn portal_over_https_with_the_generated_ca() -> Result<()> {
         refused.is_err(),
         "a certificate from another CA must not be accepted"
     );
+    // The server counts the failed handshake.
+    let failures = "offsite_portal_tls_handshake_failures_total";
+    wait_for("a counted handshake failure", Duration::from_secs(10), || async {
+        metric_value(&site, failures, "reason=\"error\"").await.unwrap_or(0.0) >= 1.0
+    })
+    .await?;
 
     // Plain HTTP (on in this site): same headers, no HSTS.
     let plain = reqwest::get(site.http("/healthz")).await?;
