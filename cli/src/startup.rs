@@ -221,6 +221,10 @@ impl AllInOne {
         // with nobody listening (they would only come back after the device's resend timeout).
         let (queue_tx, queue_rx) = flume::bounded::<Incoming>(cfg.ingest.queue_capacity);
         let acks = LinkSource::start(link_tx, link_rx, queue_tx)?;
+        let link_out = match &acks {
+            offsite_ingest::AckSink::Link(tx) => tx.clone(),
+            offsite_ingest::AckSink::Mqtt(_) => unreachable!("LinkSource acknowledges over the link"),
+        };
         let broker = builder.spawn()?;
         let (live, _) = broadcast::channel(1024);
         let (tap, analytics) = if cfg.analytics.enabled {
@@ -260,7 +264,7 @@ impl AllInOne {
             .with_captcha(complaint_captcha(cfg))
             .with_files(crate::tiers::file_store(cfg)?)
             .with_provisioner(std::sync::Arc::new(crate::provisioner::PkiProvisioner(pki.clone())))
-            .with_commands(std::sync::Arc::new(crate::internal_mqtt::InternalCommands(cfg.clone())));
+            .with_commands(std::sync::Arc::new(crate::internal_mqtt::LinkCommands(link_out)));
         let portal = tokio::spawn(offsite_portal::serve_all(listeners, state, async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));

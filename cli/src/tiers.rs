@@ -8,7 +8,12 @@ use tracing::info;
 use crate::configuration::Config;
 use crate::startup::{self, shutdown_signal, AllInOne, Database};
 
-pub async fn up(cfg: Config) -> Result<()> {
+pub async fn up(mut cfg: Config) -> Result<()> {
+    // Every tier is in this process (ingest and commands use the in-process link): the plain
+    // MQTT listener is only opened when configured.
+    if !cfg.plain_listen_given {
+        cfg.broker.plain_listen = None;
+    }
     let p = AllInOne::start(&cfg).await?;
     print_banner(&cfg, &p);
     shutdown_signal().await;
