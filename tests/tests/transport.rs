@@ -225,9 +225,16 @@ async fn portal_over_https_with_the_generated_ca() -> Result<()> {
     );
     // The server counts the failed handshake.
     let failures = "offsite_portal_tls_handshake_failures_total";
-    wait_for("a counted handshake failure", Duration::from_secs(10), || async {
-        metric_value(&site, failures, "reason=\"error\"").await.unwrap_or(0.0) >= 1.0
-    })
+    wait_for(
+        "a counted handshake failure",
+        Duration::from_secs(10),
+        || async {
+            metric_value(&site, failures, "reason=\"error\"")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+    )
     .await?;
 
     // Plain HTTP (on in this site): same headers, no HSTS.
@@ -449,5 +456,34 @@ async fn up_with_default_portal_settings_has_no_plain_http() -> Result<()> {
         reqwest::get(site.http("/healthz")).await.is_err(),
         "nothing answers plain HTTP"
     );
+    Ok(())
+}
+
+/// A portal of its own (`offsite portal`): without certificates it refuses to start and says how
+/// to get them; after `offsite certs init` it serves HTTPS.
+#[tokio::test]
+async fn split_portal_needs_certificates_and_then_serves_https() -> Result<()> {
+    let site = Site::new().await?;
+    // The schema and first administrator come from a first `up`.
+    let mut up = site.spawn(&["up"])?;
+    wait_healthy(&site, Duration::from_secs(90)).await?;
+    up.terminate(Duration::from_secs(30))?;
+    std::fs::remove_dir_all(site.dir.path().join("pki"))?;
+
+    let out = site.output(&["portal"])?;
+    assert!(!out.status.success(), "no certificate, no HTTPS portal");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("offsite certs init"),
+        "the error says what to do: {err}"
+    );
+
+    assert!(site.output(&["certs", "init"])?.status.success());
+    let _portal = site.spawn(&["portal"])?;
+    let ca = std::fs::read(site.dir.path().join("pki/ca.pem"))?;
+    wait_https(&site, &ca).await?;
+    let a = https(site.https_port, &ca, "GET", "/healthz", None).await?;
+    assert_eq!(a.status, 200);
+    assert!(a.header("strict-transport-security").is_some());
     Ok(())
 }
