@@ -171,6 +171,58 @@ impl Pki {
     }
 }
 
+/// What [`init`] did with the server certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerCertInit {
+    /// A new CA and server certificate were made.
+    CreatedCa,
+    /// The server certificate already covered every name and was kept.
+    Kept,
+    /// The server certificate (and its key) were issued again, for this reason.
+    Reissued(String),
+}
+
+/// `offsite certs init`: the development CA and the server certificate that both the broker's TLS
+/// listener and the portal's HTTPS use, for `localhost`, `127.0.0.1` and `hosts`.
+///
+/// Idempotent: a run with nothing to do changes nothing. A server certificate that lacks a name or
+/// is near expiry is replaced only with `force` (its key is replaced with it); the CA is never
+/// replaced here, because every device certificate depends on it.
+pub fn init(dir: &Path, hosts: &[String], force: bool) -> Result<(Pki, ServerCertInit)> {
+    if !Pki::has_ca(dir) {
+        if dir.join(SERVER_KEY).exists() && !force {
+            anyhow::bail!(
+                "{} holds a server key but no CA; refusing to overwrite it without --force",
+                dir.display()
+            );
+        }
+        let pki = Pki::load_or_create_for_hosts(dir, hosts)?;
+        return Ok((pki, ServerCertInit::CreatedCa));
+    }
+    let mut names = server_names(hosts);
+    let problem = if !dir.join(SERVER_CERT).exists() || !dir.join(SERVER_KEY).exists() {
+        Some("missing".to_owned())
+    } else {
+        server_cert_problem(&read(&dir.join(SERVER_CERT))?, &mut names)
+    };
+    let why = match (problem, force) {
+        (None, false) => return Ok((Pki::load_or_create(dir)?, ServerCertInit::Kept)),
+        (None, true) => "--force".to_owned(),
+        (Some(why), _) if why == "missing" && !dir.join(SERVER_KEY).exists() => why,
+        (Some(why), true) => why,
+        (Some(why), false) => anyhow::bail!(
+            "the server certificate in {} must be issued again ({why}), which replaces its key: rerun with --force",
+            dir.display()
+        ),
+    };
+    let pki = Pki::load_or_create(dir)?;
+    let issuer = Issuer::from_ca_cert_pem(&pki.ca_pem, &*pki.ca_key).context("loading the CA")?;
+    let (cert, key) = issue_server_with(&issuer, &names)?;
+    write_file(&pki.server_key_path(), key.as_bytes(), 0o600)?;
+    write_file(&pki.server_cert_path(), cert.as_bytes(), 0o644)?;
+    Ok((pki, ServerCertInit::Reissued(why)))
+}
+
 /// `localhost`, `127.0.0.1` and the caller's names, without blanks or duplicates.
 fn server_names(hosts: &[String]) -> Vec<String> {
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
@@ -287,7 +339,8 @@ fn issue_server_with(issuer: &Issuer<'_, impl rcgen::SigningKey>, names: &[Strin
     let key = KeyPair::generate().context("generating the broker key")?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "offsite broker");
+    // One certificate for the broker's TLS listener and the portal's HTTPS.
+    dn.push(DnType::CommonName, "offsite server");
     params.distinguished_name = dn;
     params.subject_alt_names = names
         .iter()
@@ -349,4 +402,46 @@ pub fn new_token() -> String {
 /// What the registry stores instead of the token.
 pub fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path, hosts: &[&str]) -> bool {
+        let mut names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        server_cert_problem(&read(&dir.join(SERVER_CERT)).unwrap(), &mut names).is_none()
+    }
+
+    #[test]
+    fn init_is_idempotent_and_replaces_a_key_only_when_forced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        let hosts = vec!["portal.example.test".to_owned()];
+        assert_eq!(init(&dir, &hosts, false).unwrap().1, ServerCertInit::CreatedCa);
+        assert!(names_in(&dir, &["localhost", "127.0.0.1", "portal.example.test"]));
+        let key = fs::read(dir.join(SERVER_KEY)).unwrap();
+        assert_eq!(init(&dir, &hosts, false).unwrap().1, ServerCertInit::Kept);
+        assert_eq!(fs::read(dir.join(SERVER_KEY)).unwrap(), key);
+
+        let more = vec!["10.0.0.5".to_owned()];
+        let refused = init(&dir, &more, false).unwrap_err();
+        assert!(format!("{refused:#}").contains("--force"), "{refused:#}");
+        assert_eq!(fs::read(dir.join(SERVER_KEY)).unwrap(), key);
+        let ca = fs::read(dir.join(CA_KEY)).unwrap();
+        assert!(matches!(init(&dir, &more, true).unwrap().1, ServerCertInit::Reissued(_)));
+        assert_ne!(fs::read(dir.join(SERVER_KEY)).unwrap(), key);
+        assert_eq!(fs::read(dir.join(CA_KEY)).unwrap(), ca, "the CA is never replaced");
+        assert!(names_in(&dir, &["portal.example.test", "10.0.0.5"]), "names are widened, not replaced");
+    }
+
+    #[test]
+    fn init_never_overwrites_a_stray_server_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(SERVER_KEY), b"someone's key").unwrap();
+        assert!(init(&dir, &[], false).is_err());
+        assert_eq!(fs::read(dir.join(SERVER_KEY)).unwrap(), b"someone's key");
+    }
 }

@@ -36,6 +36,10 @@ pub struct Config {
     pub complaints: ComplaintsConfig,
     /// The HJ 212-2017 gateway for data loggers (`[hj212] enabled, listen, idle_timeout_s, max_connections`).
     pub hj212: offsite_ingest::hj212::Hj212Config,
+    /// Whether the file or the environment set `broker.plain_listen`: `offsite up` turns the
+    /// internal plain listener off unless asked for it (nothing in the all-in-one needs it).
+    #[serde(skip)]
+    pub plain_listen_given: bool,
 }
 
 impl Default for Config {
@@ -55,6 +59,7 @@ impl Default for Config {
             notifications: NotifyConfig::default(),
             complaints: ComplaintsConfig::default(),
             hj212: offsite_ingest::hj212::Hj212Config::default(),
+            plain_listen_given: false,
         }
     }
 }
@@ -165,7 +170,8 @@ impl Default for LogConfig {
 
 impl Config {
     pub fn load(file: Option<&Path>, data_dir: Option<&Path>) -> Result<Self> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        // What the operator said (file, environment), kept apart to know what they set.
+        let mut fig = Figment::new();
         if let Some(f) = file {
             if !f.exists() {
                 anyhow::bail!("config file {} does not exist", f.display());
@@ -179,7 +185,10 @@ impl Config {
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));
-        let mut cfg: Config = fig.extract().context("reading configuration")?;
+        let plain_listen_given = fig.find_value("broker.plain_listen").is_ok();
+        let mut cfg: Config =
+            Figment::from(Serialized::defaults(Config::default())).merge(fig).extract().context("reading configuration")?;
+        cfg.plain_listen_given = plain_listen_given;
         if let Some(d) = data_dir {
             cfg.data_dir = d.to_path_buf();
         }
@@ -200,9 +209,20 @@ mod tests {
             jail.set_env("OFFSITE_DEMO__DEVICES", "9");
             jail.set_env("OFFSITE_TEST_SOMETHING", "ignored");
             let c = Config::load(Some(&f), None).unwrap();
-            assert_eq!(c.portal.listen.port(), 9000);
+            assert_eq!(c.portal.listen.map(|a| a.port()), Some(9000));
+            assert_eq!(c.portal.https_listen.map(|a| a.port()), Some(8443));
             assert_eq!(c.demo.devices, 9);
             assert_eq!(c.broker.tls_listen.unwrap().port(), 8883);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn plain_listen_given_only_when_set() {
+        figment::Jail::expect_with(|jail| {
+            assert!(!Config::load(None, None).unwrap().plain_listen_given);
+            jail.set_env("OFFSITE_BROKER__PLAIN_LISTEN", "127.0.0.1:1884");
+            assert!(Config::load(None, None).unwrap().plain_listen_given);
             Ok(())
         });
     }

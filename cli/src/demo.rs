@@ -43,6 +43,12 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
     if cfg.auth.initial_admin_password.is_none() {
         cfg.auth.initial_admin_password = Some(crate::accounts::DEMO_PASSWORD.into());
     }
+    // The demo is for one machine: plain HTTP on loopback (unless configured elsewhere), never a
+    // redirect, so a browser on this machine needs no certificate.
+    if cfg.portal.listen.is_none() {
+        cfg.portal.listen = Some(std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 8080)));
+    }
+    cfg.portal.redirect_http = false;
     let p = AllInOne::start(&cfg).await?;
     let r = run_fleet(&cfg, &p, args.duration, !args.no_cameras).await;
     let stop = p.stop().await;

@@ -16,6 +16,9 @@ use crate::startup::{self, Database};
 #[derive(Subcommand)]
 pub enum DeviceCommand {
     /// Provision a device and print its credentials (shown once; keep them safe).
+    ///
+    /// The device certificate is signed by the installation's CA (`offsite certs init` makes the
+    /// CA and the server certificate; device certificates come only from here).
     Add {
         /// Display name, e.g. "工地扬尘监测仪 3号".
         name: String,

@@ -54,3 +54,16 @@ impl offsite_portal::commands::CommandPublisher for InternalCommands {
         publish_once(&self.0, topic, payload).await
     }
 }
+
+/// The all-in-one portal's way to devices: the broker's in-process link (the one ingest
+/// acknowledges through), so `offsite up` needs no plain listener for the zone editor. QoS 0 on
+/// the link, like acknowledgements; an unanswered command is sent again when the device reports
+/// online.
+pub struct LinkCommands(pub flume::Sender<(String, Vec<u8>)>);
+
+#[async_trait::async_trait]
+impl offsite_portal::commands::CommandPublisher for LinkCommands {
+    async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<()> {
+        self.0.send_async((topic.to_owned(), payload)).await.context("the broker link is closed")
+    }
+}

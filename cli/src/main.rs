@@ -5,6 +5,7 @@ mod assets;
 mod audit_cmd;
 mod backtest_cmd;
 mod bench;
+mod certs_cmd;
 mod configuration;
 mod demo;
 mod demo_cameras;
@@ -49,6 +50,9 @@ enum Command {
     Up,
     /// `up` plus a simulated fleet of sensor devices connecting over MQTT/TLS.
     Demo(demo::DemoArgs),
+    /// Certificates: `offsite certs init` makes the CA and the server certificate (MQTT/TLS, HTTPS).
+    #[command(subcommand)]
+    Certs(certs_cmd::CertsCommand),
     /// Provision and manage devices.
     #[command(subcommand)]
     Device(device_cmd::DeviceCommand),
@@ -92,6 +96,7 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Up => tiers::up(cfg).await,
             Command::Demo(args) => demo::run(cfg, args).await,
+            Command::Certs(c) => certs_cmd::run(&cfg, c),
             Command::Device(c) => device_cmd::run(cfg, c).await,
             Command::Audit(c) => audit_cmd::run(cfg, c).await,
             Command::EdgeAgent(_) => unreachable!("handled before the platform configuration is read"),

@@ -92,6 +92,37 @@ pub fn complaints_key(data_dir: &std::path::Path) -> Result<[u8; 32]> {
     bytes.try_into().map_err(|_| anyhow::anyhow!("{} must hold exactly 32 bytes", path.display()))
 }
 
+/// The portal's sockets, bound now (so a taken port fails the start): plain HTTP and HTTPS as
+/// `[portal]` says. HTTPS without `tls_cert`/`tls_key` uses the installation's server
+/// certificate in `<data_dir>/pki` (see `offsite certs init`).
+pub async fn portal_listeners(cfg: &Config) -> Result<offsite_portal::Listeners> {
+    let p = &cfg.portal;
+    let http = match p.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the portal to {addr}"))?,
+        ),
+        None => None,
+    };
+    let https = match p.https_listen {
+        Some(addr) => {
+            let pki = cfg.data_dir.join("pki");
+            let cert = p.tls_cert.clone().unwrap_or_else(|| pki.join("server.pem"));
+            let key = p.tls_key.clone().unwrap_or_else(|| pki.join("server.key"));
+            let config = offsite_portal::tls::server_config(&cert, &key)
+                .context("portal HTTPS (run `offsite certs init`, set portal.tls_cert/tls_key, or portal.https_listen = \"off\")")?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the portal's HTTPS to {addr}"))?;
+            Some((l, config))
+        }
+        None => None,
+    };
+    if p.redirect_http && https.is_none() {
+        anyhow::bail!("portal.redirect_http needs portal.https_listen");
+    }
+    Ok(offsite_portal::Listeners { http, https, redirect_http: p.redirect_http })
+}
+
 pub fn pki(cfg: &Config) -> Result<Pki> {
     Pki::load_or_create(&cfg.data_dir.join("pki")).context("loading the device CA")
 }
@@ -101,7 +132,10 @@ pub struct AllInOne {
     pub db: Database,
     pub broker: BrokerHandle,
     pub pki: Pki,
-    pub portal_addr: SocketAddr,
+    /// The portal's plain HTTP address, if that listener is on.
+    pub portal_addr: Option<SocketAddr>,
+    /// The portal's HTTPS address, if that listener is on.
+    pub portal_https_addr: Option<SocketAddr>,
     pub audit: AuditLog,
     ingest: Ingest,
     /// The HJ 212 gateway, when `hj212.enabled`.
@@ -124,7 +158,8 @@ struct Tiers {
     portal: tokio::task::JoinHandle<Result<()>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
     stop_portal: watch::Sender<bool>,
-    portal_addr: SocketAddr,
+    portal_addr: Option<SocketAddr>,
+    portal_https_addr: Option<SocketAddr>,
     notify: Option<offsite_workflow::notify::NotifyWorker>,
 }
 
@@ -153,6 +188,7 @@ impl AllInOne {
                 broker: t.broker,
                 pki: t.pki,
                 portal_addr: t.portal_addr,
+                portal_https_addr: t.portal_https_addr,
                 audit: t.audit,
                 ingest: t.ingest,
                 hj212: t.hj212,
@@ -185,6 +221,10 @@ impl AllInOne {
         // with nobody listening (they would only come back after the device's resend timeout).
         let (queue_tx, queue_rx) = flume::bounded::<Incoming>(cfg.ingest.queue_capacity);
         let acks = LinkSource::start(link_tx, link_rx, queue_tx)?;
+        let link_out = match &acks {
+            offsite_ingest::AckSink::Link(tx) => tx.clone(),
+            offsite_ingest::AckSink::Mqtt(_) => unreachable!("LinkSource acknowledges over the link"),
+        };
         let broker = builder.spawn()?;
         let (live, _) = broadcast::channel(1024);
         let (tap, analytics) = if cfg.analytics.enabled {
@@ -205,10 +245,9 @@ impl AllInOne {
         let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras).await?;
         // Loggers can connect before /healthz answers.
         let hj212 = start_hj212(cfg, &store, &ingest).await?;
-        let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
-            .await
-            .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
-        let portal_addr = listener.local_addr()?;
+        let listeners = portal_listeners(cfg).await?;
+        let portal_addr = listeners.http.as_ref().map(|l| l.local_addr()).transpose()?;
+        let portal_https_addr = listeners.https.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
         let (stop_portal, mut stop_rx) = watch::channel(false);
         let scheduler = cfg
             .workflow
@@ -225,11 +264,11 @@ impl AllInOne {
             .with_captcha(complaint_captcha(cfg))
             .with_files(crate::tiers::file_store(cfg)?)
             .with_provisioner(std::sync::Arc::new(crate::provisioner::PkiProvisioner(pki.clone())))
-            .with_commands(std::sync::Arc::new(crate::internal_mqtt::InternalCommands(cfg.clone())));
-        let portal = tokio::spawn(offsite_portal::serve(listener, state, async move {
+            .with_commands(std::sync::Arc::new(crate::internal_mqtt::LinkCommands(link_out)));
+        let portal = tokio::spawn(offsite_portal::serve_all(listeners, state, async move {
             let _ = stop_rx.wait_for(|v| *v).await;
         }));
-        Ok(Tiers { audit, broker, pki, ingest, hj212, analytics, portal, scheduler, stop_portal, portal_addr, notify })
+        Ok(Tiers { audit, broker, pki, ingest, hj212, analytics, portal, scheduler, stop_portal, portal_addr, portal_https_addr, notify })
     }
 
     pub async fn stop(self) -> Result<()> {

@@ -8,7 +8,12 @@ use tracing::info;
 use crate::configuration::Config;
 use crate::startup::{self, shutdown_signal, AllInOne, Database};
 
-pub async fn up(cfg: Config) -> Result<()> {
+pub async fn up(mut cfg: Config) -> Result<()> {
+    // Every tier is in this process (ingest and commands use the in-process link): the plain
+    // MQTT listener is only opened when configured.
+    if !cfg.plain_listen_given {
+        cfg.broker.plain_listen = None;
+    }
     let p = AllInOne::start(&cfg).await?;
     print_banner(&cfg, &p);
     shutdown_signal().await;
@@ -18,8 +23,17 @@ pub async fn up(cfg: Config) -> Result<()> {
 pub fn print_banner(cfg: &Config, p: &AllInOne) {
     let listen = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
     eprintln!("offsite is running / 平台已启动");
-    eprintln!("  portal  门户      http://{}/", p.portal_addr);
-    eprintln!("  health  健康检查  http://{}/healthz", p.portal_addr);
+    if let Some(a) = p.portal_https_addr {
+        eprintln!("  portal  门户      https://{a}/");
+    }
+    match (p.portal_addr, cfg.portal.redirect_http) {
+        (Some(a), true) => eprintln!("  HTTP -> HTTPS     http://{a}/ (redirect / 跳转)"),
+        (Some(a), false) => {
+            eprintln!("  portal  门户      http://{a}/");
+            eprintln!("  health  健康检查  http://{a}/healthz");
+        }
+        (None, _) => eprintln!("  plain HTTP        off"),
+    }
     eprintln!("  MQTT/TLS devices  {}", listen(cfg.broker.tls_listen));
     eprintln!("  MQTT internal     {}", listen(cfg.broker.plain_listen));
     eprintln!("  data directory    {}", cfg.data_dir.display());
@@ -106,9 +120,7 @@ pub async fn portal(cfg: Config) -> Result<()> {
     };
     let r = async {
         let complaints_key = startup::complaints_key(&cfg.data_dir)?;
-        let listener = tokio::net::TcpListener::bind(cfg.portal.listen)
-            .await
-            .with_context(|| format!("binding the portal to {}", cfg.portal.listen))?;
+        let listeners = startup::portal_listeners(&cfg).await?;
         // The scheduler runs beside the portal; with several portal replicas one works per pass.
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let scheduler =
@@ -127,7 +139,7 @@ pub async fn portal(cfg: Config) -> Result<()> {
             Some(p) => state.with_provisioner(p),
             None => state,
         };
-        let served = offsite_portal::serve(listener, state, shutdown_signal()).await;
+        let served = offsite_portal::serve_all(listeners, state, shutdown_signal()).await;
         let _ = stop.send(true);
         if let Some(s) = scheduler {
             let _ = s.await;

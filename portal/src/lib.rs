@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod provision;
 pub mod routes;
 pub mod time;
+pub mod tls;
 pub mod web;
 pub mod xlsx;
 
@@ -49,12 +50,53 @@ pub const LIVE_CONNECT_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PortalConfig {
-    pub listen: SocketAddr,
+    /// Plain HTTP. Off by default (`"off"`): people reach the portal over HTTPS; `offsite demo`
+    /// turns it on at 127.0.0.1:8080.
+    #[serde(with = "opt_addr")]
+    pub listen: Option<SocketAddr>,
+    /// HTTPS with `tls_cert`/`tls_key`; `"off"` turns it off.
+    #[serde(with = "opt_addr")]
+    pub https_listen: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS; unset: the installation's server certificate
+    /// (`<data_dir>/pki/server.pem`, made by `offsite certs init` or the first start).
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for HTTPS; unset: `<data_dir>/pki/server.key`.
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The plain listener only redirects to HTTPS instead of serving the portal.
+    pub redirect_http: bool,
 }
 
 impl Default for PortalConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)) }
+        Self {
+            listen: None,
+            https_listen: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8443))),
+            tls_cert: None,
+            tls_key: None,
+            redirect_http: false,
+        }
+    }
+}
+
+/// `Option<SocketAddr>` that TOML can express: an address, or `"off"` / `""` for none.
+mod opt_addr {
+    use std::net::SocketAddr;
+
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let v: Option<String> = Option::deserialize(d)?;
+        match v.as_deref().map(str::trim) {
+            None | Some("") | Some("off") | Some("none") => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|e| de::Error::custom(format!("{s:?}: {e}"))),
+        }
     }
 }
 
@@ -405,8 +447,18 @@ pub fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, REQUEST_TIMEOUT))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(routes::metrics::track))
+        .layer(middleware::from_fn(tls::security_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The sockets a portal serves on: plain HTTP (the portal itself, or only a redirect to HTTPS)
+/// and HTTPS.
+pub struct Listeners {
+    pub http: Option<tokio::net::TcpListener>,
+    pub https: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    /// The plain listener answers every request with a redirect to the HTTPS port.
+    pub redirect_http: bool,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, marks the app not ready, ends SSE
@@ -420,7 +472,18 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let addr = listener.local_addr().context("portal listener address")?;
+    serve_all(Listeners { http: Some(listener), https: None, redirect_http: false }, state, shutdown).await
+}
+
+/// [`serve`] on every listener of `listeners` at once; all stop together.
+pub async fn serve_all(
+    listeners: Listeners,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    if listeners.http.is_none() && listeners.https.is_none() {
+        anyhow::bail!("the portal has no listener: set portal.listen or portal.https_listen");
+    }
     let (state, _listener_task) = if state.live.is_some() {
         (state, None)
     } else {
@@ -431,20 +494,63 @@ pub async fn serve(
         }
         (state.with_live(tx), Some(live::AbortOnDrop(task)))
     };
-    tracing::info!(%addr, "portal listening");
     let app = router(state.clone());
-    let signal = async move {
-        shutdown.await;
-        state.begin_shutdown();
-        tracing::info!("portal shutting down");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
     };
-    // Connection info gives handlers the client address (login throttling, audit).
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(signal)
-        .await
-        .context("serving the portal")?;
+    let mut servers = tokio::task::JoinSet::new();
+    let https_port = match &listeners.https {
+        Some((l, _)) => Some(l.local_addr().context("HTTPS listener address")?.port()),
+        None => None,
+    };
+    if let Some(listener) = listeners.http {
+        let addr = listener.local_addr().context("portal listener address")?;
+        let plain = match (listeners.redirect_http, https_port) {
+            (true, Some(port)) => {
+                tracing::info!(%addr, "portal redirecting plain HTTP to HTTPS");
+                tls::redirect_router(port)
+            }
+            _ => {
+                tracing::info!(%addr, "portal listening (plain HTTP)");
+                app.clone()
+            }
+        };
+        // Connection info gives handlers the client address (login throttling, audit).
+        let serving = axum::serve(listener, plain.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stopped());
+        servers.spawn(async move { serving.await.context("serving the portal over HTTP") });
+    }
+    if let Some((listener, config)) = listeners.https {
+        let listener = tls::TlsListener::new(listener, config)?;
+        tracing::info!(addr = %axum::serve::Listener::local_addr(&listener)?, "portal listening (HTTPS)");
+        let app = app.layer(axum::Extension(tls::OverHttps));
+        // `tap_io` only so that axum's ConnectInfo<SocketAddr> applies to this listener too.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+        let serving = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stopped());
+        servers.spawn(async move { serving.await.context("serving the portal over HTTPS") });
+    }
+    let mut result = Ok(());
+    tokio::select! {
+        _ = shutdown => {}
+        Some(first) = servers.join_next() => {
+            result = first.context("portal server task")?;
+        }
+    }
+    state.begin_shutdown();
+    tracing::info!("portal shutting down");
+    let _ = stop_tx.send(true);
+    while let Some(r) = servers.join_next().await {
+        if let Ok(Err(e)) = r {
+            result = result.and(Err(e));
+        }
+    }
     tracing::info!("portal stopped");
-    Ok(())
+    result
 }
 
 /// Binds `config.listen` and serves; the convenience the CLI uses.
@@ -453,9 +559,9 @@ pub async fn run(
     store: Store,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding the portal to {}", config.listen))?;
+    let addr = config.listen.context("portal.listen is off")?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the portal to {addr}"))?;
     serve(listener, AppState::new(store), shutdown).await
 }
 

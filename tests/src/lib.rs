@@ -33,6 +33,8 @@ pub struct Site {
     pub tls_port: u16,
     pub plain_port: u16,
     pub http_port: u16,
+    /// The portal's HTTPS port.
+    pub https_port: u16,
     /// The HJ 212 gateway's port.
     pub hj212_port: u16,
 }
@@ -41,7 +43,7 @@ impl Site {
     pub async fn new() -> Result<Self> {
         let db = TestDb::new().await?;
         let dir = tempfile::Builder::new().prefix("offsite-e2e-").tempdir_in("/tmp")?;
-        Ok(Self { db, dir, tls_port: free_port(), plain_port: free_port(), http_port: free_port(), hj212_port: free_port() })
+        Ok(Self { db, dir, tls_port: free_port(), plain_port: free_port(), http_port: free_port(), https_port: free_port(), hj212_port: free_port() })
     }
 
     /// `offsite <args>` configured for this site; not yet started.
@@ -51,6 +53,7 @@ impl Site {
         c.env("OFFSITE_BROKER__TLS_LISTEN", format!("127.0.0.1:{}", self.tls_port))
             .env("OFFSITE_BROKER__PLAIN_LISTEN", format!("127.0.0.1:{}", self.plain_port))
             .env("OFFSITE_PORTAL__LISTEN", format!("127.0.0.1:{}", self.http_port))
+            .env("OFFSITE_PORTAL__HTTPS_LISTEN", format!("127.0.0.1:{}", self.https_port))
             .env("OFFSITE_HJ212__LISTEN", format!("127.0.0.1:{}", self.hj212_port))
             .env("OFFSITE_INTERNAL_MQTT__PORT", self.plain_port.to_string())
             .env("OFFSITE_INGEST__BATCH_MAX_DELAY_MS", "20")

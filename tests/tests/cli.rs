@@ -70,6 +70,7 @@ async fn demo_on_embedded_postgres_meets_its_promise() -> Result<()> {
         .env("OFFSITE_HJ212__LISTEN", format!("127.0.0.1:{hj212}"))
         .env("OFFSITE_BROKER__PLAIN_LISTEN", format!("127.0.0.1:{plain}"))
         .env("OFFSITE_PORTAL__LISTEN", format!("127.0.0.1:{http}"))
+        .env("OFFSITE_PORTAL__HTTPS_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env_remove("OFFSITE_DATABASE_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -193,6 +194,7 @@ fn help_everywhere() {
         vec!["edge-agent", "--help"],
         vec!["device", "config", "--help"],
         vec!["device", "commands", "--help"],
+        vec!["certs", "init", "--help"],
     ] {
         let out = Command::new(offsite_bin()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

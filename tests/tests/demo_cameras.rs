@@ -42,6 +42,7 @@ async fn demo_cameras_come_online_with_detection_and_raise_unattended_and_crowdi
     c.env("OFFSITE_BROKER__TLS_LISTEN", format!("127.0.0.1:{tls}"))
         .env("OFFSITE_BROKER__PLAIN_LISTEN", format!("127.0.0.1:{plain}"))
         .env("OFFSITE_PORTAL__LISTEN", format!("127.0.0.1:{http}"))
+        .env("OFFSITE_PORTAL__HTTPS_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env_remove("OFFSITE_DATABASE_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -119,7 +119,8 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
     cfg.database.url = None;
     cfg.broker.tls_listen = Some(format!("127.0.0.1:{}", super::support::free_port()?).parse()?);
     cfg.broker.plain_listen = Some(format!("127.0.0.1:{}", super::support::free_port()?).parse()?);
-    cfg.portal.listen = "127.0.0.1:0".parse()?;
+    cfg.portal.listen = Some("127.0.0.1:0".parse()?);
+    cfg.portal.https_listen = None;
     cfg.hj212.listen = "127.0.0.1:0".into();
     // No devices send data here; the detectors would only take CPU from the portal.
     cfg.analytics.enabled = false;
@@ -156,7 +157,7 @@ async fn measure(p: &AllInOne, a: &Args, endpoints: &[Endpoint]) -> Result<(Valu
     let seed_s = t.elapsed().as_secs_f64();
     eprintln!("bench api: seeded in {seed_s:.1} s");
 
-    let base = format!("http://{}", p.portal_addr);
+    let base = format!("http://{}", p.portal_addr.context("the bench needs the plain HTTP listener")?);
     let actors = Arc::new(actors(store, &base, &seeded.department_ids).await?);
     let free: usize = actors.unsigned.iter().map(|q| q.lock().unwrap().len()).sum();
     eprintln!("bench api: {} users logged in; {free} dispatched tasks to sign for", actors.handlers.len() + 2);

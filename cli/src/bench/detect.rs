@@ -83,7 +83,8 @@ async fn latency(base: crate::configuration::Config, a: &Args) -> Result<serde_j
     cfg.database.url = None;
     cfg.broker.tls_listen = Some(format!("127.0.0.1:{}", super::support::free_port()?).parse()?);
     cfg.broker.plain_listen = Some(format!("127.0.0.1:{}", super::support::free_port()?).parse()?);
-    cfg.portal.listen = "127.0.0.1:0".parse()?;
+    cfg.portal.listen = Some("127.0.0.1:0".parse()?);
+    cfg.portal.https_listen = None;
     cfg.hj212.listen = "127.0.0.1:0".into();
     let (probe_tx, probe_rx) = flume::unbounded();
     let p = crate::startup::AllInOne::start_with(&cfg, crate::startup::Hooks { warning_latency: Some(probe_tx) }).await?;

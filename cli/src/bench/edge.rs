@@ -32,7 +32,8 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
     cfg.database.url = None;
     cfg.broker.tls_listen = Some(format!("127.0.0.1:{}", free_port()?).parse()?);
     cfg.broker.plain_listen = Some(format!("127.0.0.1:{}", free_port()?).parse()?);
-    cfg.portal.listen = "127.0.0.1:0".parse()?;
+    cfg.portal.listen = Some("127.0.0.1:0".parse()?);
+    cfg.portal.https_listen = None;
     cfg.hj212.listen = "127.0.0.1:0".into();
     let p = AllInOne::start(&cfg).await?;
     let r = measure(&p, &a, dir.path()).await;

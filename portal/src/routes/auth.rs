@@ -52,13 +52,20 @@ impl From<UserRecord> for UserView {
     }
 }
 
-fn session_cookie(token: &str, expires: DateTime<Utc>) -> HeaderValue {
+/// `Secure` only over HTTPS: a browser would drop a Secure cookie set over plain HTTP (the demo).
+fn session_cookie(token: &str, expires: DateTime<Utc>, https: bool) -> HeaderValue {
     let max_age = (expires - Utc::now()).num_seconds().max(0);
-    HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"))
+    let secure = if https { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-pub async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJson(body): ApiJson<LoginBody>) -> ApiResult<Response> {
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    https: Option<axum::Extension<crate::tls::OverHttps>>,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> ApiResult<Response> {
     if body.username.is_empty() || body.password.is_empty() || body.username.len() > 64 || body.password.len() > 1024 {
         return Err(ApiError::bad_request("username and password are required", "请填写用户名和密码"));
     }
@@ -73,7 +80,7 @@ pub async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJso
                 "user": UserView::from(session.user.clone()),
             }))
             .into_response();
-            resp.headers_mut().insert(header::SET_COOKIE, session_cookie(&token, session.expires_at));
+            resp.headers_mut().insert(header::SET_COOKIE, session_cookie(&token, session.expires_at, https.is_some()));
             Ok(resp)
         }
         Login::Refused => {
