@@ -93,7 +93,8 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
     // The all-in-one platform as `offsite up` runs it; the broker only serves its own (idle) ports.
     cfg.broker.tls_listen = Some(format!("127.0.0.1:{}", free_port()?).parse()?);
     cfg.broker.plain_listen = Some(format!("127.0.0.1:{}", free_port()?).parse()?);
-    cfg.portal.listen = "127.0.0.1:0".parse()?;
+    cfg.portal.listen = Some("127.0.0.1:0".parse()?);
+    cfg.portal.https_listen = None;
     cfg.hj212.enabled = true;
     cfg.hj212.listen = "127.0.0.1:0".into();
     cfg.hj212.max_connections = cfg.hj212.max_connections.max(a.loggers + 100);
