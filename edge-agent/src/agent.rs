@@ -147,34 +147,7 @@ async fn start_device(cfg: &AgentConfig, d: &DeviceConfig, base: &Path, data_dir
     let (stop_tx, stop_rx) = watch::channel(false);
     let (read_tx, read_rx) = tokio::sync::mpsc::channel::<Reading>(64);
     let dev = id.as_str().to_owned();
-    let mut slots = Vec::new();
-    let mut tasks = Vec::new();
-    for (i, sc) in d.sources.iter().enumerate() {
-        let mut settings = SourceSettings { interval_ms: Some(sc.interval_ms), enabled: Some(sc.enabled) };
-        if let Some(o) = state.state.sources.get(&sc.name) {
-            settings = merge(settings, *o);
-        }
-        let mut source = Source::build(sc, base).with_context(|| format!("device {id}, source {}", sc.name))?;
-        if let Some(cp) = state.state.checkpoints.get(&sc.name) {
-            source.restore(*cp);
-        }
-        let (tx, rx) = watch::channel(settings);
-        let errors = Arc::new(AtomicU64::new(0));
-        publish_settings(&dev, &sc.name, settings);
-        m::SOURCE_ERRORS.with_label_values(&[&dev, &sc.name]);
-        m::SAMPLES.with_label_values(&[&dev, &sc.name]);
-        tasks.push(tokio::spawn(run_source(
-            dev.clone(),
-            sc.clone(),
-            source,
-            i,
-            rx,
-            read_tx.clone(),
-            errors.clone(),
-            stop_rx.clone(),
-        )));
-        slots.push(SourceSlot { name: sc.name.clone(), settings: tx, errors });
-    }
+    let (slots, tasks) = spawn_sources(&d.sources, None, base, &dev, &state, &read_tx, &stop_rx)?;
     drop(read_tx);
     #[cfg(feature = "camera")]
     let (cameras, camera_pump) = start_cameras(d, base, &dir, &dev, &state, &link)?;
@@ -251,6 +224,50 @@ fn start_cameras(
         events_task.abort();
     });
     Ok((cameras, Some(pump)))
+}
+
+/// Starts one task per source of a device (MQTT or HJ 212 alike), each reading at its interval
+/// (`interval_ms` overrides the configured one; settings pushed by the platform win over both)
+/// and resuming from its saved position.
+pub(crate) fn spawn_sources(
+    sources: &[SourceConfig],
+    interval_ms: Option<u64>,
+    base: &Path,
+    dev: &str,
+    state: &StateFile,
+    read_tx: &tokio::sync::mpsc::Sender<Reading>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<(Vec<SourceSlot>, Vec<JoinHandle<()>>)> {
+    let mut slots = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, sc) in sources.iter().enumerate() {
+        let mut settings =
+            SourceSettings { interval_ms: Some(interval_ms.unwrap_or(sc.interval_ms)), enabled: Some(sc.enabled) };
+        if let Some(o) = state.state.sources.get(&sc.name) {
+            settings = merge(settings, *o);
+        }
+        let mut source = Source::build(sc, base).with_context(|| format!("device {dev}, source {}", sc.name))?;
+        if let Some(cp) = state.state.checkpoints.get(&sc.name) {
+            source.restore(*cp);
+        }
+        let (tx, rx) = watch::channel(settings);
+        let errors = Arc::new(AtomicU64::new(0));
+        publish_settings(dev, &sc.name, settings);
+        m::SOURCE_ERRORS.with_label_values(&[dev, &sc.name]);
+        m::SAMPLES.with_label_values(&[dev, &sc.name]);
+        tasks.push(tokio::spawn(run_source(
+            dev.to_owned(),
+            sc.clone(),
+            source,
+            i,
+            rx,
+            read_tx.clone(),
+            errors.clone(),
+            stop_rx.clone(),
+        )));
+        slots.push(SourceSlot { name: sc.name.clone(), settings: tx, errors });
+    }
+    Ok((slots, tasks))
 }
 
 pub(crate) fn merge(base: SourceSettings, over: SourceSettings) -> SourceSettings {

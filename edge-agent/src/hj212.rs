@@ -15,8 +15,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -35,11 +33,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::agent::{merge, publish_settings, run_source, stopped, Reading, SourceSlot};
+use crate::agent::{publish_settings, spawn_sources, stopped, Reading, SourceSlot};
 use crate::config::{AgentConfig, DeviceConfig};
 use crate::metrics as m;
 use crate::queue::DiskQueue;
-use crate::sources::Source;
 use crate::state::StateFile;
 
 /// `[devices.hj212]` of a device with `protocol = "hj212"`.
@@ -294,45 +291,8 @@ pub(crate) fn start(
     let state = StateFile::load(&dir)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (read_tx, read_rx) = mpsc::channel::<Reading>(64);
-    let mut slots = Vec::new();
-    let mut tasks = Vec::new();
-    for (i, sc) in d.sources.iter().enumerate() {
-        let interval_ms = h
-            .rtd_interval_s
-            .map_or(sc.interval_ms, |s| u64::from(s) * 1000);
-        let mut settings = SourceSettings {
-            interval_ms: Some(interval_ms),
-            enabled: Some(sc.enabled),
-        };
-        if let Some(o) = state.state.sources.get(&sc.name) {
-            settings = merge(settings, *o);
-        }
-        let mut source =
-            Source::build(sc, base).with_context(|| format!("device {dev}, source {}", sc.name))?;
-        if let Some(cp) = state.state.checkpoints.get(&sc.name) {
-            source.restore(*cp);
-        }
-        let (tx, rx) = watch::channel(settings);
-        let errors = Arc::new(AtomicU64::new(0));
-        publish_settings(&dev, &sc.name, settings);
-        m::SOURCE_ERRORS.with_label_values(&[&dev, &sc.name]);
-        m::SAMPLES.with_label_values(&[&dev, &sc.name]);
-        tasks.push(tokio::spawn(run_source(
-            dev.clone(),
-            sc.clone(),
-            source,
-            i,
-            rx,
-            read_tx.clone(),
-            errors.clone(),
-            stop_rx.clone(),
-        )));
-        slots.push(SourceSlot {
-            name: sc.name.clone(),
-            settings: tx,
-            errors,
-        });
-    }
+    let interval_ms = h.rtd_interval_s.map(|s| u64::from(s) * 1000);
+    let (slots, tasks) = spawn_sources(&d.sources, interval_ms, base, &dev, &state, &read_tx, &stop_rx)?;
     drop(read_tx);
     let logger = Logger {
         backoff: Duration::from_millis(h.reconnect_delay_ms.max(10)),
