@@ -843,3 +843,85 @@ async fn roles_trying_every_change_they_lack_are_refused_and_audited() -> Result
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn public_complaint_form_takes_payloads_as_text_and_refuses_nul() -> Result<()> {
+    let db = TestDb::new().await?;
+    db.store.seed_demo_registers().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (_stop, rx) = oneshot::channel::<()>();
+    let state = AppState::new(db.store.clone())
+        .with_live(offsite_portal::live::channel())
+        .with_captcha(false);
+    tokio::spawn(serve(listener, state, async move {
+        let _ = rx.await;
+    }));
+    let fields = [
+        "description",
+        "address",
+        "contact_name",
+        "object_id",
+        "service_code",
+        "phone",
+        "id_number",
+    ];
+    let mut failures = Vec::new();
+    let mut stored = 0;
+    for field in fields {
+        for payload in PAYLOADS {
+            // This walk is about content, not the per-address quota (tested in complaints.rs).
+            sqlx::query("DELETE FROM public_rate_hits")
+                .execute(db.store.pool())
+                .await?;
+            sqlx::query("UPDATE complaints SET created_at = created_at - interval '1 day'")
+                .execute(db.store.pool())
+                .await?;
+            let mut form = reqwest::multipart::Form::new();
+            for (k, v) in [("service_code", "noise"), ("description", "夜间施工噪声")] {
+                if k != field {
+                    form = form.text(k, v);
+                }
+            }
+            form = form.text(field, payload.to_string());
+            let resp = World::http()
+                .post(format!("{base}/api/v1/complaints"))
+                .multipart(form)
+                .send()
+                .await?;
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            if payload.contains('\0') {
+                if status != StatusCode::BAD_REQUEST {
+                    failures.push(format!("{field} with NUL: {status} {body}"));
+                }
+                continue;
+            }
+            if status.is_server_error() {
+                failures.push(format!("{field} = {payload:?}: {status} {body}"));
+            }
+            if status.is_success() && field == "description" {
+                // The public tracking page gives the text back as it was sent, as JSON.
+                let no = body["tracking_no"]
+                    .as_str()
+                    .or(body["service_request_id"].as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let (_, row): (i64, String) =
+                    sqlx::query_as("SELECT id, description FROM complaints WHERE tracking_no = $1")
+                        .bind(&no)
+                        .fetch_one(db.store.pool())
+                        .await?;
+                assert_eq!(row, *payload);
+                stored += 1;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        stored,
+        PAYLOADS.len() - 1,
+        "every description payload stored verbatim"
+    );
+    Ok(())
+}
