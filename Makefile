@@ -3,9 +3,9 @@
 #   make            build target/release/offsite (same as `make build`), web UI inside
 #   make web        build the web UI (portal/web -> portal/web/dist, embedded by the portal)
 #   make test       build the web UI, run its unit tests and the whole Rust suite (browser tests
-#                   included), fuzz the HJ 212 parser 20 s per target, then stop the shared test database
+#                   included), fuzz every target (HJ 212, device protocol, portal inputs) 20 s each, then stop the shared test database
 #   make demo       build, then `offsite demo $(DEMO_ARGS)`
-#   make fuzz       fuzz the HJ 212 parser, 300 s per target (scripts/fuzz.sh)
+#   make fuzz       fuzz every target, 300 s each (scripts/fuzz.sh)
 #   make models     retrain the shipped anomaly model (models/anomaly/) in models/.venv
 #
 # Every Rust target first runs scripts/setup.sh, which installs what is missing and is fast otherwise.

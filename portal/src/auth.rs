@@ -134,3 +134,32 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         Ok(ClientIp(client_ip(parts)))
     }
 }
+
+/// Records a change refused for lack of a role (403 `forbidden`, not a CSRF refusal) as an
+/// `access.denied` audit event: who tried which operation (`entity_id` = `METHOD /route/{template}`)
+/// from where. Only changes: a refused read changes nothing and the web UI probes what a role may
+/// see, which would flood the trail.
+pub async fn audit_denied(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let token = if changes { presented_token(req.headers()).map(|(t, _)| t) } else { None };
+    let operation = req.extensions().get::<axum::extract::MatchedPath>().map(|m| format!("{} {}", req.method(), m.as_str()));
+    let ip = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+    let resp = next.run(req).await;
+    let denied = resp.status() == StatusCode::FORBIDDEN
+        && resp.extensions().get::<crate::error::ErrorCode>().is_some_and(|c| c.0 == "forbidden");
+    if let (true, Some(token), Some(operation)) = (denied, token, operation) {
+        // The session was valid a moment ago (a 403 comes after authentication).
+        if let Ok(Some((session, _))) = state.store.session(&token).await {
+            let mut ev = offsite_store::AuditEvent::new(&session.user.username, "access.denied", "api").id(operation);
+            if let Some(ip) = ip {
+                ev = ev.ip(ip);
+            }
+            state.audit(ev).await;
+        }
+    }
+    resp
+}

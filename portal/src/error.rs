@@ -20,6 +20,10 @@ pub struct ApiError {
     pub message_zh: Cow<'static, str>,
 }
 
+/// The `code` of an error response, kept as a response extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: Inner<'a>,
@@ -103,6 +107,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body { error: Inner { code: self.code, message: &self.message, message_zh: &self.message_zh } };
         let mut resp = (self.status, Json(body)).into_response();
+        // Middleware (the audit of refusals) reads the code without parsing the body.
+        resp.extensions_mut().insert(ErrorCode(self.code));
         // Error bodies depend on the request only; don't let proxies cache them.
         resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
         resp

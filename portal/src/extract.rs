@@ -1,5 +1,6 @@
 //! Extractors whose rejections are our JSON errors instead of axum's plain-text ones.
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Json, Path, Query, Request};
 use axum::http::request::Parts;
@@ -20,6 +21,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // `%00` is the only way a query string carries NUL (raw control bytes are not valid in a URI).
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(nul_refused());
+        }
         // The serde message names the field and the problem ("limit: invalid digit found in
         // string"); it only echoes what the client sent, so it is safe to return.
         Query::<T>::try_from_uri(&parts.uri).map(|Query(v)| ApiQuery(v)).map_err(|e| {
@@ -41,6 +46,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.path().contains("%00") {
+            return Err(nul_refused());
+        }
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(ApiPath(v)),
             // A missing parameter is a routing bug on our side, not the client's.
@@ -67,11 +75,53 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        if !has_json_type(req.headers()) {
+            return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        let body = Bytes::from_request(req, state).await.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE),
+            s if s.is_server_error() => anyhow::anyhow!("reading a JSON body: {}", e.body_text()).into(),
+            s => ApiError::new(s, "bad_request", format!("unreadable request body: {}", e.body_text()), "无法读取请求体"),
+        })?;
+        if has_nul_escape(&body) {
+            return Err(nul_refused());
+        }
+        match Json::<T>::from_bytes(&body) {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(e) => Err(json_rejection(e)),
         }
     }
+}
+
+/// `application/json` or any `+json` type, as axum's own `Json` accepts.
+fn has_json_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Whether a JSON text holds a string with the NUL character: PostgreSQL text cannot store it,
+/// so it would surface as a database error (a 500) instead of the caller's mistake. In valid JSON
+/// NUL can only appear as the escape `\u0000`; an escaped backslash before `u0000` is plain text.
+pub fn has_nul_escape(json: &[u8]) -> bool {
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] == b'\\' {
+            if json.get(i + 1) == Some(&b'u') && json.get(i + 2..i + 6) == Some(b"0000") {
+                return true;
+            }
+            // Skip the escaped character, so `\\u0000` is not mistaken for an escape.
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// The refusal of text holding NUL, which no field of ours accepts.
+pub fn nul_refused() -> ApiError {
+    ApiError::bad_request("text must not contain the NUL character (\\u0000, %00)", "文本不能包含空字符（\\u0000、%00）")
 }
 
 /// `Option<ApiJson<T>>`: actions whose body is optional (`POST /tasks/{id}/sign` with nothing,
@@ -138,4 +188,19 @@ pub fn page_params(limit: Option<&str>, offset: Option<&str>, default: i64, max:
         return Err(ApiError::bad_request("offset must not be negative", "offset 不能为负数"));
     }
     Ok((limit, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn finds_nul_escapes_only_where_they_are_escapes() {
+        assert!(has_nul_escape(br#"{"name":"a\u0000b"}"#));
+        assert!(has_nul_escape(br#"["\\\u0000"]"#));
+        assert!(!has_nul_escape(br#"{"name":"a\\u0000b"}"#));
+        assert!(has_nul_escape(br#"{"name":"\u00001"}"#));
+        assert!(!has_nul_escape(br#"{"name":"\u0001 \u1000"}"#));
+        assert!(!has_nul_escape(b"\\"));
+    }
 }

@@ -441,6 +441,7 @@ pub fn router(state: AppState) -> Router {
         // `MatchedPath`. The last layer added is the outermost: tracing sees everything, the
         // counter sees the final status, and JSON normalisation covers the statuses the inner
         // layers produce (timeout, body limit, caught panic).
+        .layer(middleware::from_fn_with_state(state.clone(), auth::audit_denied))
         .layer(CatchPanicLayer::custom(panic_response))
         // BODY_LIMIT_BYTES, except the complaint intake (attachments).
         .layer(middleware::from_fn(routes::complaints::body_limit))

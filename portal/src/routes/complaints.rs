@@ -435,6 +435,10 @@ async fn read_form(mut mp: Multipart) -> ApiResult<Form> {
         let text = String::from_utf8(bytes).map_err(|_| {
             ApiError::bad_request(format!("{name}: not UTF-8 text"), format!("{name}：不是 UTF-8 文本"))
         })?;
+        // PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
+        if text.contains('\0') {
+            return Err(crate::extract::nul_refused());
+        }
         *slot = Some(text);
     }
     Ok(form)
