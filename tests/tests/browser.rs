@@ -104,10 +104,12 @@ async fn run_scenario(site: &Site, web: &Path, shots: &Path, log: &Path) -> Resu
     })
     .await?;
     // The analytics tier picks up the demo's rules on its next tick after seeding; an anomaly sent
-    // before that would meet no rule.
+    // before that would meet no rule. The database ships rules of its own (a data-gap rule for
+    // HJ 212 loggers), so "some rules loaded" is not enough: wait for the seeded set, all of it.
+    let seeded_rules = site.db.store.list_rules().await?.len();
+    let wanted = format!("rules loaded rules={seeded_rules}");
     wait_for("the demo rules in the analytics tier", Duration::from_secs(60), || {
-        let loaded = std::fs::read_to_string(log)
-            .is_ok_and(|t| t.lines().any(|l| l.contains("rules loaded") && !l.contains("rules=0")));
+        let loaded = std::fs::read_to_string(log).is_ok_and(|t| t.lines().any(|l| l.contains(&wanted)));
         async move { loaded }
     })
     .await?;
