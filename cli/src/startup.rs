@@ -220,7 +220,8 @@ impl AllInOne {
         // Ingest subscribes before the listeners open, so no device's first batches go to a broker
         // with nobody listening (they would only come back after the device's resend timeout).
         let (queue_tx, queue_rx) = flume::bounded::<Incoming>(cfg.ingest.queue_capacity);
-        let acks = LinkSource::start(link_tx, link_rx, queue_tx)?;
+        let gate = offsite_ingest::DeviceGate::new(&cfg.ingest);
+        let acks = LinkSource::start(link_tx, link_rx, queue_tx, gate.clone())?;
         let link_out = match &acks {
             offsite_ingest::AckSink::Link(tx) => tx.clone(),
             offsite_ingest::AckSink::Mqtt(_) => unreachable!("LinkSource acknowledges over the link"),
@@ -242,7 +243,7 @@ impl AllInOne {
             (None, None)
         };
         let cameras = offsite_ingest::CameraSink { files: Some(crate::tiers::file_store(cfg)?), live: Some(live.clone()) };
-        let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras).await?;
+        let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras, gate).await?;
         // Loggers can connect before /healthz answers.
         let hj212 = start_hj212(cfg, &store, &ingest).await?;
         let listeners = portal_listeners(cfg).await?;

@@ -57,6 +57,7 @@ pub async fn ingest(cfg: Config) -> Result<()> {
     let m = &cfg.internal_mqtt;
     let password = crate::internal_mqtt::password(&cfg)?;
     let (queue_tx, queue_rx) = flume::bounded::<Incoming>(cfg.ingest.queue_capacity);
+    let gate = offsite_ingest::DeviceGate::new(&cfg.ingest);
     let acks = MqttSource::start(
         MqttSourceConfig {
             host: m.host.clone(),
@@ -67,6 +68,7 @@ pub async fn ingest(cfg: Config) -> Result<()> {
             client_id: format!("offsite-ingest-{}", rand::random::<u32>()),
         },
         queue_tx,
+        gate.clone(),
     );
     // The analytics tier runs beside ingest on what it commits; warnings reach portals in other
     // processes through PostgreSQL NOTIFY. (Several ingest replicas would split a series' samples
@@ -89,7 +91,7 @@ pub async fn ingest(cfg: Config) -> Result<()> {
     };
     // Split mode: portals learn of camera warnings through pg_notify.
     let cameras = offsite_ingest::CameraSink { files: Some(file_store(&cfg)?), live: None };
-    let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras).await?;
+    let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras, gate).await?;
     let hj212 = startup::start_hj212(&cfg, &db.store, &ingest).await?;
     info!(broker = %format!("{}:{}", m.host, m.port), analytics = analytics.is_some(), "ingest running");
     shutdown_signal().await;

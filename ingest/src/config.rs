@@ -22,6 +22,14 @@ pub struct IngestConfig {
     pub maintain_partitions: bool,
     /// Messages buffered between the source and the processor.
     pub queue_capacity: usize,
+    /// Per-device budget (fairness.rs): messages and samples per second, 0 turns it off. Far
+    /// above any real sensor; a device beyond it has its excess left unacknowledged.
+    pub device_max_messages_per_s: f64,
+    pub device_max_samples_per_s: f64,
+    /// How many seconds of budget a device may spend at once.
+    pub device_burst_s: f64,
+    /// A flooding device's warning is resolved after it stays within budget this long.
+    pub device_calm_s: f64,
 }
 
 impl Default for IngestConfig {
@@ -37,6 +45,10 @@ impl Default for IngestConfig {
             partitions_ahead_days: 7,
             maintain_partitions: true,
             queue_capacity: 20_000,
+            device_max_messages_per_s: 1_000.0,
+            device_max_samples_per_s: 5_000.0,
+            device_burst_s: 10.0,
+            device_calm_s: 60.0,
         }
     }
 }

@@ -12,6 +12,7 @@
 
 mod camera;
 mod config;
+pub mod fairness;
 pub mod hj212;
 pub mod metrics;
 mod pipeline;
@@ -20,6 +21,7 @@ mod writer;
 
 pub use camera::CameraSink;
 pub use config::IngestConfig;
+pub use fairness::DeviceGate;
 pub use pipeline::GatewayWork;
 pub use source::{AckSink, Incoming, LinkSource, MqttSource, MqttSourceConfig};
 pub use writer::Committed;
@@ -54,12 +56,22 @@ pub struct Ingest {
     tasks: Vec<JoinHandle<()>>,
     stop: CancellationToken,
     gateway: flume::Sender<GatewayWork>,
+    gate: DeviceGate,
+}
+
+/// Where a gateway that authenticates its own devices (HJ 212) hands in their samples, and the
+/// per-device budget it paces them by.
+#[derive(Clone)]
+pub struct GatewaySink {
+    pub work: flume::Sender<GatewayWork>,
+    pub gate: DeviceGate,
 }
 
 impl Ingest {
     /// Starts processing messages from `rx` (fed by a source) and acknowledging through `acks`;
     /// committed rows go on to `tap` (analytics) when given; camera snapshots and warning changes
-    /// go to `cameras`.
+    /// go to `cameras`. `gate` is the per-device budget the source checks (the same one): ingest
+    /// keeps the flooding warnings it raises.
     pub async fn start(
         store: Store,
         cfg: IngestConfig,
@@ -67,6 +79,7 @@ impl Ingest {
         acks: AckSink,
         tap: Option<flume::Sender<Committed>>,
         cameras: CameraSink,
+        gate: DeviceGate,
     ) -> anyhow::Result<Self> {
         metrics::register();
         let stop = CancellationToken::default();
@@ -78,6 +91,7 @@ impl Ingest {
         // Gateways (HJ 212) wait here when the processor is busy: back-pressure down to their sockets.
         let (gateway, gateway_rx) = flume::bounded(cfg.queue_capacity.max(1));
         tasks.push(tokio::spawn(pipeline::run(cfg.clone(), cache, rx, flush_tx, camera_tx, gateway_rx, stop.clone())));
+        tasks.push(tokio::spawn(fairness::warden(gate.clone(), store.clone(), cameras.live.clone(), stop.clone())));
         tasks.push(tokio::spawn(camera::run(store.clone(), cameras, camera_rx, acks.clone())));
         for i in 0..cfg.writers.max(1) {
             tasks.push(tokio::spawn(writer::run(i, store.clone(), flush_rx.clone(), acks.clone(), tap.clone())));
@@ -85,12 +99,12 @@ impl Ingest {
         if cfg.maintain_partitions {
             tasks.push(tokio::spawn(writer::maintain(store.clone(), cfg.clone(), stop.clone())));
         }
-        Ok(Self { tasks, stop, gateway })
+        Ok(Self { tasks, stop, gateway, gate })
     }
 
     /// Where a gateway that authenticates its own devices (HJ 212) hands in their samples.
-    pub fn gateway_sink(&self) -> flume::Sender<GatewayWork> {
-        self.gateway.clone()
+    pub fn gateway_sink(&self) -> GatewaySink {
+        GatewaySink { work: self.gateway.clone(), gate: self.gate.clone() }
     }
 
     /// Stops after the messages already received are written and acknowledged.

@@ -66,6 +66,28 @@ pub static CAMERA_INHIBITED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("offsite_ingest_camera_inhibited_total", "Camera events that opened no warning: the camera is offline").unwrap()
 });
 
+pub static THROTTLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "offsite_ingest_throttled_total",
+        "Device input over its per-device budget (MQTT: not acknowledged, resent later; HJ 212: paced), by path and unit",
+        &["source", "unit"]
+    )
+    .unwrap()
+});
+pub static FLOODING_DEVICES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("offsite_ingest_flooding_devices", "Devices over their ingest budget now").unwrap()
+});
+
+/// Registers the fairness metrics (a gate can exist before the rest of ingest starts).
+pub fn register_fairness() {
+    for source in ["mqtt", "hj212"] {
+        for unit in ["messages", "samples"] {
+            THROTTLED.with_label_values(&[source, unit]);
+        }
+    }
+    LazyLock::force(&FLOODING_DEVICES);
+}
+
 /// Registers every metric so they show (at zero) before the first message.
 pub fn register() {
     LazyLock::force(&SAMPLES);
@@ -85,4 +107,5 @@ pub fn register() {
     LazyLock::force(&CAMERA_MESSAGES);
     LazyLock::force(&CAMERA_DUPLICATES);
     LazyLock::force(&CAMERA_INHIBITED);
+    register_fairness();
 }

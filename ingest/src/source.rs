@@ -9,7 +9,17 @@ use offsite_wire::Channel;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tracing::{info, warn};
 
+use crate::fairness::{self, DeviceGate};
 use crate::metrics;
+
+/// The per-device budget check, before a message joins the queue all devices share. A refused
+/// message is simply not forwarded: it is never acknowledged, so the device resends it later.
+fn admitted(gate: &DeviceGate, topic: &[u8], payload: &[u8]) -> bool {
+    // Topics of no device are the processor's to refuse (bad_topic), with a dead letter.
+    let Some(device) = fairness::topic_device(topic) else { return true };
+    let samples = if topic.ends_with(b"/data") { fairness::estimate_samples(payload) } else { 0 };
+    gate.admit(device, samples)
+}
 
 /// One message as received from the broker.
 #[derive(Debug, Clone)]
@@ -61,6 +71,7 @@ impl LinkSource {
         mut tx: rumqttd::local::LinkTx,
         mut rx: rumqttd::local::LinkRx,
         queue: flume::Sender<Incoming>,
+        gate: DeviceGate,
     ) -> anyhow::Result<AckSink> {
         for f in filters() {
             tx.subscribe(f)?;
@@ -79,6 +90,9 @@ impl LinkSource {
             loop {
                 match rx.next().await {
                     Ok(Some(rumqttd::Notification::Forward(f))) => {
+                        if !admitted(&gate, &f.publish.topic, &f.publish.payload) {
+                            continue;
+                        }
                         let msg = Incoming { topic: f.publish.topic, payload: f.publish.payload, received_at: Utc::now() };
                         metrics::QUEUE_DEPTH.set(queue.len() as i64);
                         if queue.send_async(msg).await.is_err() {
@@ -118,7 +132,7 @@ pub struct MqttSourceConfig {
 pub struct MqttSource;
 
 impl MqttSource {
-    pub fn start(cfg: MqttSourceConfig, queue: flume::Sender<Incoming>) -> AckSink {
+    pub fn start(cfg: MqttSourceConfig, queue: flume::Sender<Incoming>, gate: DeviceGate) -> AckSink {
         let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
         opts.set_credentials(cfg.username.clone(), cfg.password.clone());
         opts.set_keep_alive(Duration::from_secs(30));
@@ -140,6 +154,9 @@ impl MqttSource {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if !admitted(&gate, p.topic.as_bytes(), &p.payload) {
+                            continue;
+                        }
                         let msg = Incoming { topic: Bytes::from(p.topic.into_bytes()), payload: p.payload, received_at: Utc::now() };
                         metrics::QUEUE_DEPTH.set(queue.len() as i64);
                         if queue.send_async(msg).await.is_err() {

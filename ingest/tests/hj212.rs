@@ -35,6 +35,7 @@ impl Platform {
         };
         let (source, rx) = flume::bounded(16);
         let (acks, _) = flume::unbounded();
+        let gate = offsite_ingest::DeviceGate::new(&icfg);
         let ingest = Ingest::start(
             db.store.clone(),
             icfg,
@@ -45,6 +46,7 @@ impl Platform {
                 files: None,
                 live: None,
             },
+            gate,
         )
         .await
         .unwrap();

@@ -710,6 +710,7 @@ mod tests {
             files: None,
             live: None,
         };
+        let gate = offsite_ingest::DeviceGate::new(&icfg);
         let ingest = Ingest::start(
             db.store.clone(),
             icfg,
@@ -717,6 +718,7 @@ mod tests {
             AckSink::Link(acks),
             None,
             cameras,
+            gate,
         )
         .await
         .unwrap();

@@ -517,6 +517,14 @@ impl Conn {
             online: None,
             committed: Some(committed),
         };
+        // A logger over its budget waits here, unread: only its own TCP stream slows down.
+        let wait = self.shared.gate.pace(&w.device_id, w.device_key, w.samples.len().max(1) as u64);
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shared.stop.cancelled() => return,
+            }
+        }
         // Waiting here is the back-pressure: a busy database slows the loggers' reads, not memory.
         if self.shared.sink.send_async(w).await.is_err() {
             return;

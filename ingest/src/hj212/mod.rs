@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::{CancellationToken, GatewayWork};
+use crate::{CancellationToken, DeviceGate, GatewaySink, GatewayWork};
 
 /// `[hj212]` in the configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub store: Store,
     pub cfg: Hj212Config,
     pub sink: flume::Sender<GatewayWork>,
+    /// The per-device budget: a logger over it has its connection paced (not read until allowed).
+    pub gate: DeviceGate,
     /// Logged-in connections by device key: where to send platform commands.
     pub loggers: Mutex<HashMap<i32, conn::LoggerHandle>>,
     pub stop: CancellationToken,
@@ -80,7 +82,7 @@ impl Hj212Gateway {
     pub async fn start(
         store: Store,
         cfg: Hj212Config,
-        sink: flume::Sender<GatewayWork>,
+        sink: GatewaySink,
     ) -> anyhow::Result<Self> {
         metrics::register();
         let listener = TcpListener::bind(&cfg.listen)
@@ -92,7 +94,8 @@ impl Hj212Gateway {
         let shared = Arc::new(Shared {
             store,
             cfg,
-            sink,
+            sink: sink.work,
+            gate: sink.gate,
             loggers: Mutex::new(HashMap::new()),
             stop: stop.clone(),
         });

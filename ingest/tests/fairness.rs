@@ -1,0 +1,499 @@
+//! Per-device fairness through the real broker (TLS, device certificates and tokens) into ingest
+//! and a real PostgreSQL: one device floods as fast as it can while ten others send at a modest
+//! rate. The ten keep being acknowledged and stored during the flood; the flooder's excess is
+//! refused unacknowledged and counted, nothing it was told is stored is missing, and its
+//! flooding warning opens during the flood and resolves once it is calm.
+//!
+//! Prints the normal devices' acknowledgement latency without and with the flood (the figure in
+//! RELIABILITY.md "Fairness"); no time is asserted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use offsite_broker::{BrokerBuilder, BrokerConfig, BrokerHandle, Pki};
+use offsite_ingest::fairness::flooding_key;
+use offsite_ingest::{metrics, CameraSink, DeviceGate, Incoming, Ingest, IngestConfig, LinkSource};
+use offsite_store::testing::TestDb;
+use offsite_store::{Store, WarningFilter};
+use offsite_wire::{
+    encode_batch, Ack, Batch, Channel, DeviceCredentials, MetricKey, Sample, Topic,
+};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+
+const NORMAL_DEVICES: usize = 10;
+/// Normal devices: a batch of this many samples every `NORMAL_PERIOD`.
+const NORMAL_SAMPLES: usize = 10;
+const NORMAL_PERIOD: Duration = Duration::from_millis(100);
+const FLOOD_SAMPLES: usize = 20;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ingest_config() -> IngestConfig {
+    IngestConfig {
+        batch_max_delay_ms: 20,
+        // Far above a normal device here (10 messages/s, 100 samples/s), far below a flood.
+        device_max_messages_per_s: 50.0,
+        device_max_samples_per_s: 500.0,
+        device_burst_s: 1.0,
+        device_calm_s: 2.0,
+        ..IngestConfig::default()
+    }
+}
+
+struct Platform {
+    _dir: tempfile::TempDir,
+    db: TestDb,
+    broker: BrokerHandle,
+    ingest: Option<Ingest>,
+}
+
+impl Platform {
+    async fn start() -> Platform {
+        offsite_broker::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(&dir.path().join("pki")).unwrap();
+        let db = TestDb::new().await.unwrap();
+        let bcfg = BrokerConfig {
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], free_port()))),
+            plain_listen: None,
+            ..BrokerConfig::default()
+        };
+        let internal = offsite_broker::internal_password(dir.path()).unwrap();
+        let mut builder = BrokerBuilder::new(&bcfg, &pki, db.store.clone(), internal).unwrap();
+        let (link_tx, link_rx) = builder.link("offsite-ingest").unwrap();
+        let icfg = ingest_config();
+        let gate = DeviceGate::new(&icfg);
+        let (queue_tx, queue_rx) = flume::bounded::<Incoming>(icfg.queue_capacity);
+        let acks = LinkSource::start(link_tx, link_rx, queue_tx, gate.clone()).unwrap();
+        let broker = builder.spawn().unwrap();
+        let ingest = Ingest::start(
+            db.store.clone(),
+            icfg,
+            queue_rx,
+            acks,
+            None,
+            CameraSink::default(),
+            gate,
+        )
+        .await
+        .unwrap();
+        Platform {
+            _dir: dir,
+            db,
+            broker,
+            ingest: Some(ingest),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.db.store
+    }
+
+    async fn provision(&self, name: &str) -> DeviceCredentials {
+        let pki = Pki::load_or_create(&self._dir.path().join("pki")).unwrap();
+        offsite_broker::provision(self.store(), &pki, name, None)
+            .await
+            .unwrap()
+            .1
+    }
+
+    /// The seqs of `device` whose samples are stored, with how many samples each.
+    async fn stored(&self, device: &str) -> BTreeMap<u64, usize> {
+        let key = self
+            .store()
+            .device_auth(device)
+            .await
+            .unwrap()
+            .expect("a registered device")
+            .key;
+        let Some(metric) = self.store().metric_by_key("flow").await.unwrap() else {
+            return BTreeMap::new();
+        };
+        let from = Utc::now() - chrono::Duration::days(1);
+        let to = Utc::now() + chrono::Duration::days(1);
+        let points = self
+            .store()
+            .series(key, metric.id, from, to, None, 10_000_000)
+            .await
+            .unwrap();
+        let mut by_seq = BTreeMap::new();
+        for p in points {
+            *by_seq.entry(p.value as u64).or_insert(0) += 1;
+        }
+        by_seq
+    }
+
+    async fn flooding_warning(
+        &self,
+        device: &str,
+        open: bool,
+    ) -> Option<offsite_store::WarningRecord> {
+        let f = WarningFilter {
+            open: Some(open),
+            device_id: Some(device.to_owned()),
+            limit: 100,
+            ..Default::default()
+        };
+        let (list, _) = self.store().warnings(&f).await.unwrap();
+        list.into_iter()
+            .find(|w| w.dedup_key == flooding_key(device))
+    }
+}
+
+/// A device connection that records when each of its seqs was acknowledged.
+struct Device {
+    creds: DeviceCredentials,
+    client: AsyncClient,
+    topic: String,
+    acked: Arc<Mutex<HashMap<u64, Instant>>>,
+    /// Sequence numbers refused for good (none are expected: throttling never refuses).
+    rejected: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Device {
+    async fn connect(port: u16, creds: DeviceCredentials) -> Device {
+        let mut o = MqttOptions::new(format!("{}-c", creds.device_id), "localhost", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_inflight(200);
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: creds.ca_pem.clone().into_bytes(),
+            alpn: None,
+            client_auth: Some((
+                creds.cert_pem.clone().into_bytes(),
+                creds.key_pem.clone().into_bytes(),
+            )),
+        }));
+        o.set_credentials(creds.device_id.as_str(), creds.token.as_str());
+        let (client, mut eventloop) = AsyncClient::new(o, 1000);
+        let acked = Arc::new(Mutex::new(HashMap::new()));
+        let rejected = Arc::new(AtomicU64::new(0));
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let mut subscribed_tx = Some(subscribed_tx);
+        let ack_topic = Topic::new(creds.device_id.clone(), Channel::Ack).render();
+        let (a, r, c) = (acked.clone(), rejected.clone(), client.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        c.subscribe(ack_topic.clone(), QoS::AtLeastOnce)
+                            .await
+                            .unwrap();
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(t) = subscribed_tx.take() {
+                            let _ = t.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let ack = Ack::decode(&p.payload).expect("a well-formed acknowledgement");
+                        let now = Instant::now();
+                        let mut a = a.lock().unwrap();
+                        for s in ack.seqs {
+                            a.entry(s).or_insert(now);
+                        }
+                        r.fetch_add(ack.rejected.len() as u64, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("device connection failed: {e}"),
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed)
+            .await
+            .expect("subscribed in time")
+            .unwrap();
+        let topic = Topic::new(creds.device_id.clone(), Channel::Data).render();
+        Device {
+            creds,
+            client,
+            topic,
+            acked,
+            rejected,
+            task,
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.creds.device_id.as_str()
+    }
+
+    /// A batch whose samples carry its seq as value, at timestamps no other batch uses.
+    fn batch(seq: u64, samples: usize) -> Vec<u8> {
+        let base = Utc::now() - chrono::Duration::hours(1);
+        let metric = MetricKey::parse("flow").unwrap();
+        encode_batch(&Batch {
+            seq,
+            samples: (0..samples)
+                .map(|i| Sample {
+                    ts: base - chrono::Duration::milliseconds((seq * 1000 + i as u64) as i64),
+                    metric: metric.clone(),
+                    value: seq as f64,
+                })
+                .collect(),
+        })
+    }
+
+    async fn send(&self, seq: u64, samples: usize) {
+        self.client
+            .publish(
+                &self.topic,
+                QoS::AtLeastOnce,
+                false,
+                Self::batch(seq, samples),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Sends `count` batches from `first`, one per period, and waits for all their acknowledgements;
+    /// returns each batch's latency from publishing to acknowledgement.
+    async fn run_normal(&self, first: u64, count: u64) -> Vec<Duration> {
+        let mut sent = Vec::new();
+        let mut tick = tokio::time::interval(NORMAL_PERIOD);
+        for seq in first..first + count {
+            tick.tick().await;
+            sent.push((seq, Instant::now()));
+            self.send(seq, NORMAL_SAMPLES).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            {
+                let a = self.acked.lock().unwrap();
+                if sent.iter().all(|(s, _)| a.contains_key(s)) {
+                    return sent.iter().map(|(s, t)| a[s].duration_since(*t)).collect();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "device {}: not every batch acknowledged within 30 s",
+                self.id()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+async fn run_fleet(devices: &[Device], first: u64, count: u64) -> Vec<Duration> {
+    let runs = devices.iter().map(|d| d.run_normal(first, count));
+    futures_join_all(runs).await.into_iter().flatten().collect()
+}
+
+/// Joins futures without another dependency.
+async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    let pinned: Vec<_> = fs.map(Box::pin).collect();
+    let mut pending: Vec<_> = pinned.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, f) in pending.iter_mut().enumerate() {
+            if let Some(fut) = f {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *f = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    for r in results {
+        out.push(r.expect("every future finished"));
+    }
+    out
+}
+
+fn throttled_messages() -> u64 {
+    metrics::THROTTLED
+        .with_label_values(&["mqtt", "messages"])
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_device_does_not_starve_the_others() {
+    let p = Platform::start().await;
+    let port = p.broker.tls_addr().unwrap().port();
+    let mut normal = Vec::new();
+    for i in 0..NORMAL_DEVICES {
+        let creds = p.provision(&format!("正常设备 {i}")).await;
+        normal.push(Device::connect(port, creds).await);
+    }
+    let flooder = Arc::new(Device::connect(port, p.provision("洪泛设备").await).await);
+
+    // Without the flood: the baseline latency.
+    let quiet = run_fleet(&normal, 1, 20).await;
+
+    // The flood: as fast as the connection takes it, until told to stop.
+    let throttled_before = throttled_messages();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let flood = {
+        let (f, stop, sent) = (flooder.clone(), stop.clone(), sent.clone());
+        tokio::spawn(async move {
+            let mut seq = 1;
+            while !stop.load(Ordering::Relaxed) {
+                f.send(seq, FLOOD_SAMPLES).await;
+                sent.store(seq, Ordering::Relaxed);
+                seq += 1;
+                if seq % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    // Let the flooder spend its burst, so what follows happens while it is being throttled.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sent_before_normal = sent.load(Ordering::Relaxed);
+    let loud = run_fleet(&normal, 1000, 30).await;
+    let sent_after_normal = sent.load(Ordering::Relaxed);
+    assert!(
+        sent_after_normal > sent_before_normal && !flood.is_finished(),
+        "the flood must still be going while the normal devices are acknowledged"
+    );
+    // Its warning is open during the flood.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        if let Some(w) = p.flooding_warning(flooder.id(), true).await {
+            break w;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no open flooding warning during the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    flood.await.unwrap();
+    let throttled = throttled_messages() - throttled_before;
+
+    // After the flood, let the last admitted batches be committed and acknowledged.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let acked: HashSet<u64> = flooder.acked.lock().unwrap().keys().copied().collect();
+    let offered = sent.load(Ordering::Relaxed);
+    let stored = p.stored(flooder.id()).await;
+    for seq in &acked {
+        assert_eq!(
+            stored.get(seq),
+            Some(&FLOOD_SAMPLES),
+            "flooder batch {seq} acknowledged but not (wholly) stored"
+        );
+    }
+    for (seq, n) in &stored {
+        assert!(
+            *seq >= 1 && *seq <= offered,
+            "stored a batch never sent: {seq}"
+        );
+        assert_eq!(
+            *n, FLOOD_SAMPLES,
+            "batch {seq} stored {n} samples (duplicates or a partial batch)"
+        );
+    }
+    assert!(
+        (acked.len() as u64) < offered,
+        "the flooder's excess was acknowledged: {} of {offered}",
+        acked.len()
+    );
+    assert!(throttled > 0, "no throttled message counted");
+    assert_eq!(
+        flooder.rejected.load(Ordering::Relaxed),
+        0,
+        "throttling must not refuse batches for good"
+    );
+    assert_eq!(
+        warning.level,
+        offsite_store::Level::ORANGE,
+        "flooding is orange"
+    );
+    assert_eq!(warning.evidence["budget_samples_per_s"], 500.0);
+    assert!(
+        warning.evidence["offered_messages_per_s"].as_f64().unwrap() > 50.0,
+        "{}",
+        warning.evidence
+    );
+
+    // Every normal device's batches are stored, whole.
+    for d in &normal {
+        let s = p.stored(d.id()).await;
+        assert_eq!(s.len(), 50, "device {}: {} batches stored", d.id(), s.len());
+        assert!(
+            s.values().all(|n| *n == NORMAL_SAMPLES),
+            "device {}: a partial or doubled batch",
+            d.id()
+        );
+        assert_eq!(d.rejected.load(Ordering::Relaxed), 0);
+    }
+
+    // Calm again: the warning resolves after device_calm_s (2 s) and a sweep.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if p.flooding_warning(flooder.id(), true).await.is_none() {
+            let w = p
+                .flooding_warning(flooder.id(), false)
+                .await
+                .expect("the warning was resolved, not deleted");
+            assert_eq!(w.id, warning.id);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flooding warning did not resolve after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A calm device is admitted again: one more batch is acknowledged and stored.
+    let next = offered + 1;
+    flooder.send(next, FLOOD_SAMPLES).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !flooder.acked.lock().unwrap().contains_key(&next) {
+        assert!(
+            Instant::now() < deadline,
+            "the calmed device's batch was not acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "fairness: {NORMAL_DEVICES} normal devices (10 batches/s each): ack latency p50 {:.1} ms, p99 {:.1} ms without \
+         the flood; p50 {:.1} ms, p99 {:.1} ms during it. Flooder: {offered} batches of {FLOOD_SAMPLES} offered, {} \
+         acknowledged, {throttled} throttled",
+        ms(percentile(quiet.clone(), 0.5)),
+        ms(percentile(quiet, 0.99)),
+        ms(percentile(loud.clone(), 0.5)),
+        ms(percentile(loud, 0.99)),
+        acked.len(),
+    );
+    drop(normal);
+    let mut p = p;
+    p.ingest.take().unwrap().shutdown().await;
+}
