@@ -497,3 +497,231 @@ async fn a_flooding_device_does_not_starve_the_others() {
     let mut p = p;
     p.ingest.take().unwrap().shutdown().await;
 }
+
+mod hj212_flood {
+    //! The HJ 212 path: a logger that floods packets is paced (its connection is not read until its
+    //! budget allows), so it slows down and loses nothing, while another logger's packets are
+    //! answered on time throughout.
+
+    use super::*;
+    use offsite_hj212::{crc16, Framer, Packet, MAX_DATA_LEN};
+    use offsite_ingest::hj212::{Hj212Config, Hj212Gateway};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const FLOOD_PACKETS: usize = 300;
+    const METRIC: &str = "a34004-Rtd";
+
+    fn frame(data: &str) -> Vec<u8> {
+        format!(
+            "##{:04}{data}{:04X}\r\n",
+            data.len(),
+            crc16(data.as_bytes())
+        )
+        .into_bytes()
+    }
+
+    /// A packet with its own DataTime (local time, UTC+8) `back` seconds before a day ago; the QN
+    /// names it.
+    fn upload(mn: &str, back: usize) -> (String, Vec<u8>) {
+        // One base for the whole test, so packets never share a DataTime (it has whole seconds).
+        static BASE: std::sync::LazyLock<chrono::DateTime<Utc>> = std::sync::LazyLock::new(|| {
+            Utc::now() + chrono::Duration::hours(8) - chrono::Duration::days(1)
+        });
+        let t = *BASE - chrono::Duration::seconds(back as i64);
+        let dt = t.format("%Y%m%d%H%M%S").to_string();
+        let qn = format!("{dt}000");
+        let data =
+            format!("QN={qn};ST=22;CN=2011;PW=123456;MN={mn};Flag=5;CP=&&DataTime={dt};{METRIC}={back}.0,a34004-Flag=N&&");
+        (qn, frame(&data))
+    }
+
+    /// Reads 9014 answers off a logger's connection: (QN, when).
+    fn answers(
+        mut rd: tokio::net::tcp::OwnedReadHalf,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<(String, Instant)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut framer = Framer::new(MAX_DATA_LEN);
+            let mut buf = vec![0u8; 4096];
+            loop {
+                while let Some(f) = framer.next_frame() {
+                    let p =
+                        Packet::parse(&f.expect("well-formed frames from the platform")).unwrap();
+                    if p.cn == "9014" {
+                        let _ = tx.send((p.qn.unwrap_or_default(), Instant::now()));
+                    }
+                }
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => framer.push(&buf[..n]),
+                }
+            }
+        });
+        rx
+    }
+
+    async fn stored(store: &Store, key: i32) -> usize {
+        let Some(m) = store.metric_by_key(METRIC).await.unwrap() else {
+            return 0;
+        };
+        let from = Utc::now() - chrono::Duration::days(3);
+        store
+            .series(key, m.id, from, Utc::now(), None, 1_000_000)
+            .await
+            .unwrap()
+            .len()
+    }
+
+    async fn flooding_warning(
+        store: &Store,
+        key: i32,
+        open: bool,
+    ) -> Option<offsite_store::WarningRecord> {
+        let f = WarningFilter {
+            open: Some(open),
+            source: Some("health".into()),
+            limit: 1000,
+            ..Default::default()
+        };
+        let (list, _) = store.warnings(&f).await.unwrap();
+        list.into_iter()
+            .find(|w| w.device_key == key && w.event == "flooding")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flooding_logger_is_paced_and_the_others_are_answered() {
+        let db = TestDb::new().await.unwrap();
+        let store = db.store.clone();
+        let icfg = ingest_config();
+        let gate = DeviceGate::new(&icfg);
+        let (_source, rx) = flume::bounded::<Incoming>(16);
+        let (acks, _) = flume::unbounded();
+        let ingest = Ingest::start(
+            store.clone(),
+            icfg,
+            rx,
+            offsite_ingest::AckSink::Link(acks),
+            None,
+            CameraSink::default(),
+            gate,
+        )
+        .await
+        .unwrap();
+        let gcfg = Hj212Config {
+            listen: "127.0.0.1:0".into(),
+            ..Hj212Config::default()
+        };
+        let gateway = Hj212Gateway::start(store.clone(), gcfg, ingest.gateway_sink())
+            .await
+            .unwrap();
+        let (flood_mn, calm_mn) = ("FLOOD000000000000000001", "CALM0000000000000000001");
+        let mut keys = Vec::new();
+        for mn in [flood_mn, calm_mn] {
+            store
+                .insert_hj212_logger("测试数采仪", None, mn, "123456")
+                .await
+                .unwrap();
+            keys.push(store.hj212_logger(mn).await.unwrap().unwrap().key);
+        }
+        let (flood_key, calm_key) = (keys[0], keys[1]);
+        let throttled_before = metrics::THROTTLED
+            .with_label_values(&["hj212", "messages"])
+            .get();
+
+        // The flooder writes all its packets at once; the gateway reads them at its budget's pace.
+        let (flood_rd, mut flood_wr) = TcpStream::connect(gateway.local_addr())
+            .await
+            .unwrap()
+            .into_split();
+        let mut flood_answers = answers(flood_rd);
+        let flood = tokio::spawn(async move {
+            for i in 0..FLOOD_PACKETS {
+                flood_wr.write_all(&upload(flood_mn, i).1).await.unwrap();
+            }
+            flood_wr
+        });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        // Meanwhile a normal logger: one packet every 100 ms, each answered after its commit.
+        let (calm_rd, mut calm_wr) = TcpStream::connect(gateway.local_addr())
+            .await
+            .unwrap()
+            .into_split();
+        let mut calm_answers = answers(calm_rd);
+        let mut sent = HashMap::new();
+        let mut tick = tokio::time::interval(NORMAL_PERIOD);
+        for i in 0..30 {
+            tick.tick().await;
+            let (qn, bytes) = upload(calm_mn, i);
+            sent.insert(qn, Instant::now());
+            calm_wr.write_all(&bytes).await.unwrap();
+        }
+        let mut latencies = Vec::new();
+        while latencies.len() < sent.len() {
+            let (qn, at) = tokio::time::timeout(Duration::from_secs(10), calm_answers.recv())
+                .await
+                .expect("the normal logger's packets answered during the flood")
+                .unwrap();
+            latencies.push(at.duration_since(sent[&qn]));
+        }
+        let mut flood_answered = 0;
+        while flood_answers.try_recv().is_ok() {
+            flood_answered += 1;
+        }
+        assert!(
+            flood_answered < FLOOD_PACKETS,
+            "the flooder must still be waiting while the normal logger is answered ({flood_answered} answered)"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let warning = loop {
+            if let Some(w) = flooding_warning(&store, flood_key, true).await {
+                break w;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no open flooding warning for the logger"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(warning.dedup_key, flooding_key(&warning.device_id));
+        assert!(
+            flooding_warning(&store, calm_key, true).await.is_none(),
+            "the normal logger is not flooding"
+        );
+
+        // Paced, not refused: every flooded packet is answered and stored in the end.
+        while flood_answered < FLOOD_PACKETS {
+            tokio::time::timeout(Duration::from_secs(20), flood_answers.recv())
+                .await
+                .expect("every flooded packet answered in the end")
+                .unwrap();
+            flood_answered += 1;
+        }
+        let _keep = flood.await.unwrap();
+        assert_eq!(stored(&store, flood_key).await, FLOOD_PACKETS);
+        assert_eq!(stored(&store, calm_key).await, 30);
+        let throttled = metrics::THROTTLED
+            .with_label_values(&["hj212", "messages"])
+            .get()
+            - throttled_before;
+        assert!(throttled > 0, "the flooder's excess was not counted");
+
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while flooding_warning(&store, flood_key, true).await.is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the logger's flooding warning did not resolve once it was calm"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "fairness (HJ 212): normal logger 9014 latency p50 {:.1} ms, p99 {:.1} ms during a flood of \
+             {FLOOD_PACKETS} packets ({throttled} paced)",
+            percentile(latencies.clone(), 0.5).as_secs_f64() * 1000.0,
+            percentile(latencies, 0.99).as_secs_f64() * 1000.0,
+        );
+        gateway.shutdown().await;
+        ingest.shutdown().await;
+    }
+}
