@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use offsite_store::{Level, NewWarning, Store, WarningChange};
+use offsite_store::{Level, NewWarning, Store, WarningChange, WarningFilter};
 use serde_json::json;
 use tokio::sync::broadcast;
 use tracing::{info, warn};
@@ -280,6 +280,23 @@ impl DeviceGate {
         Duration::from_secs_f64(wait)
     }
 
+    /// Takes over a flooding warning left open by an earlier process (whose buckets are gone): the
+    /// device counts as flooding from now, so its warning resolves once it has been calm long enough.
+    fn adopt(&self, device: &str, device_key: i32) {
+        let Some(inner) = &self.0 else { return };
+        let now = Instant::now();
+        let mut map = inner.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = map
+            .entry(device.to_owned())
+            .or_insert_with(|| Bucket::new(&inner.budget, now));
+        if bucket.flooding_since.is_none() {
+            bucket.flooding_since = Some(now);
+            bucket.last_over = now;
+            bucket.device_key = Some(device_key);
+            metrics::FLOODING_DEVICES.inc();
+        }
+    }
+
     /// Ends the flooding state of devices calm for long enough, and forgets idle buckets.
     fn sweep(&self) {
         let Some(inner) = &self.0 else { return };
@@ -368,6 +385,23 @@ pub(crate) async fn warden(
     stop: CancellationToken,
 ) {
     let Some(inner) = gate.0.clone() else { return };
+    let open = WarningFilter {
+        open: Some(true),
+        source: Some(SOURCE.into()),
+        limit: 1000,
+        ..Default::default()
+    };
+    match store.warnings(&open).await {
+        Ok((list, _)) => {
+            for w in list
+                .iter()
+                .filter(|w| w.dedup_key == flooding_key(&w.device_id))
+            {
+                gate.adopt(&w.device_id, w.device_key);
+            }
+        }
+        Err(e) => warn!(error = %format!("{e:#}"), "open flooding warnings not taken over"),
+    }
     let tick = (inner.budget.calm / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut timer = tokio::time::interval(tick);
     loop {

@@ -778,3 +778,68 @@ mod hj212_flood {
         ingest.shutdown().await;
     }
 }
+
+/// A flooding warning left open by a process that stopped (its buckets gone with it) is taken over
+/// by the next one and resolved once the device has been calm for `device_calm_s`.
+#[tokio::test]
+async fn a_flooding_warning_left_by_a_restart_resolves() {
+    let db = TestDb::new().await.unwrap();
+    let store = db.store.clone();
+    store
+        .insert_hj212_logger("测试数采仪", None, "LEFT0000000000000000001", "123456")
+        .await
+        .unwrap();
+    let logger = store
+        .hj212_logger("LEFT0000000000000000001")
+        .await
+        .unwrap()
+        .unwrap();
+    let device = store.device_by_key(logger.key).await.unwrap().unwrap().id;
+    let left = store
+        .upsert_warning(&offsite_store::NewWarning {
+            dedup_key: flooding_key(&device),
+            source: "health".into(),
+            source_version: "1".into(),
+            event: "flooding".into(),
+            level: offsite_store::Level::ORANGE,
+            device_key: logger.key,
+            metric_id: None,
+            object_id: None,
+            detail: "left by an earlier process".into(),
+            score: 1.0,
+            at: Utc::now(),
+            evidence: serde_json::json!({}),
+            group_window: chrono::Duration::seconds(30),
+        })
+        .await
+        .unwrap();
+    let icfg = ingest_config();
+    let gate = DeviceGate::new(&icfg);
+    let (_source, rx) = flume::bounded::<Incoming>(16);
+    let (acks, _) = flume::unbounded();
+    let ingest = Ingest::start(
+        store.clone(),
+        icfg,
+        rx,
+        offsite_ingest::AckSink::Link(acks),
+        None,
+        CameraSink::default(),
+        gate,
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let w = store.warning(left.record().id).await.unwrap().unwrap();
+        if !w.is_open() {
+            assert_eq!(w.resolution.as_deref(), Some("cleared"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flooding warning left open was never resolved"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ingest.shutdown().await;
+}
