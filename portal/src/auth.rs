@@ -135,10 +135,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// Records a change refused for lack of a role (403 `forbidden`, not a CSRF refusal) as an
-/// `access.denied` audit event: who tried which operation (`entity_id` = `METHOD /route/{template}`)
-/// from where. Only changes: a refused read changes nothing and the web UI probes what a role may
-/// see, which would flood the trail.
+/// Records a change refused for lack of a role (403 `forbidden`) or made with a valid cookie session
+/// but without its CSRF token (403 `csrf`) as an `access.denied` audit event: who tried which
+/// operation (`entity_id` = `METHOD /route/{template}`) from where, and why (`after.reason`: `role`
+/// or `csrf`; a CSRF refusal also keeps the claimed `Origin`/`Referer`, since a forged request
+/// comes from another site through the victim's browser). Only changes: a refused read changes
+/// nothing and the web UI probes what a role may see, which would flood the trail.
 pub async fn audit_denied(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: axum::extract::Request,
@@ -148,13 +150,28 @@ pub async fn audit_denied(
     let token = if changes { presented_token(req.headers()).map(|(t, _)| t) } else { None };
     let operation = req.extensions().get::<axum::extract::MatchedPath>().map(|m| format!("{} {}", req.method(), m.as_str()));
     let ip = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+    let claimed_origin = [header::ORIGIN, header::REFERER]
+        .iter()
+        .find_map(|h| req.headers().get(h))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(200).collect::<String>());
     let resp = next.run(req).await;
-    let denied = resp.status() == StatusCode::FORBIDDEN
-        && resp.extensions().get::<crate::error::ErrorCode>().is_some_and(|c| c.0 == "forbidden");
-    if let (true, Some(token), Some(operation)) = (denied, token, operation) {
+    let code = resp.extensions().get::<crate::error::ErrorCode>().map(|c| c.0);
+    let reason = match code {
+        _ if resp.status() != StatusCode::FORBIDDEN => None,
+        Some("forbidden") => Some("role"),
+        Some("csrf") => Some("csrf"),
+        _ => None,
+    };
+    if let (Some(reason), Some(token), Some(operation)) = (reason, token, operation) {
         // The session was valid a moment ago (a 403 comes after authentication).
         if let Ok(Some((session, _))) = state.store.session(&token).await {
-            let mut ev = offsite_store::AuditEvent::new(&session.user.username, "access.denied", "api").id(operation);
+            let mut why = serde_json::json!({ "reason": reason });
+            if let (Some(o), "csrf") = (claimed_origin, reason) {
+                why["origin"] = o.into();
+            }
+            let mut ev = offsite_store::AuditEvent::new(&session.user.username, "access.denied", "api")
+                .id(operation)
+                .after(why);
             if let Some(ip) = ip {
                 ev = ev.ip(ip);
             }

@@ -620,6 +620,44 @@ async fn every_write_on_a_cookie_session_needs_the_csrf_token() -> Result<()> {
         failures.join("\n")
     );
     assert_eq!(w.untouched_rows().await?, before);
+    // A forged request as a browser sends it: from another site, through the victim's cookie.
+    let resp = World::http()
+        .post(format!("{}/api/v1/notifications/read-all", w.base))
+        .header("cookie", &cookie)
+        .header("origin", "https://attacker.invalid")
+        .header("x-csrf-token", "forged")
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    checked += 1;
+    // Each refusal is in the audit trail: whose session, which operation, why.
+    let want = checked as i64;
+    let mut got = 0;
+    for _ in 0..100 {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM audit_events WHERE action = 'access.denied' AND after->>'reason' = 'csrf' \
+             AND actor = 'operator' AND (entity_id LIKE 'POST /api/v1/%' OR entity_id LIKE 'PUT /api/v1/%' \
+             OR entity_id LIKE 'PATCH /api/v1/%' OR entity_id LIKE 'DELETE /api/v1/%')",
+        )
+        .fetch_one(w.db.store.pool())
+        .await?;
+        got = n;
+        if got >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, want, "CSRF refusals audited");
+    let (origin, entity_id, ip): (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT after->>'origin', entity_id, actor_ip FROM audit_events \
+         WHERE action = 'access.denied' AND after ? 'origin' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(w.db.store.pool())
+    .await?;
+    assert_eq!(origin.as_deref(), Some("https://attacker.invalid"));
+    assert_eq!(entity_id.as_deref(), Some("POST /api/v1/notifications/read-all"));
+    assert!(ip.is_some(), "the refused request's address is kept");
     // The session itself still works, with the token.
     let resp = World::http()
         .post(format!("{}/api/v1/notifications/read-all", w.base))
