@@ -260,4 +260,18 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    fn device_budget_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("offsite.toml");
+        std::fs::write(&f, "[ingest]\ndevice_max_samples_per_s = 200\ndevice_burst_s = 2.5\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(Some(&f), None).unwrap();
+            assert_eq!((c.ingest.device_max_samples_per_s, c.ingest.device_burst_s), (200.0, 2.5));
+            jail.set_env("OFFSITE_INGEST__DEVICE_MAX_SAMPLES_PER_S", "0");
+            assert_eq!(Config::load(Some(&f), None).unwrap().ingest.device_max_samples_per_s, 0.0);
+            Ok(())
+        });
+    }
 }
