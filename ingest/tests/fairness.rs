@@ -57,23 +57,54 @@ struct Platform {
     ingest: Option<Ingest>,
 }
 
+/// How ingest reads the broker: its in-process link (all-in-one) or an MQTT shared subscription
+/// on the internal listener (ingest as its own process).
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    Link,
+    SharedSubscription,
+}
+
 impl Platform {
     async fn start(icfg: IngestConfig) -> Platform {
+        Self::start_via(icfg, Via::Link).await
+    }
+
+    async fn start_via(icfg: IngestConfig, via: Via) -> Platform {
         offsite_broker::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::load_or_create(&dir.path().join("pki")).unwrap();
         let db = TestDb::new().await.unwrap();
         let bcfg = BrokerConfig {
             tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], free_port()))),
-            plain_listen: None,
+            plain_listen: Some(SocketAddr::from(([127, 0, 0, 1], free_port()))),
             ..BrokerConfig::default()
         };
         let internal = offsite_broker::internal_password(dir.path()).unwrap();
-        let mut builder = BrokerBuilder::new(&bcfg, &pki, db.store.clone(), internal).unwrap();
+        let mut builder =
+            BrokerBuilder::new(&bcfg, &pki, db.store.clone(), internal.clone()).unwrap();
         let (link_tx, link_rx) = builder.link("offsite-ingest").unwrap();
         let gate = DeviceGate::new(&icfg);
         let (queue_tx, queue_rx) = flume::bounded::<Incoming>(icfg.queue_capacity);
-        let acks = LinkSource::start(link_tx, link_rx, queue_tx, gate.clone()).unwrap();
+        let acks = match via {
+            Via::Link => LinkSource::start(link_tx, link_rx, queue_tx, gate.clone()).unwrap(),
+            Via::SharedSubscription => {
+                drop((link_tx, link_rx));
+                let plain = bcfg.plain_listen.unwrap();
+                offsite_ingest::MqttSource::start(
+                    offsite_ingest::MqttSourceConfig {
+                        host: plain.ip().to_string(),
+                        port: plain.port(),
+                        username: offsite_broker::INTERNAL_USERNAME.into(),
+                        password: internal,
+                        group: "ingest".into(),
+                        client_id: "offsite-ingest-test".into(),
+                    },
+                    queue_tx,
+                    gate.clone(),
+                )
+            }
+        };
         let broker = builder.spawn().unwrap();
         let ingest = Ingest::start(
             db.store.clone(),
@@ -342,7 +373,29 @@ fn throttled_messages() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_device_does_not_starve_the_others() {
-    let p = Platform::start(ingest_config()).await;
+    flood_scenario(Platform::start(ingest_config()).await, "link").await;
+}
+
+/// The same through the split tiers' source: the budget is checked in `MqttSource` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_device_does_not_starve_the_others_through_a_shared_subscription() {
+    let p = Platform::start_via(ingest_config(), Via::SharedSubscription).await;
+    // Ingest subscribes once connected: wait until a batch is acknowledged.
+    let port = p.broker.tls_addr().unwrap().port();
+    let probe = Device::connect(port, p.provision("探测设备").await).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !probe.acked.lock().unwrap().contains_key(&1) {
+        assert!(
+            Instant::now() < deadline,
+            "ingest never subscribed over MQTT"
+        );
+        probe.send(1, 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    flood_scenario(p, "shared subscription").await;
+}
+
+async fn flood_scenario(p: Platform, via: &str) {
     let port = p.broker.tls_addr().unwrap().port();
     let mut normal = Vec::new();
     for i in 0..NORMAL_DEVICES {
@@ -485,7 +538,7 @@ async fn a_flooding_device_does_not_starve_the_others() {
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "fairness: {NORMAL_DEVICES} normal devices (10 batches/s each): ack latency p50 {:.1} ms, p99 {:.1} ms without \
+        "fairness ({via}): {NORMAL_DEVICES} normal devices (10 batches/s each): ack latency p50 {:.1} ms, p99 {:.1} ms without \
          the flood; p50 {:.1} ms, p99 {:.1} ms during it. Flooder: {offered} batches of {FLOOD_SAMPLES} offered, {} \
          acknowledged, {throttled} throttled",
         ms(percentile(quiet.clone(), 0.5)),
