@@ -376,6 +376,37 @@ pub fn flooding_key(device_id: &str) -> String {
     format!("health|{device_id}||flooding")
 }
 
+/// Adopts every open flooding warning, page by page (open health warnings also include every
+/// offline device's, so there may be many).
+async fn take_over_open_warnings(gate: &DeviceGate, store: &Store) {
+    const PAGE: i64 = 1000;
+    let mut f = WarningFilter {
+        open: Some(true),
+        source: Some(SOURCE.into()),
+        limit: PAGE,
+        ..Default::default()
+    };
+    loop {
+        match store.warnings(&f).await {
+            Ok((list, _)) => {
+                for w in list
+                    .iter()
+                    .filter(|w| w.dedup_key == flooding_key(&w.device_id))
+                {
+                    gate.adopt(&w.device_id, w.device_key);
+                }
+                if (list.len() as i64) < PAGE {
+                    return;
+                }
+                f.offset += PAGE;
+            }
+            Err(e) => {
+                return warn!(error = %format!("{e:#}"), "open flooding warnings not taken over")
+            }
+        }
+    }
+}
+
 /// Keeps the flooding warnings: opens one when a device starts flooding, resolves it when the
 /// device has been calm for long enough.
 pub(crate) async fn warden(
@@ -385,23 +416,7 @@ pub(crate) async fn warden(
     stop: CancellationToken,
 ) {
     let Some(inner) = gate.0.clone() else { return };
-    let open = WarningFilter {
-        open: Some(true),
-        source: Some(SOURCE.into()),
-        limit: 1000,
-        ..Default::default()
-    };
-    match store.warnings(&open).await {
-        Ok((list, _)) => {
-            for w in list
-                .iter()
-                .filter(|w| w.dedup_key == flooding_key(&w.device_id))
-            {
-                gate.adopt(&w.device_id, w.device_key);
-            }
-        }
-        Err(e) => warn!(error = %format!("{e:#}"), "open flooding warnings not taken over"),
-    }
+    take_over_open_warnings(&gate, &store).await;
     let tick = (inner.budget.calm / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut timer = tokio::time::interval(tick);
     loop {
