@@ -120,6 +120,30 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// Login lockouts already audited: one `user.login_throttled` event per address per lockout, not
+/// one per refused attempt (a client hammering the login would otherwise fill the trail). Kept in
+/// memory: each portal replica records a lockout at most once; a restart may record it again.
+#[derive(Clone, Default)]
+pub struct LockoutsAudited(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>);
+
+/// Beyond this many addresses locked out at once, further lockouts are not audited (they are still
+/// refused and logged): memory stays bounded under a spray from many addresses.
+const MAX_LOCKOUTS_AUDITED: usize = 10_000;
+
+impl LockoutsAudited {
+    /// True when this address's lockout is not yet in the trail; remembers it until `retry_after`.
+    pub fn first(&self, address: &str, retry_after: std::time::Duration) -> bool {
+        let now = std::time::Instant::now();
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|_, until| *until > now);
+        if seen.contains_key(address) || seen.len() >= MAX_LOCKOUTS_AUDITED {
+            return false;
+        }
+        seen.insert(address.to_owned(), now + retry_after);
+        true
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -146,6 +146,8 @@ pub struct AppState {
     provisioner: Option<Arc<dyn provision::DeviceProvisioner>>,
     /// Publishes commands to devices; `None`: commands are recorded and sent on reconnection.
     commands: Option<Arc<dyn commands::CommandPublisher>>,
+    /// Addresses whose login lockout is already in the audit trail (auth::LockoutsAudited).
+    pub lockouts_audited: auth::LockoutsAudited,
 }
 
 impl std::fmt::Debug for AppState {
@@ -170,6 +172,7 @@ impl AppState {
             )),
             provisioner: None,
             commands: None,
+            lockouts_audited: auth::LockoutsAudited::default(),
         }
     }
 

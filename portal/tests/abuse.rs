@@ -963,3 +963,49 @@ async fn public_complaint_form_takes_payloads_as_text_and_refuses_nul() -> Resul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_login_lockout_is_audited_once_not_per_attempt() -> Result<()> {
+    let w = world().await?;
+    let login = |password: &'static str| {
+        World::http()
+            .post(format!("{}/api/v1/auth/login", w.base))
+            .json(&json!({"username": "operator", "password": password}))
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(login("Wrong@2026").await?.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Locked out now, even with the right password; a client that keeps trying adds no events.
+    for _ in 0..10 {
+        assert_eq!(login(common::PASSWORD).await?.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let count = |action: &'static str| {
+        let pool = w.db.store.pool().clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_events WHERE action = $1 AND actor = 'operator'")
+                .bind(action)
+                .fetch_one(&pool)
+                .await?;
+            anyhow::Ok(n)
+        }
+    };
+    let mut failed = 0;
+    for _ in 0..100 {
+        failed = count("user.login_failed").await?;
+        if failed >= 5 && count("user.login_throttled").await? >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed, 5, "each failed login audited");
+    assert_eq!(count("user.login_throttled").await?, 1, "the lockout audited once");
+    let (ip, retry): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT actor_ip, after->>'retry_after_s' FROM audit_events WHERE action = 'user.login_throttled'",
+    )
+    .fetch_one(w.db.store.pool())
+    .await?;
+    assert!(ip.is_some(), "the locked-out address is kept");
+    assert!(retry.is_some_and(|s| s.parse::<i64>().is_ok_and(|n| n > 0)));
+    Ok(())
+}

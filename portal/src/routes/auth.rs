@@ -89,6 +89,14 @@ pub async fn login(
             Err(ApiError::new(StatusCode::UNAUTHORIZED, "login_failed", "wrong user name or password", "用户名或密码错误"))
         }
         Login::Throttled { retry_after_s } => {
+            let address = ip.clone().unwrap_or_else(|| "unknown".into());
+            let window = std::time::Duration::from_secs(retry_after_s.max(1) as u64);
+            if state.lockouts_audited.first(&address, window) {
+                tracing::warn!(user = %body.username, ip = ?ip, retry_after_s, "login locked out");
+                let ev = AuditEvent::new(&body.username, "user.login_throttled", "user")
+                    .after(json!({ "retry_after_s": retry_after_s }));
+                state.audit(with_ip(ev, &ip)).await;
+            }
             let mut resp = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "throttled",
