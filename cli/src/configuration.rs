@@ -36,6 +36,8 @@ pub struct Config {
     pub complaints: ComplaintsConfig,
     /// The HJ 212-2017 gateway for data loggers (`[hj212] enabled, listen, idle_timeout_s, max_connections`).
     pub hj212: offsite_ingest::hj212::Hj212Config,
+    /// Probes and metrics of tier processes without a portal (`[ops] listen`; off by default).
+    pub ops: crate::ops_http::OpsConfig,
     /// Whether the file or the environment set `broker.plain_listen`: `offsite up` turns the
     /// internal plain listener off unless asked for it (nothing in the all-in-one needs it).
     #[serde(skip)]
@@ -59,6 +61,7 @@ impl Default for Config {
             notifications: NotifyConfig::default(),
             complaints: ComplaintsConfig::default(),
             hj212: offsite_ingest::hj212::Hj212Config::default(),
+            ops: crate::ops_http::OpsConfig::default(),
             plain_listen_given: false,
         }
     }
@@ -181,7 +184,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints", "hj212"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints", "hj212", "ops"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));
@@ -213,6 +216,16 @@ mod tests {
             assert_eq!(c.portal.https_listen.map(|a| a.port()), Some(8443));
             assert_eq!(c.demo.devices, 9);
             assert_eq!(c.broker.tls_listen.unwrap().port(), 8883);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn ops_listen_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Config::load(None, None).unwrap().ops.listen, None);
+            jail.set_env("OFFSITE_OPS__LISTEN", "0.0.0.0:9100");
+            assert_eq!(Config::load(None, None).unwrap().ops.listen.map(|a| a.port()), Some(9100));
             Ok(())
         });
     }
