@@ -251,6 +251,38 @@ mod tests {
         });
     }
 
+    /// The sample configurations under deploy/ are read the way the binary reads them.
+    #[test]
+    fn deploy_samples_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let systemd = root.join("systemd/offsite.toml");
+        let yaml = std::fs::read_to_string(root.join("k8s/base/configmap.yaml")).unwrap();
+        // The ConfigMap's `offsite.toml: |` block, indented four spaces.
+        let block: String = yaml
+            .split("offsite.toml: |\n")
+            .nth(1)
+            .expect("configmap has offsite.toml")
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let k8s = dir.path().join("offsite.toml");
+        std::fs::write(&k8s, block).unwrap();
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(Some(&systemd), None).unwrap();
+            assert_eq!(c.data_dir, std::path::PathBuf::from("/var/lib/offsite"));
+            assert_eq!(c.ops.listen.map(|a| a.port()), Some(9100));
+            assert!(c.plain_listen_given);
+            let c = Config::load(Some(&k8s), None).unwrap();
+            assert_eq!(c.ops.listen.map(|a| a.port()), Some(9100));
+            assert_eq!(c.internal_mqtt.host, "offsite-broker-internal");
+            assert_eq!(c.portal.listen, None);
+            assert_eq!(c.portal.https_listen.map(|a| a.port()), Some(8443));
+            Ok(())
+        });
+    }
+
     #[test]
     fn smtp_password_from_the_environment() {
         figment::Jail::expect_with(|jail| {
