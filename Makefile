@@ -3,7 +3,8 @@
 #   make            build target/release/offsite (same as `make build`), web UI inside
 #   make web        build the web UI (portal/web -> portal/web/dist, embedded by the portal)
 #   make test       build the web UI, run its unit tests and the whole Rust suite (browser tests
-#                   included), fuzz the HJ 212 parser and the device protocol decoders 20 s per target (the
+#                   included), check deploy/ offline (scripts/validate-deploy.sh), fuzz the HJ 212
+#                   parser and the device protocol decoders 20 s per target (the
 #                   portal's input target, whose sanitizer build takes ~10 min here, runs in `make fuzz`), then
 #                   stop the shared test database
 #   make demo       build, then `offsite demo $(DEMO_ARGS)`
@@ -56,6 +57,7 @@ test: setup web
 	{ $(CARGO) build --locked -p offsite-cli && \
 	  RUST_BACKTRACE=1 $(CARGO) test --workspace --locked --no-fail-fast; } || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
 	bash scripts/fuzz.sh 20 hj212 wire || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
+	bash scripts/validate-deploy.sh || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
 	bash scripts/stop-test-db.sh || true; \
 	exit $$status
 

@@ -225,6 +225,27 @@ else
     done_steps+=("vision reference venv MISSING (no python3 venv)")
 fi
 
+# --- Offline checks of deploy/ (scripts/validate-deploy.sh) ----------------------------------------
+# A venv with the pinned kubernetes-validate, which ships the Kubernetes schemas.
+DEPLOY_VENV=deploy/.venv
+DEPLOY_REQ=deploy/requirements.txt
+if [[ -x $DEPLOY_VENV/bin/python ]] && cmp -s "$DEPLOY_REQ" "$DEPLOY_VENV/requirements.txt"; then
+    done_steps+=("deploy check venv present")
+elif command -v python3 >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1; then
+    say "creating ${DEPLOY_VENV} (kubernetes-validate)"
+    if python3 -m venv "$DEPLOY_VENV" &&
+        "$DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check -r "$DEPLOY_REQ" >&2; then
+        cp "$DEPLOY_REQ" "$DEPLOY_VENV/requirements.txt"
+        done_steps+=("deploy check venv made")
+    else
+        say "WARNING: could not make ${DEPLOY_VENV}; scripts/validate-deploy.sh will fail until it exists."
+        done_steps+=("deploy check venv MISSING (pip failed)")
+    fi
+else
+    say "WARNING: python3 with venv not found; scripts/validate-deploy.sh needs it (apt-get install python3-venv)."
+    done_steps+=("deploy check venv MISSING (no python3 venv)")
+fi
+
 # --- Node.js for the web UI (portal/web; `make web`) ----------------------------------------------
 # Not installed here: Debian 12's nodejs (18) is too old for Vite 7, which needs Node 20.19 or newer.
 # Without it `make web` (and so `make build` and `make test`, whose browser tests drive the UI) fails.

@@ -36,6 +36,8 @@ pub struct Config {
     pub complaints: ComplaintsConfig,
     /// The HJ 212-2017 gateway for data loggers (`[hj212] enabled, listen, idle_timeout_s, max_connections`).
     pub hj212: offsite_ingest::hj212::Hj212Config,
+    /// Probes and metrics of tier processes without a portal (`[ops] listen`; off by default).
+    pub ops: crate::ops_http::OpsConfig,
     /// Whether the file or the environment set `broker.plain_listen`: `offsite up` turns the
     /// internal plain listener off unless asked for it (nothing in the all-in-one needs it).
     #[serde(skip)]
@@ -59,6 +61,7 @@ impl Default for Config {
             notifications: NotifyConfig::default(),
             complaints: ComplaintsConfig::default(),
             hj212: offsite_ingest::hj212::Hj212Config::default(),
+            ops: crate::ops_http::OpsConfig::default(),
             plain_listen_given: false,
         }
     }
@@ -181,7 +184,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints", "hj212"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints", "hj212", "ops"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));
@@ -218,6 +221,16 @@ mod tests {
     }
 
     #[test]
+    fn ops_listen_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Config::load(None, None).unwrap().ops.listen, None);
+            jail.set_env("OFFSITE_OPS__LISTEN", "0.0.0.0:9100");
+            assert_eq!(Config::load(None, None).unwrap().ops.listen.map(|a| a.port()), Some(9100));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn plain_listen_given_only_when_set() {
         figment::Jail::expect_with(|jail| {
             assert!(!Config::load(None, None).unwrap().plain_listen_given);
@@ -234,6 +247,38 @@ mod tests {
             let c = Config::load(Some(&f), None).unwrap();
             let d = Config::default();
             assert_eq!(serde_json::to_value(&c).unwrap(), serde_json::to_value(&d).unwrap());
+            Ok(())
+        });
+    }
+
+    /// The sample configurations under deploy/ are read the way the binary reads them.
+    #[test]
+    fn deploy_samples_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let systemd = root.join("systemd/offsite.toml");
+        let yaml = std::fs::read_to_string(root.join("k8s/base/configmap.yaml")).unwrap();
+        // The ConfigMap's `offsite.toml: |` block, indented four spaces.
+        let block: String = yaml
+            .split("offsite.toml: |\n")
+            .nth(1)
+            .expect("configmap has offsite.toml")
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let k8s = dir.path().join("offsite.toml");
+        std::fs::write(&k8s, block).unwrap();
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(Some(&systemd), None).unwrap();
+            assert_eq!(c.data_dir, std::path::PathBuf::from("/var/lib/offsite"));
+            assert_eq!(c.ops.listen.map(|a| a.port()), Some(9100));
+            assert!(c.plain_listen_given);
+            let c = Config::load(Some(&k8s), None).unwrap();
+            assert_eq!(c.ops.listen.map(|a| a.port()), Some(9100));
+            assert_eq!(c.internal_mqtt.host, "offsite-broker-internal");
+            assert_eq!(c.portal.listen, None);
+            assert_eq!(c.portal.https_listen.map(|a| a.port()), Some(8443));
             Ok(())
         });
     }

@@ -16,6 +16,7 @@ mod device_cmd;
 mod edge_cmd;
 mod internal_mqtt;
 mod nab_cmd;
+mod ops_http;
 mod provisioner;
 mod startup;
 mod telemetry;

@@ -47,8 +47,18 @@ pub async fn broker(cfg: Config) -> Result<()> {
     let builder = BrokerBuilder::new(&cfg.broker, &pki, db.store.clone(), internal)?;
     db.store.mark_all_offline().await?;
     let _handle = builder.spawn()?;
+    let mut readiness = crate::ops_http::Readiness::new().database(db.store.clone());
+    for (name, addr) in [("tls_listener", cfg.broker.tls_listen), ("plain_listener", cfg.broker.plain_listen)] {
+        if let Some(addr) = addr {
+            readiness = readiness.listener(name, addr);
+        }
+    }
+    let ops = crate::ops_http::spawn(&cfg.ops, "broker", readiness).await?;
     info!("broker running");
     shutdown_signal().await;
+    if let Some(o) = ops {
+        o.stop();
+    }
     db.close().await
 }
 
@@ -93,8 +103,13 @@ pub async fn ingest(cfg: Config) -> Result<()> {
     let cameras = offsite_ingest::CameraSink { files: Some(file_store(&cfg)?), live: None };
     let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras, gate).await?;
     let hj212 = startup::start_hj212(&cfg, &db.store, &ingest).await?;
+    let readiness = crate::ops_http::Readiness::new().database(db.store.clone()).ingest_broker_connection();
+    let ops = crate::ops_http::spawn(&cfg.ops, "ingest", readiness).await?;
     info!(broker = %format!("{}:{}", m.host, m.port), analytics = analytics.is_some(), "ingest running");
     shutdown_signal().await;
+    if let Some(o) = &ops {
+        o.begin_shutdown();
+    }
     if let Some(g) = hj212 {
         g.shutdown().await;
     }

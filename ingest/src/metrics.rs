@@ -109,3 +109,7 @@ pub fn register() {
     LazyLock::force(&CAMERA_INHIBITED);
     register_fairness();
 }
+/// 1 while the MQTT source of `offsite ingest` holds a connection to the broker (readiness reads it).
+pub static BROKER_CONNECTED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("offsite_ingest_broker_connected", "1 while ingest's MQTT source is connected to the broker, else 0").unwrap()
+});

@@ -141,11 +141,13 @@ impl MqttSource {
         opts.set_inflight(1000);
         let (client, mut events) = AsyncClient::new(opts, 10_000);
         let sub_client = client.clone();
+        metrics::BROKER_CONNECTED.set(0);
         tokio::spawn(async move {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         info!(host = %cfg.host, port = cfg.port, "ingest connected to broker");
+                        metrics::BROKER_CONNECTED.set(1);
                         for f in filters() {
                             let filter = format!("$share/{}/{}", cfg.group, f);
                             if let Err(e) = sub_client.subscribe(filter, QoS::AtLeastOnce).await {
@@ -165,6 +167,7 @@ impl MqttSource {
                     }
                     Ok(_) => {}
                     Err(e) => {
+                        metrics::BROKER_CONNECTED.set(0);
                         warn!(error = %e, "broker connection lost; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }

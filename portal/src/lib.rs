@@ -289,6 +289,7 @@ pub fn router(state: AppState) -> Router {
     routes::metrics::init();
     Router::new()
         .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::metrics::metrics))
         .route("/api/v1/auth/login", post(routes::auth::login))
         .route("/api/v1/complaints/services", get(routes::complaints::services))

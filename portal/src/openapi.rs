@@ -22,6 +22,7 @@ use Access::{Login, Public};
 
 pub const ENDPOINTS: &[Endpoint] = &[
     ("get", "/healthz", "system", "健康检查", "Health check", Public, ""),
+    ("get", "/readyz", "system", "就绪检查（数据库可达，未在停止中）", "Readiness: the database answers and the portal is not shutting down (503 otherwise)", Public, ""),
     ("get", "/metrics", "system", "Prometheus 指标", "Prometheus metrics (bind to an internal interface in production)", Public, ""),
     ("post", "/api/v1/auth/login", "auth", "登录", "Log in: returns a bearer token and sets an HttpOnly session cookie", Public, "throttled after repeated failures"),
     ("post", "/api/v1/auth/logout", "auth", "退出登录", "Log out", Login, ""),

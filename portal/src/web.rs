@@ -58,7 +58,7 @@ pub async fn fallback(req: Request) -> Response {
 
 /// Paths the server answers itself; never the UI's.
 fn is_server_path(path: &str) -> bool {
-    path == "/api" || path.starts_with("/api/") || path == "/healthz" || path == "/metrics"
+    path == "/api" || path.starts_with("/api/") || path == "/healthz" || path == "/readyz" || path == "/metrics"
 }
 
 fn looks_like_file(path: &str) -> bool {

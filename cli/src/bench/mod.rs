@@ -6,6 +6,7 @@ mod detect;
 mod edge;
 mod hj212;
 mod ingest;
+mod storage;
 mod support;
 mod video;
 
@@ -36,6 +37,9 @@ pub enum BenchCommand {
     /// The load generator of `bench hj212`, run by it as a child process.
     #[command(hide = true, name = "hj212-load")]
     Hj212Load(hj212::LoadArgs),
+    /// Bytes on disk per stored sample (samples partitions with their index, sample_latest), loaded
+    /// through the real write path; a day of a given fleet projected from it.
+    Storage(storage::Args),
 }
 
 pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
@@ -48,5 +52,6 @@ pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Video(a) => video::run(cfg, a).await,
         BenchCommand::Hj212(a) => hj212::run(cfg, a).await,
         BenchCommand::Hj212Load(a) => hj212::load_main(a).await,
+        BenchCommand::Storage(a) => storage::run(cfg, a).await,
     }
 }

@@ -1,4 +1,6 @@
 //! `GET /healthz`: liveness plus a database round trip, for load balancers and the operator.
+//! `GET /readyz`: the same verdict under the name orchestrators probe for readiness (Kubernetes,
+//! the ops servers of the other tiers in `cli/src/ops_http.rs` use the same path).
 
 use std::time::Duration;
 
@@ -33,4 +35,10 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         (Err(e), _) => (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "degraded", "database": e})),
     };
     (status, Json(body)).into_response()
+}
+
+/// Readiness: 200 while the database answers `SELECT 1` and the portal is not draining; 503 with
+/// the reason otherwise (a replica taken out of rotation, not restarted).
+pub async fn readyz(state: State<AppState>) -> Response {
+    healthz(state).await
 }
