@@ -109,9 +109,9 @@ async fn broker_sigkill_mid_stream_loses_nothing() -> Result<()> {
 }
 
 /// 2. The all-in-one `offsite up` on its embedded PostgreSQL is SIGKILLed twice mid-stream: once
-/// alone (its PostgreSQL keeps running and the new process must take it over), once together
-/// with the postmaster (a stale pid file, as after a power cut). The last `up` stops the cluster
-/// it took over when it exits.
+/// together with the postmaster (a stale pid file, as after a power cut), once alone (its
+/// PostgreSQL keeps running and the new process must take it over). The last `up`, which did not
+/// start the cluster, stops it when it exits.
 #[tokio::test]
 async fn all_in_one_sigkill_on_embedded_postgres_loses_nothing() -> Result<()> {
     let site = Site::new().await?;
@@ -158,36 +158,38 @@ async fn all_in_one_sigkill_on_embedded_postgres_loses_nothing() -> Result<()> {
     let mut agent_proc = agent.spawn(&site)?;
     wait_stored(&pool, &agent, 100, Duration::from_secs(60)).await?;
 
-    // The process dies; the cluster it started keeps running.
-    up.kill9();
-    let t1 = Instant::now();
+    // The process and its PostgreSQL die together: the new process finds a stale pid file (and,
+    // for a moment, the dying postmaster's processes).
+    let pm0 = postmaster_pid(&site).context("postmaster.pid while the cluster runs")?;
     let at_kill1 = stored(&pool, &agent).await;
-    let pm1 = postmaster_pid(&site).context("postmaster.pid while the cluster runs")?;
+    up.kill9();
+    kill9_pid(pm0)?;
+    let t1 = Instant::now();
+    up = Proc(embedded_command(&site, &["up"]).spawn()?);
+    wait_healthy(&site, Duration::from_secs(90)).await?;
+    let back1 = t1.elapsed();
+    let pm1 = postmaster_pid(&site).context("postmaster.pid after the restart")?;
+    assert_ne!(pm1, pm0, "a new postmaster");
+    wait_stored(&pool, &agent, at_kill1 + 100, Duration::from_secs(60)).await?;
+
+    // The process dies alone; the cluster it started keeps running, and the next process must
+    // take it over (and stop it when it exits).
+    let at_kill2 = stored(&pool, &agent).await;
+    up.kill9();
+    let t2 = Instant::now();
     assert!(
         alive(pm1),
         "the embedded PostgreSQL outlives a SIGKILLed up"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
     up = Proc(embedded_command(&site, &["up"]).spawn()?);
     wait_healthy(&site, Duration::from_secs(90)).await?;
-    let back1 = t1.elapsed();
+    let back2 = t2.elapsed();
     assert_eq!(
         postmaster_pid(&site),
         Some(pm1),
         "the running cluster is taken over, not started twice"
     );
-    wait_stored(&pool, &agent, at_kill1 + 100, Duration::from_secs(60)).await?;
-
-    // The process and its PostgreSQL die together: the new process finds a stale pid file.
-    up.kill9();
-    kill9_pid(pm1)?;
-    let t2 = Instant::now();
-    let at_kill2 = stored(&pool, &agent).await;
-    up = Proc(embedded_command(&site, &["up"]).spawn()?);
-    wait_healthy(&site, Duration::from_secs(90)).await?;
-    let back2 = t2.elapsed();
-    let pm2 = postmaster_pid(&site).context("postmaster.pid after the restart")?;
-    assert_ne!(pm2, pm1);
+    let pm2 = pm1;
 
     let drained = assert_exactly_once(
         &pool,
@@ -202,7 +204,7 @@ async fn all_in_one_sigkill_on_embedded_postgres_loses_nothing() -> Result<()> {
         "the second kill must be mid-stream ({at_kill2} stored)"
     );
     eprintln!(
-        "figures: up SIGKILL: {} rows; kill 1 at {at_kill1} stored, healthy again after {:.1} s; kill 2 (with the postmaster) at {at_kill2} stored, healthy again after {:.1} s; all stored {:.1} s later",
+        "figures: up SIGKILL: {} rows; kill 1 (with the postmaster) at {at_kill1} stored, healthy again after {:.1} s; kill 2 (up alone) at {at_kill2} stored, healthy again after {:.1} s; all stored {:.1} s later",
         agent.expected.len(),
         back1.as_secs_f64(),
         back2.as_secs_f64(),
