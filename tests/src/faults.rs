@@ -431,3 +431,32 @@ pub fn alive(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Rows of `pm10` stored for the agent's device (0 while the database is unreachable).
+pub async fn stored_count(pool: &sqlx::PgPool, agent: &ReplayAgent) -> usize {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM samples s JOIN devices d ON d.key = s.device_key JOIN metrics m ON m.id = s.metric_id \
+         WHERE d.id = $1 AND m.key = 'pm10'",
+    )
+    .bind(&agent.device)
+    .fetch_one(pool)
+    .await
+    .map(|n| n as usize)
+    .unwrap_or(0)
+}
+
+/// From now, how long until every row the agent has read so far is stored: the time a recovered
+/// platform needs to take in the backlog (the replay may still be running after that).
+pub async fn backlog_drain_time(
+    pool: &sqlx::PgPool,
+    agent: &ReplayAgent,
+    timeout: Duration,
+) -> Result<Duration> {
+    let t0 = Instant::now();
+    let read = agent.read_so_far().await as usize;
+    wait_for(&format!("the backlog of {read} rows"), timeout, || async {
+        stored_count(pool, agent).await >= read
+    })
+    .await?;
+    Ok(t0.elapsed())
+}

@@ -13,17 +13,8 @@ use offsite_tests::*;
 use offsite_wire::DeviceCredentials;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-/// Rows stored for the agent's device so far.
 async fn stored(pool: &sqlx::PgPool, agent: &ReplayAgent) -> usize {
-    sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM samples s JOIN devices d ON d.key = s.device_key JOIN metrics m ON m.id = s.metric_id \
-         WHERE d.id = $1 AND m.key = 'pm10'",
-    )
-    .bind(&agent.device)
-    .fetch_one(pool)
-    .await
-    .map(|n| n as usize)
-    .unwrap_or(0)
+    stored_count(pool, agent).await
 }
 
 async fn wait_stored(
@@ -84,6 +75,7 @@ async fn broker_sigkill_mid_stream_loses_nothing() -> Result<()> {
     broker = site.spawn(&["broker"])?;
     wait_port(site.tls_port, Duration::from_secs(30)).await?;
     let outage = killed.elapsed();
+    let backlog = backlog_drain_time(pool, &agent, Duration::from_secs(60)).await?;
     let drained = assert_exactly_once(
         pool,
         &agent.device,
@@ -97,9 +89,10 @@ async fn broker_sigkill_mid_stream_loses_nothing() -> Result<()> {
         "the broker must die mid-stream ({at_kill} stored at the kill)"
     );
     eprintln!(
-        "figures: broker SIGKILL: {} rows, {at_kill} stored at the kill, outage {:.1} s, all stored {:.1} s after restart",
+        "figures: broker SIGKILL: {} rows, {at_kill} stored at the kill, outage {:.1} s, backlog stored {:.1} s after restart, all stored {:.1} s after that",
         agent.expected.len(),
         outage.as_secs_f64(),
+        backlog.as_secs_f64(),
         drained.as_secs_f64()
     );
     exits_cleanly(&mut agent_proc, "the agent")?;
@@ -168,6 +161,7 @@ async fn all_in_one_sigkill_on_embedded_postgres_loses_nothing() -> Result<()> {
     up = Proc(embedded_command(&site, &["up"]).spawn()?);
     wait_healthy(&site, Duration::from_secs(90)).await?;
     let back1 = t1.elapsed();
+    let backlog1 = backlog_drain_time(&pool, &agent, Duration::from_secs(60)).await?;
     let pm1 = postmaster_pid(&site).context("postmaster.pid after the restart")?;
     assert_ne!(pm1, pm0, "a new postmaster");
     wait_stored(&pool, &agent, at_kill1 + 100, Duration::from_secs(60)).await?;
@@ -184,6 +178,7 @@ async fn all_in_one_sigkill_on_embedded_postgres_loses_nothing() -> Result<()> {
     up = Proc(embedded_command(&site, &["up"]).spawn()?);
     wait_healthy(&site, Duration::from_secs(90)).await?;
     let back2 = t2.elapsed();
+    let backlog2 = backlog_drain_time(&pool, &agent, Duration::from_secs(60)).await?;
     assert_eq!(
         postmaster_pid(&site),
         Some(pm1),
@@ -204,10 +199,12 @@ async fn all_in_one_sigkill_on_embedded_postgres_loses_nothing() -> Result<()> {
         "the second kill must be mid-stream ({at_kill2} stored)"
     );
     eprintln!(
-        "figures: up SIGKILL: {} rows; kill 1 (with the postmaster) at {at_kill1} stored, healthy again after {:.1} s; kill 2 (up alone) at {at_kill2} stored, healthy again after {:.1} s; all stored {:.1} s later",
+        "figures: up SIGKILL: {} rows; kill 1 (with the postmaster) at {at_kill1} stored, healthy again after {:.1} s, backlog stored {:.1} s later; kill 2 (up alone) at {at_kill2} stored, healthy again after {:.1} s, backlog stored {:.1} s later; all stored {:.1} s after that",
         agent.expected.len(),
         back1.as_secs_f64(),
+        backlog1.as_secs_f64(),
         back2.as_secs_f64(),
+        backlog2.as_secs_f64(),
         drained.as_secs_f64()
     );
     pool.close().await;
@@ -319,9 +316,11 @@ async fn postgres_restart_mid_stream_loses_nothing() -> Result<()> {
 
     let at1 = stored(&pool, &agent).await;
     let immediate = server.restart("immediate")?;
+    let backlog1 = backlog_drain_time(&pool, &agent, Duration::from_secs(60)).await?;
     wait_stored(&pool, &agent, at1 + 150, Duration::from_secs(60)).await?;
     let at2 = stored(&pool, &agent).await;
     let fast = server.restart("fast")?;
+    let backlog2 = backlog_drain_time(&pool, &agent, Duration::from_secs(60)).await?;
     let drained = assert_exactly_once(
         &pool,
         &agent.device,
@@ -336,10 +335,12 @@ async fn postgres_restart_mid_stream_loses_nothing() -> Result<()> {
     );
     assert!(up.0.try_wait()?.is_none(), "up is still running");
     eprintln!(
-        "figures: PostgreSQL restart: {} rows; immediate restart at {at1} stored took {:.1} s; fast restart at {at2} stored took {:.1} s; all stored {:.1} s after it",
+        "figures: PostgreSQL restart: {} rows; immediate restart at {at1} stored took {:.1} s, backlog stored {:.1} s later; fast restart at {at2} stored took {:.1} s, backlog stored {:.1} s later; all stored {:.1} s after that",
         agent.expected.len(),
         immediate.as_secs_f64(),
+        backlog1.as_secs_f64(),
         fast.as_secs_f64(),
+        backlog2.as_secs_f64(),
         drained.as_secs_f64()
     );
     pool.close().await;
@@ -388,6 +389,7 @@ async fn network_cut_longer_than_backoff_loses_nothing() -> Result<()> {
     let restored = Instant::now();
     let outage = cut.elapsed();
     proxy.set(Link::Up);
+    let backlog = backlog_drain_time(pool, &agent, Duration::from_secs(60)).await?;
     let failures = agent
         .metric("offsite_edge_connect_failures_total", &agent.device)
         .await
@@ -436,10 +438,11 @@ async fn network_cut_longer_than_backoff_loses_nothing() -> Result<()> {
     );
     eprintln!(
         "figures: network cut: {} rows, {at_cut} stored at the cut, outage {:.1} s (6 s refused, 5 s blackholed), \
-         {} attempts while refused (gaps {gaps:?} ms), {failures} failures counted, all stored {:.1} s after restore",
+         {} attempts while refused (gaps {gaps:?} ms), {failures} failures counted, backlog stored {:.1} s after restore, all stored {:.1} s after that",
         agent.expected.len(),
         outage.as_secs_f64(),
         refused.len(),
+        backlog.as_secs_f64(),
         drained.as_secs_f64()
     );
     let _ = restored;
