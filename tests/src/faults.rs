@@ -460,3 +460,18 @@ pub async fn backlog_drain_time(
     .await?;
     Ok(t0.elapsed())
 }
+
+/// Stops (immediate shutdown) whatever embedded cluster runs in the site's data directory when
+/// dropped, so a failing test leaves no PostgreSQL behind. Declare it after the `Site`.
+pub struct EmbeddedClusterGuard<'a>(pub &'a Site);
+
+impl Drop for EmbeddedClusterGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = postmaster_pid(self.0).filter(|p| alive(*p)) {
+            let _ = std::process::Command::new("kill")
+                .arg("-QUIT")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}

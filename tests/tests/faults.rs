@@ -108,6 +108,7 @@ async fn broker_sigkill_mid_stream_loses_nothing() -> Result<()> {
 #[tokio::test]
 async fn all_in_one_sigkill_on_embedded_postgres_loses_nothing() -> Result<()> {
     let site = Site::new().await?;
+    let _cluster = EmbeddedClusterGuard(&site);
     // PostgreSQL runs as `postgres`, which must reach the data directory.
     Command::new("chmod")
         .arg("755")
