@@ -385,9 +385,16 @@ async fn network_cut_longer_than_backoff_loses_nothing() -> Result<()> {
     }
     let refused = proxy.attempts_since(cut);
     proxy.set(Link::Blackhole);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    while cut.elapsed() < Duration::from_secs(11) {
+        max_delay = max_delay.max(
+            agent
+                .metric("offsite_edge_reconnect_delay_seconds", &agent.device)
+                .await
+                .unwrap_or(0.0),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let during = stored(pool, &agent).await;
-    let restored = Instant::now();
     let outage = cut.elapsed();
     proxy.set(Link::Up);
     let backlog = backlog_drain_time(pool, &agent, Duration::from_secs(60)).await?;
@@ -421,8 +428,8 @@ async fn network_cut_longer_than_backoff_loses_nothing() -> Result<()> {
         refused.len()
     );
     assert!(
-        gaps.first().is_some_and(|g| *g < 900),
-        "the first retry comes soon: gaps {gaps:?} ms"
+        gaps.first().is_some_and(|g| gaps.iter().any(|h| h > g)),
+        "waits grow: gaps {gaps:?} ms"
     );
     assert!(
         gaps.iter().any(|g| *g >= 1000),
@@ -446,7 +453,6 @@ async fn network_cut_longer_than_backoff_loses_nothing() -> Result<()> {
         backlog.as_secs_f64(),
         drained.as_secs_f64()
     );
-    let _ = restored;
     exits_cleanly(&mut agent_proc, "the agent")?;
     exits_cleanly(&mut up, "up")?;
     Ok(())
