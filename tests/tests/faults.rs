@@ -318,6 +318,13 @@ async fn postgres_restart_mid_stream_loses_nothing() -> Result<()> {
     let at1 = stored(&pool, &agent).await;
     let immediate = server.restart("immediate")?;
     let backlog1 = backlog_drain_time(&pool, &agent, Duration::from_secs(60)).await?;
+    // The writers met the dead server and retried (the device's resends alone would also
+    // recover; this shows ingest itself kept the batches).
+    let write_errors = metric_value(&site, "offsite_ingest_write_errors_total", "").await?;
+    assert!(
+        write_errors > 0.0,
+        "ingest's writes failed during the restart and were retried"
+    );
     wait_stored(&pool, &agent, at1 + 150, Duration::from_secs(60)).await?;
     let at2 = stored(&pool, &agent).await;
     let fast = server.restart("fast")?;
@@ -336,7 +343,7 @@ async fn postgres_restart_mid_stream_loses_nothing() -> Result<()> {
     );
     assert!(up.0.try_wait()?.is_none(), "up is still running");
     eprintln!(
-        "figures: PostgreSQL restart: {} rows; immediate restart at {at1} stored took {:.1} s, backlog stored {:.1} s later; fast restart at {at2} stored took {:.1} s, backlog stored {:.1} s later; all stored {:.1} s after that",
+        "figures: PostgreSQL restart: {} rows; immediate restart at {at1} stored took {:.1} s, backlog stored {:.1} s later; fast restart at {at2} stored took {:.1} s, backlog stored {:.1} s later; all stored {:.1} s after that; {write_errors} failed writes retried by ingest",
         agent.expected.len(),
         immediate.as_secs_f64(),
         backlog1.as_secs_f64(),
