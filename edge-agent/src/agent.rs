@@ -167,6 +167,7 @@ async fn start_device(cfg: &AgentConfig, d: &DeviceConfig, base: &Path, data_dir
         max_batch_samples: cfg.max_batch_samples.clamp(1, offsite_wire::MAX_SAMPLES_PER_BATCH),
         last_dropped: stats.dropped_total,
         last_acked: 0,
+        last_connect_failures: 0,
         #[cfg(feature = "camera")]
         cameras,
     };
@@ -347,6 +348,7 @@ struct DeviceRunner {
     max_batch_samples: usize,
     last_dropped: u64,
     last_acked: u64,
+    last_connect_failures: u64,
     #[cfg(feature = "camera")]
     cameras: Vec<crate::camera::RunningCamera>,
 }
@@ -451,6 +453,9 @@ impl DeviceRunner {
         m::QUEUE_BYTES.with_label_values(&[&self.dev]).set(s.outbox_bytes as i64);
         m::UNACKED_OLDEST.with_label_values(&[&self.dev]).set(oldest_age_s(&s));
         m::CONNECTED.with_label_values(&[&self.dev]).set(s.connected as i64);
+        m::RECONNECT_DELAY.with_label_values(&[&self.dev]).set(s.backoff_ms as f64 / 1000.0);
+        m::CONNECT_FAILURES.with_label_values(&[&self.dev]).inc_by(s.connect_failures.saturating_sub(self.last_connect_failures));
+        self.last_connect_failures = self.last_connect_failures.max(s.connect_failures);
         m::DROPPED.with_label_values(&[&self.dev]).inc_by(s.dropped_total.saturating_sub(self.last_dropped));
         self.last_dropped = self.last_dropped.max(s.dropped_total);
         m::ACKED.with_label_values(&[&self.dev]).inc_by(s.acked.saturating_sub(self.last_acked));

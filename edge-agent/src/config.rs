@@ -57,7 +57,9 @@ pub struct BrokerSection {
     pub keep_alive_s: u64,
     /// Resend from the oldest pending batch when its acknowledgement is this late.
     pub resend_after_s: u64,
+    /// First reconnect wait; it doubles per failed attempt up to `max_reconnect_delay_ms`.
     pub reconnect_delay_ms: u64,
+    pub max_reconnect_delay_ms: u64,
     /// Pace of sending per device, batches per second; bounds the backlog burst after an outage.
     pub max_batches_per_second: f64,
     /// Batches on the wire without acknowledgement, per device.
@@ -74,6 +76,7 @@ impl Default for BrokerSection {
             keep_alive_s: 30,
             resend_after_s: 30,
             reconnect_delay_ms: 1000,
+            max_reconnect_delay_ms: 30_000,
             max_batches_per_second: 20.0,
             window: 32,
             reconnect_jitter_ms: 3000,
@@ -91,6 +94,7 @@ impl BrokerSection {
             keep_alive: Duration::from_secs(self.keep_alive_s.max(5)),
             resend_after: Duration::from_secs(self.resend_after_s.max(1)),
             reconnect_delay: Duration::from_millis(self.reconnect_delay_ms.max(10)),
+            max_reconnect_delay: Duration::from_millis(self.max_reconnect_delay_ms.max(self.reconnect_delay_ms).max(10)),
             inflight: self.window.clamp(1, u16::MAX as usize) as u16,
             window: self.window.max(1),
             max_batches_per_second: self.max_batches_per_second.max(0.0),

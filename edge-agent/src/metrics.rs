@@ -35,6 +35,12 @@ pub static ACKED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static CONNECTED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!("offsite_edge_connected", "1 while connected to the broker", &["device"]).unwrap()
 });
+pub static CONNECT_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("offsite_edge_connect_failures_total", "Broker connection attempts that failed and connections lost", &["device"]).unwrap()
+});
+pub static RECONNECT_DELAY: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!("offsite_edge_reconnect_delay_seconds", "Ceiling of the current reconnect wait (0 while connected); doubles per failure", &["device"]).unwrap()
+});
 pub static SOURCE_ENABLED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!("offsite_edge_source_enabled", "1 while a source is switched on", &["device", "source"]).unwrap()
 });

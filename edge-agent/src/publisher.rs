@@ -18,7 +18,7 @@ use offsite_wire::{
 };
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::outbox::{MemoryOutbox, Outbox};
 use crate::queue::Dropped;
@@ -35,8 +35,11 @@ pub struct LinkOptions {
     pub keep_alive: Duration,
     /// Start again from the oldest pending batch when it has waited this long for its acknowledgement.
     pub resend_after: Duration,
-    /// Delay between reconnect attempts.
+    /// First wait before reconnecting; doubles with each failed attempt up to `max_reconnect_delay`.
     pub reconnect_delay: Duration,
+    /// Longest wait between reconnect attempts. Growing waits keep a fleet that lost its broker
+    /// from hammering it (and its TLS handshakes) while it is away or just back.
+    pub max_reconnect_delay: Duration,
     /// MQTT in-flight limit of the client.
     pub inflight: u16,
     /// Batches sent and not yet acknowledged, at most.
@@ -55,6 +58,7 @@ impl Default for LinkOptions {
             keep_alive: Duration::from_secs(30),
             resend_after: Duration::from_secs(30),
             reconnect_delay: Duration::from_millis(500),
+            max_reconnect_delay: Duration::from_secs(30),
             inflight: 100,
             window: 100,
             max_batches_per_second: 0.0,
@@ -96,6 +100,9 @@ struct Shared {
     rejected: AtomicU64,
     restarts: AtomicU64,
     connects: AtomicU64,
+    connect_failures: AtomicU64,
+    /// The wait before the next reconnect attempt (ms); 0 while connected.
+    backoff_ms: AtomicU64,
     dropped: AtomicU64,
     /// Acknowledged numbers that are not batches (camera events), for whoever waits on them;
     /// bounded, and a full channel only costs a resend (the platform drops repeats).
@@ -121,6 +128,10 @@ pub struct LinkStats {
     /// Batches dropped by the outbox budget over its life.
     pub dropped_total: u64,
     pub connects: u64,
+    /// Connection attempts that failed or connections that were lost.
+    pub connect_failures: u64,
+    /// The current wait before the next reconnect attempt (ms); 0 while connected.
+    pub backoff_ms: u64,
     pub connected: bool,
 }
 
@@ -190,6 +201,8 @@ impl DeviceLink {
             rejected: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            backoff_ms: AtomicU64::new(0),
             other_acks: flume::bounded(1024),
         });
         let data_topic = Topic::new(id.clone(), Channel::Data).render();
@@ -282,6 +295,8 @@ impl DeviceLink {
             oldest_unacked_ms: oldest,
             dropped_total: s.dropped.load(Ordering::Relaxed),
             connects: s.connects.load(Ordering::Relaxed),
+            connect_failures: s.connect_failures.load(Ordering::Relaxed),
+            backoff_ms: s.backoff_ms.load(Ordering::Relaxed),
             connected: s.connected.load(Ordering::Relaxed),
         }
     }
@@ -338,10 +353,13 @@ async fn event_loop(
     let ack_topic = Topic::new(id.clone(), Channel::Ack).render();
     let cmd_topic = Topic::new(id.clone(), Channel::Cmd).render();
     let status_topic = Topic::new(id.clone(), Channel::Status).render();
+    let mut backoff = Backoff::new(opts.reconnect_delay, opts.max_reconnect_delay);
     loop {
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 shared.connects.fetch_add(1, Ordering::Relaxed);
+                backoff.reset();
+                shared.backoff_ms.store(0, Ordering::Relaxed);
                 info!(device = %id, "connected");
                 let c = client.clone();
                 let (ack_topic, cmd_topic, status_topic) = (ack_topic.clone(), cmd_topic.clone(), status_topic.clone());
@@ -374,12 +392,15 @@ async fn event_loop(
                     shared.connected.store(false, Ordering::Relaxed);
                     return;
                 }
+                shared.connect_failures.fetch_add(1, Ordering::Relaxed);
+                let (wait, ceiling) = backoff.next();
+                shared.backoff_ms.store(ceiling.as_millis() as u64, Ordering::Relaxed);
                 if shared.connected.swap(false, Ordering::Relaxed) {
-                    warn!(device = %id, error = %e, "connection lost");
+                    warn!(device = %id, error = %e, retry_in_ms = wait.as_millis() as u64, "connection lost");
                 } else {
-                    debug!(device = %id, error = %e, "connect failed");
+                    info!(device = %id, error = %e, retry_in_ms = wait.as_millis() as u64, "connect failed");
                 }
-                tokio::time::sleep(opts.reconnect_delay).await;
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -511,6 +532,34 @@ async fn sender(client: AsyncClient, shared: Arc<Shared>, opts: LinkOptions, top
     }
 }
 
+/// Exponential reconnect backoff: the ceiling doubles per failure up to the maximum, and each wait
+/// is drawn from the upper half of the ceiling so devices that lost the broker together spread out.
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    ceiling: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration) -> Self {
+        let first = first.max(Duration::from_millis(10));
+        Self { first, max: max.max(first), ceiling: first }
+    }
+
+    fn reset(&mut self) {
+        self.ceiling = self.first;
+    }
+
+    /// The wait before the next attempt and the ceiling it was drawn under.
+    fn next(&mut self) -> (Duration, Duration) {
+        let ceiling = self.ceiling;
+        self.ceiling = (self.ceiling * 2).min(self.max);
+        let half = ceiling / 2;
+        let spread = rand::random::<u64>() % (half.as_millis() as u64 + 1);
+        (half + Duration::from_millis(spread), ceiling)
+    }
+}
+
 /// Spaces sends evenly at a fixed rate (no bursts beyond one).
 struct Pace {
     interval: Option<Duration>,
@@ -536,6 +585,21 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Waits double per failure up to the maximum, stay in the upper half of their ceiling, and
+    /// start over after a successful connection.
+    #[test]
+    fn backoff_doubles_to_its_ceiling_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_millis(1500));
+        let ceilings: Vec<u64> = (0..6).map(|_| b.next().1.as_millis() as u64).collect();
+        assert_eq!(ceilings, vec![200, 400, 800, 1500, 1500, 1500]);
+        for _ in 0..100 {
+            let (wait, ceiling) = b.next();
+            assert!(wait >= ceiling / 2 && wait <= ceiling, "{wait:?} outside the upper half of {ceiling:?}");
+        }
+        b.reset();
+        assert_eq!(b.next().1, Duration::from_millis(200));
+    }
 
     /// A backlog drains at the configured pace, not in one burst (virtual time, no sleeping).
     #[tokio::test(start_paused = true)]

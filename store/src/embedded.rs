@@ -2,7 +2,9 @@
 //!
 //! Invariants: the cluster listens on a Unix socket in `<data-dir>/postgres` and on no TCP port
 //! unless asked; every `offsite` process using the same data directory shares it (an exclusive file
-//! lock serialises start-up); the process that started it is the one that stops it.
+//! lock serialises start-up); the process that started it is the one that stops it. Each user holds
+//! a shared lock on `<data-dir>/.postgres.users` while it lives, so a cluster found running with no
+//! user (its starter was killed) is taken over, and stopped, by the next process.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -43,6 +45,9 @@ pub struct EmbeddedPostgres {
     port: u16,
     started_here: bool,
     as_postgres: bool,
+    /// Holds a shared lock while this value lives: the kernel drops it when the process dies,
+    /// however it dies, which is how a later process knows a running cluster has no user.
+    _user: File,
 }
 
 impl EmbeddedPostgres {
@@ -92,17 +97,27 @@ impl EmbeddedPostgres {
         }
         set_mode(&cluster, 0o700)?;
 
-        let mut me = Self { cluster, bin_dir, port: opts.port, started_here: false, as_postgres };
+        let user = fs::OpenOptions::new().create(true).truncate(false).write(true).open(data_dir.join(".postgres.users"))?;
+        let mut me = Self { cluster, bin_dir, port: opts.port, started_here: false, as_postgres, _user: user };
         if !me.cluster.join("PG_VERSION").exists() {
             me.initdb(opts)?;
         }
-        if me.is_running() {
-            info!(cluster = %me.cluster.display(), "embedded postgres already running; sharing it");
+        // `pg_ctl status` trusts the pid file, and a postmaster killed a moment ago still has its
+        // pid (dying, or a zombie nobody reaped): such a cluster is not running.
+        if me.is_running() && me.postmaster_alive() {
+            // Under the start-up lock nobody else is between try_lock and lock_shared.
+            if me._user.try_lock().is_ok() {
+                warn!(cluster = %me.cluster.display(), "embedded postgres left running by a process that ended; taking it over");
+                me.started_here = true;
+            } else {
+                info!(cluster = %me.cluster.display(), "embedded postgres already running; sharing it");
+            }
         } else {
             // A stale pid file after a crash: pg_ctl handles it when the process is really gone.
             me.start()?;
             me.started_here = true;
         }
+        me._user.lock_shared().context("registering as a user of the embedded postgres")?;
         drop(lock);
         Ok(me)
     }
@@ -138,12 +153,26 @@ impl EmbeddedPostgres {
     fn start(&self) -> Result<()> {
         info!(cluster = %self.cluster.display(), "starting embedded postgres");
         let log = self.cluster.join("postgres.log");
-        let out = self.run(self.cmd("pg_ctl").arg("-D").arg(&self.cluster).arg("-l").arg(&log).args([
-            "-w", "-t", "120", "start",
-        ]))?;
-        if !out.status.success() {
+        // After a crash the old postmaster's backends hold its shared memory (and the dying
+        // postmaster its pid) for a moment; PostgreSQL refuses to start until they are gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let out = self.run(self.cmd("pg_ctl").arg("-D").arg(&self.cluster).arg("-l").arg(&log).args([
+                "-w", "-t", "120", "start",
+            ]))?;
+            if out.status.success() {
+                return Ok(());
+            }
             let tail = fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+            let leftovers = tail.iter().take(5).any(|l| {
+                l.contains("pre-existing shared memory block") || l.contains("lock file") || l.contains("another server")
+            });
+            if leftovers && std::time::Instant::now() < deadline {
+                warn!(cluster = %self.cluster.display(), "the previous postmaster's processes are still exiting; retrying the start");
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                continue;
+            }
             bail!(
                 "pg_ctl start failed: {}\n{}\nlast lines of {}:\n{}",
                 String::from_utf8_lossy(&out.stdout),
@@ -152,7 +181,19 @@ impl EmbeddedPostgres {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        Ok(())
+    }
+
+    /// Whether the pid in `postmaster.pid` is a live process (not gone, not a zombie).
+    fn postmaster_alive(&self) -> bool {
+        let Ok(text) = fs::read_to_string(self.cluster.join("postmaster.pid")) else { return false };
+        let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else { return false };
+        // /proc/<pid>/stat: "pid (comm) S ...": the state follows the last ')'.
+        let live = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')))
+            .unwrap_or(false);
+        // A postmaster on its way out has closed its socket already.
+        live && std::os::unix::net::UnixStream::connect(self.cluster.join(format!(".s.PGSQL.{}", self.port))).is_ok()
     }
 
     pub fn is_running(&self) -> bool {
@@ -183,7 +224,18 @@ impl EmbeddedPostgres {
     /// Creates the offsite database if missing.
     pub async fn ensure_database(&self, database: &str) -> Result<()> {
         use sqlx::{Connection, Executor};
-        let mut conn = sqlx::PgConnection::connect_with(&self.connect_options("postgres")).await?;
+        // A cluster just started, or one in crash recovery, refuses connections for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut conn = loop {
+            match sqlx::PgConnection::connect_with(&self.connect_options("postgres")).await {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    warn!(error = %e, "embedded postgres not accepting connections yet; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(database)
             .fetch_one(&mut conn)
@@ -200,9 +252,11 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    /// Stops the cluster if this process started it (fast shutdown: sessions are ended, data is safe).
+    /// Stops the cluster if this process started it or took it over, or if every other user has
+    /// gone (a starter that was killed never stops it). Fast shutdown: sessions end, data is safe.
     pub async fn stop(self) -> Result<()> {
-        if !self.started_here {
+        // Upgrading our shared lock succeeds only when no other process holds one.
+        if !self.started_here && self._user.try_lock().is_err() {
             return Ok(());
         }
         tokio::task::spawn_blocking(move || self.stop_now()).await?

@@ -132,6 +132,34 @@ async fn embedded_cluster_is_shared_and_stopped_by_its_starter() -> Result<()> {
     Ok(())
 }
 
+/// A cluster whose starter died (its lock gone, the cluster still running) is taken over by the
+/// next user and stopped by it; a user that outlives a dead starter stops it too.
+#[tokio::test]
+async fn embedded_cluster_left_by_a_dead_starter_is_taken_over_and_stopped() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("offsite-pg-").tempdir_in("/tmp")?;
+    std::process::Command::new("chmod").arg("755").arg(dir.path()).status()?;
+    let opts = EmbeddedOptions { port: 5434, ..Default::default() };
+    let starter = EmbeddedPostgres::ensure(dir.path(), &opts).await?;
+    assert!(starter.started_here());
+    // Dropped without stop: what a SIGKILL leaves (the cluster runs, the lock is gone).
+    drop(starter);
+    let heir = EmbeddedPostgres::ensure(dir.path(), &opts).await?;
+    assert!(heir.is_running());
+    assert!(heir.started_here(), "a running cluster without users is taken over");
+    let sharer = EmbeddedPostgres::ensure(dir.path(), &opts).await?;
+    assert!(!sharer.started_here(), "while the heir lives, others share");
+    drop(heir);
+    assert!(sharer.is_running());
+    let probe = EmbeddedPostgres::ensure(dir.path(), &opts).await?;
+    assert!(!probe.started_here(), "the sharer still uses it");
+    drop(probe);
+    sharer.stop().await?; // the last user: stops it although it did not start it
+    let after = EmbeddedPostgres::ensure(dir.path(), &opts).await?;
+    assert!(after.started_here(), "stopped by the last user, so started again here");
+    after.stop().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn command_answers_are_recorded_once_and_only_from_their_device() -> Result<()> {
     let db = TestDb::new().await?;
