@@ -36,6 +36,8 @@ pub struct Config {
     pub complaints: ComplaintsConfig,
     /// The HJ 212-2017 gateway for data loggers (`[hj212] enabled, listen, idle_timeout_s, max_connections`).
     pub hj212: offsite_ingest::hj212::Hj212Config,
+    /// Where attachments, documents and snapshots are kept (`[files] backend = "local" | "s3"`).
+    pub files: crate::files::FilesConfig,
     /// Whether the file or the environment set `broker.plain_listen`: `offsite up` turns the
     /// internal plain listener off unless asked for it (nothing in the all-in-one needs it).
     #[serde(skip)]
@@ -59,6 +61,7 @@ impl Default for Config {
             notifications: NotifyConfig::default(),
             complaints: ComplaintsConfig::default(),
             hj212: offsite_ingest::hj212::Hj212Config::default(),
+            files: crate::files::FilesConfig::default(),
             plain_listen_given: false,
         }
     }
@@ -181,7 +184,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints", "hj212"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints", "hj212", "files"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));
