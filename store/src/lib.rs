@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bench_data;
 pub mod calendar;
 pub mod cameras;
+pub mod captcha;
 pub mod cases;
 pub mod commands;
 pub mod complaints;
