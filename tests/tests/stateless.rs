@@ -559,3 +559,39 @@ async fn warnings_from_another_process_reach_both_portals_also_after_a_database_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_portal_with_a_wrong_bucket_or_key_stops_at_start_and_says_why() -> Result<()> {
+    let moto = MotoServer::start("offsite-files").await?;
+    let site = Site::new().await?;
+    let url = site.db.url();
+    for (var, value, expect) in [
+        (
+            "OFFSITE_FILES__BUCKET",
+            "no-such-bucket",
+            "\"no-such-bucket\" does not exist",
+        ),
+        (
+            "OFFSITE_FILES__SECRET_ACCESS_KEY",
+            "not-the-secret",
+            "files.secret_access_key",
+        ),
+    ] {
+        let mut c = offsite_cmd(site.dir.path(), &url, "portal", Some(&moto))?;
+        c.env("OFFSITE_PORTAL__LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("OFFSITE_PORTAL__HTTPS_LISTEN", "off")
+            .env(var, value)
+            .stderr(Stdio::piped());
+        let out = tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || c.output()))
+            .await
+            .context("the portal did not stop within 60 s")???;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value}: the portal must not start");
+        assert!(
+            stderr.contains(expect),
+            "{var}={value}: expected {expect:?} in:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    Ok(())
+}
