@@ -9,3 +9,10 @@ CREATE TABLE captcha_challenges (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX captcha_challenges_expires ON captcha_challenges (expires_at);
+
+-- Complaint attachments' bytes go to the file store like every other upload (an S3-compatible
+-- bucket when portal replicas run on several machines): new rows keep only the digest, rows filed
+-- before keep their bytes here. (`CHECK (size = length(data))` holds for NULL.)
+ALTER TABLE complaint_attachments ALTER COLUMN data DROP NOT NULL;
+-- Retention asks whether a snapshot's bytes are also a complaint attachment's.
+CREATE INDEX complaint_attachments_sha256_idx ON complaint_attachments (sha256);

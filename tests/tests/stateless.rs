@@ -345,8 +345,9 @@ async fn two_portals_share_files_in_the_bucket_and_captchas_in_the_database() ->
     assert_eq!(c["required"], true, "{c}");
     let cid = c["id"].as_str().context("captcha id")?.to_owned();
     let answer = solve_captcha(&store, &cid).await?;
+    let png2 = [png.as_slice(), b"complaint"].concat();
     let complaint = |answer: String| {
-        let (anon, cid, base2) = (anon.clone(), cid.clone(), base2.clone());
+        let (anon, cid, base2, png2) = (anon.clone(), cid.clone(), base2.clone(), png2.clone());
         async move {
             let (boundary, body) = multipart(
                 &[
@@ -358,7 +359,7 @@ async fn two_portals_share_files_in_the_bucket_and_captchas_in_the_database() ->
                     ("captcha_id", cid.as_str()),
                     ("captcha_answer", answer.as_str()),
                 ],
-                &[],
+                &[("attachment", "现场.png", "image/png", &png2)],
             );
             let r = anon
                 .post(format!("{base2}/api/v1/complaints"))
@@ -373,13 +374,35 @@ async fn two_portals_share_files_in_the_bucket_and_captchas_in_the_database() ->
     };
     let (s, b) = complaint(answer.to_lowercase()).await?;
     assert_eq!(s, 201, "portal 2 accepts portal 1's CAPTCHA: {b}");
-    assert!(b["tracking_no"].is_string(), "{b}");
+    let tracking_no = b["tracking_no"].as_str().context("tracking number")?.to_owned();
     let (s, b) = complaint(answer).await?;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
         (400, Some("captcha")),
         "used once: {b}"
     );
+
+    // The complaint's attachment, filed through portal 2, read through portal 1, kept in the bucket.
+    let (complaint_id, attachment_id): (i64, i64) = sqlx::query_as(
+        "SELECT c.id, a.id FROM complaints c JOIN complaint_attachments a ON a.complaint_id = c.id WHERE c.tracking_no = $1",
+    )
+    .bind(&tracking_no)
+    .fetch_one(&pool)
+    .await?;
+    let r = mon
+        .get(format!(
+            "{base1}/api/v1/complaints/{complaint_id}/attachments/{attachment_id}"
+        ))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await?.to_vec(), png2, "byte-identical from the other replica");
+    assert!(bucket.exists(&sha256_hex(&png2)).await?);
+    let in_row: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM complaint_attachments WHERE id = $1")
+        .bind(attachment_id)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(in_row, None, "only the digest is in the database");
     Ok(())
 }
 

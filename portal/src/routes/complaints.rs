@@ -500,7 +500,7 @@ pub async fn submit(
         attachments: form.files,
     };
     let attachments = new.attachments.len();
-    match state.store.file_complaint(&new, SUBMIT_LIMIT).await? {
+    match state.store.file_complaint_with(&new, SUBMIT_LIMIT, Some(state.files().as_ref())).await? {
         Filed::Throttled { retry_after_s } => Ok(throttled(retry_after_s)),
         Filed::Ok { id, tracking_no } => {
             state
@@ -585,8 +585,14 @@ pub async fn attachment(
     ApiPath((id, aid)): ApiPath<(i64, i64)>,
 ) -> ApiResult<Response> {
     visible(&state, &who, id).await?;
+    let missing = || ApiError::not_found(format!("attachment {aid} not found"), format!("附件 {aid} 不存在"));
     let Some((meta, data)) = state.store.complaint_attachment(id, aid).await? else {
-        return Err(ApiError::not_found(format!("attachment {aid} not found"), format!("附件 {aid} 不存在")));
+        return Err(missing());
+    };
+    // Attachments filed before migration 0018 carry their bytes in the row.
+    let data = match data {
+        Some(d) => d,
+        None => state.files().get(&meta.sha256).await?.ok_or_else(missing)?,
     };
     file_response(&meta.filename, &meta.content_type, data)
 }
