@@ -1,3 +1,5 @@
+-- Portal replicas keep no state of their own (issue 11).
+
 -- Complaint-form CAPTCHAs, shared by every portal replica (no sticky sessions): the answer is kept
 -- only as a SHA-256 digest over the challenge id and the answer, expires after a few minutes and is
 -- used up by the first check, right or wrong, whichever replica makes it (DELETE ... RETURNING).
