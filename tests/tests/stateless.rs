@@ -576,6 +576,7 @@ async fn warnings_from_another_process_reach_both_portals_also_after_a_database_
         got[0],
         got[1]
     );
+    eprintln!("both portals streamed again {:?} after the database was back ({n} warnings written)", t0.elapsed());
     assert!(
         streams.iter().all(|(_, seen)| seen.contains("lagged")),
         "each stream was told it may have missed changes"
