@@ -81,9 +81,9 @@ fn replica_dir(first: &Path) -> Result<tempfile::TempDir> {
     Ok(dir)
 }
 
-async fn wait_healthy_at(port: u16, timeout: Duration) -> Result<()> {
+async fn wait_healthy_at(port: u16, data_dir: &Path, timeout: Duration) -> Result<()> {
     let url = format!("http://127.0.0.1:{port}/healthz");
-    wait_for(&format!("portal on {port}"), timeout, || {
+    let healthy = wait_for(&format!("portal on {port}"), timeout, || {
         let url = url.clone();
         async move {
             reqwest::get(&url)
@@ -92,7 +92,23 @@ async fn wait_healthy_at(port: u16, timeout: Duration) -> Result<()> {
                 .unwrap_or(false)
         }
     })
-    .await
+    .await;
+    // The data directory goes with the test: say what the processes logged.
+    healthy.with_context(|| {
+        let mut logs = String::new();
+        for f in std::fs::read_dir(data_dir).into_iter().flatten().flatten() {
+            if f.path().extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                logs.push_str(&format!(
+                    "\n--- {}\n{}",
+                    f.path().display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+        }
+        logs
+    })
 }
 
 async fn add_user(store: &Store, name: &str, roles: &[Role], department_id: Option<i64>) -> Result<()> {
@@ -214,10 +230,10 @@ async fn two_portals_share_files_in_the_bucket_and_captchas_in_the_database() ->
 
     let (p1, p2) = (free_port(), free_port());
     let _portal1 = spawn_portal(site.dir.path(), &url, p1, Some(&moto))?;
-    wait_healthy_at(p1, Duration::from_secs(60)).await?;
+    wait_healthy_at(p1, site.dir.path(), Duration::from_secs(60)).await?;
     let dir2 = replica_dir(site.dir.path())?;
     let _portal2 = spawn_portal(dir2.path(), &url, p2, Some(&moto))?;
-    wait_healthy_at(p2, Duration::from_secs(60)).await?;
+    wait_healthy_at(p2, dir2.path(), Duration::from_secs(60)).await?;
     let base1 = format!("http://127.0.0.1:{p1}");
     let base2 = format!("http://127.0.0.1:{p2}");
     let bucket = S3Store::new(S3Settings::parse(
@@ -524,8 +540,8 @@ async fn warnings_from_another_process_reach_both_portals_also_after_a_database_
     let url = pg.url();
     let _portal1 = spawn_portal(d1.path(), &url, p1, None)?;
     let _portal2 = spawn_portal(d2.path(), &url, p2, None)?;
-    wait_healthy_at(p1, Duration::from_secs(60)).await?;
-    wait_healthy_at(p2, Duration::from_secs(60)).await?;
+    wait_healthy_at(p1, d1.path(), Duration::from_secs(60)).await?;
+    wait_healthy_at(p2, d2.path(), Duration::from_secs(60)).await?;
     let mon = client(&store, "mon").await?;
     let mut streams: Vec<_> = [p1, p2]
         .iter()
@@ -576,7 +592,10 @@ async fn warnings_from_another_process_reach_both_portals_also_after_a_database_
         got[0],
         got[1]
     );
-    eprintln!("both portals streamed again {:?} after the database was back ({n} warnings written)", t0.elapsed());
+    eprintln!(
+        "both portals streamed again {:?} after the database was back ({n} warnings written)",
+        t0.elapsed()
+    );
     assert!(
         streams.iter().all(|(_, seen)| seen.contains("lagged")),
         "each stream was told it may have missed changes"
