@@ -246,6 +246,27 @@ else
     done_steps+=("deploy check venv MISSING (no python3 venv)")
 fi
 
+# --- moto_server, the S3-compatible object store of the file-store tests ---------------------------
+# A venv with the pinned moto[server]; store/src/moto.rs starts it on a free port.
+MOTO_VENV=tests/moto/.venv
+MOTO_REQ=tests/moto/requirements.txt
+if [[ -x $MOTO_VENV/bin/moto_server ]] && cmp -s "$MOTO_REQ" "$MOTO_VENV/requirements.txt"; then
+    done_steps+=("moto venv present")
+elif command -v python3 >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1; then
+    say "creating ${MOTO_VENV} (moto[server])"
+    if python3 -m venv "$MOTO_VENV" &&
+        "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check -r "$MOTO_REQ" >&2; then
+        cp "$MOTO_REQ" "$MOTO_VENV/requirements.txt"
+        done_steps+=("moto venv made")
+    else
+        say "WARNING: could not make ${MOTO_VENV}; the S3 file-store tests will fail until it exists."
+        done_steps+=("moto venv MISSING (pip failed)")
+    fi
+else
+    say "WARNING: python3 with venv not found; the S3 file-store tests need it (apt-get install python3-venv)."
+    done_steps+=("moto venv MISSING (no python3 venv)")
+fi
+
 # --- Node.js for the web UI (portal/web; `make web`) ----------------------------------------------
 # Not installed here: Debian 12's nodejs (18) is too old for Vite 7, which needs Node 20.19 or newer.
 # Without it `make web` (and so `make build` and `make test`, whose browser tests drive the UI) fails.

@@ -38,6 +38,8 @@ pub struct Config {
     pub hj212: offsite_ingest::hj212::Hj212Config,
     /// Probes and metrics of tier processes without a portal (`[ops] listen`; off by default).
     pub ops: crate::ops_http::OpsConfig,
+    /// Where attachments, documents and snapshots are kept (`[files] backend = "local" | "s3"`).
+    pub files: crate::files::FilesConfig,
     /// Whether the file or the environment set `broker.plain_listen`: `offsite up` turns the
     /// internal plain listener off unless asked for it (nothing in the all-in-one needs it).
     #[serde(skip)]
@@ -62,6 +64,7 @@ impl Default for Config {
             complaints: ComplaintsConfig::default(),
             hj212: offsite_ingest::hj212::Hj212Config::default(),
             ops: crate::ops_http::OpsConfig::default(),
+            files: crate::files::FilesConfig::default(),
             plain_listen_given: false,
         }
     }
@@ -184,7 +187,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("OFFSITE_").split("__").filter(|k| {
             // Only our sections; other OFFSITE_* variables (tests, tools) are not config.
             let k = k.as_str().to_ascii_lowercase();
-            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints", "hj212", "ops"]
+            ["data_dir", "database", "broker", "ingest", "portal", "analytics", "auth", "internal_mqtt", "demo", "workflow", "log", "notifications", "complaints", "hj212", "ops", "files"]
                 .iter()
                 .any(|s| k == *s || k.starts_with(&format!("{s}.")))
         }));

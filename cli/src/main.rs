@@ -14,6 +14,7 @@ mod demo_loggers;
 mod detectors;
 mod device_cmd;
 mod edge_cmd;
+mod files;
 mod internal_mqtt;
 mod nab_cmd;
 mod ops_http;

@@ -226,6 +226,7 @@ impl AllInOne {
             offsite_ingest::AckSink::Link(tx) => tx.clone(),
             offsite_ingest::AckSink::Mqtt(_) => unreachable!("LinkSource acknowledges over the link"),
         };
+        let files = crate::tiers::file_store(cfg).await?;
         let broker = builder.spawn()?;
         let (live, _) = broadcast::channel(1024);
         let (tap, analytics) = if cfg.analytics.enabled {
@@ -242,7 +243,7 @@ impl AllInOne {
         } else {
             (None, None)
         };
-        let cameras = offsite_ingest::CameraSink { files: Some(crate::tiers::file_store(cfg)?), live: Some(live.clone()) };
+        let cameras = offsite_ingest::CameraSink { files: Some(files.clone()), live: Some(live.clone()) };
         let ingest = Ingest::start(store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras, gate).await?;
         // Loggers can connect before /healthz answers.
         let hj212 = start_hj212(cfg, &store, &ingest).await?;
@@ -255,7 +256,7 @@ impl AllInOne {
             .enabled
             .then(|| offsite_workflow::scheduler::spawn(store.clone(), cfg.workflow.clone(), stop_portal.subscribe()));
         if cfg.workflow.enabled {
-            let (files, days) = (crate::tiers::file_store(cfg)?, cfg.workflow.snapshot_retention_days);
+            let (files, days) = (files.clone(), cfg.workflow.snapshot_retention_days);
             offsite_workflow::retention::spawn(store.clone(), files, days, Duration::from_secs(3600), stop_portal.subscribe());
         }
         let state = offsite_portal::AppState::new(store)
@@ -263,7 +264,7 @@ impl AllInOne {
             .with_audit(audit.clone())
             .with_secret_key(complaints_key)
             .with_captcha(complaint_captcha(cfg))
-            .with_files(crate::tiers::file_store(cfg)?)
+            .with_files(files)
             .with_provisioner(std::sync::Arc::new(crate::provisioner::PkiProvisioner(pki.clone())))
             .with_commands(std::sync::Arc::new(crate::internal_mqtt::LinkCommands(link_out)));
         let portal = tokio::spawn(offsite_portal::serve_all(listeners, state, async move {

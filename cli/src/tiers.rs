@@ -1,6 +1,6 @@
 //! `up` and the one-tier-per-process subcommands.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use offsite_broker::BrokerBuilder;
 use offsite_ingest::{Incoming, Ingest, MqttSource, MqttSourceConfig};
 use tracing::info;
@@ -100,7 +100,7 @@ pub async fn ingest(cfg: Config) -> Result<()> {
         (None, None)
     };
     // Split mode: portals learn of camera warnings through pg_notify.
-    let cameras = offsite_ingest::CameraSink { files: Some(file_store(&cfg)?), live: None };
+    let cameras = offsite_ingest::CameraSink { files: Some(file_store(&cfg).await?), live: None };
     let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras, gate).await?;
     let hj212 = startup::start_hj212(&cfg, &db.store, &ingest).await?;
     let readiness = crate::ops_http::Readiness::new().database(db.store.clone()).ingest_broker_connection();
@@ -138,19 +138,20 @@ pub async fn portal(cfg: Config) -> Result<()> {
     let r = async {
         let complaints_key = startup::complaints_key(&cfg.data_dir)?;
         let listeners = startup::portal_listeners(&cfg).await?;
+        let files = file_store(&cfg).await?;
         // The scheduler runs beside the portal; with several portal replicas one works per pass.
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let scheduler =
             cfg.workflow.enabled.then(|| offsite_workflow::scheduler::spawn(store.clone(), cfg.workflow.clone(), stop_rx.clone()));
         if cfg.workflow.enabled {
             let days = cfg.workflow.snapshot_retention_days;
-            offsite_workflow::retention::spawn(store.clone(), file_store(&cfg)?, days, std::time::Duration::from_secs(3600), stop_rx);
+            offsite_workflow::retention::spawn(store.clone(), files.clone(), days, std::time::Duration::from_secs(3600), stop_rx);
         }
         let state = offsite_portal::AppState::new(store)
             .with_audit(audit.clone())
             .with_secret_key(complaints_key)
             .with_captcha(startup::complaint_captcha(&cfg))
-            .with_files(file_store(&cfg)?)
+            .with_files(files)
             .with_commands(std::sync::Arc::new(crate::internal_mqtt::InternalCommands(cfg.clone())));
         let state = match crate::provisioner::for_portal(&cfg) {
             Some(p) => state.with_provisioner(p),
@@ -174,12 +175,9 @@ pub async fn portal(cfg: Config) -> Result<()> {
     r
 }
 
-/// Uploaded attachments and documents: `<data_dir>/files`, shared by every portal replica on the
-/// same data directory.
-pub fn file_store(cfg: &Config) -> Result<std::sync::Arc<dyn offsite_store::files::FileStore>> {
-    let dir = cfg.data_dir.join("files");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(std::sync::Arc::new(offsite_store::files::LocalDirStore::new(dir)))
+/// Attachments, documents and snapshots: the configured backend (`[files]`), checked at start.
+pub async fn file_store(cfg: &Config) -> Result<std::sync::Arc<dyn offsite_store::files::FileStore>> {
+    crate::files::open(cfg).await
 }
 
 /// This process's writer of the audit chain (several processes may share one chain).

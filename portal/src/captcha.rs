@@ -2,28 +2,28 @@
 //!
 //! Five characters from an alphabet without look-alikes are drawn as SVG strokes from a built-in
 //! stroke font (no web fonts, nothing fetched from anywhere), each glyph jittered, scaled and
-//! rotated on its own, over noise curves and dots. The answer stays on the server: in memory, five
-//! minutes, one use (a wrong answer uses it up too), at most [`MAX_PENDING`] at a time.
+//! rotated on its own, over noise curves and dots. The answer stays on the server, five minutes,
+//! one use (a wrong answer uses it up too).
 //!
-//! The answers live in this process only. With several portal replicas behind a load balancer, a
-//! client must reach the same replica for the image and the submission (sticky sessions);
-//! otherwise the submission is refused as an unknown CAPTCHA.
+//! Answers live in PostgreSQL (`captcha_challenges`, as a digest), not in the process: any portal
+//! replica checks a CAPTCHA any other replica drew, with no sticky sessions, and the first check
+//! takes the challenge out in one statement, so two replicas can never both accept it.
 //!
-//! [`CaptchaStore::answer`] reads an answer without using it up. No route calls it: it exists for
-//! Rust callers (the integration tests, which solve the CAPTCHA through it).
+//! [`CaptchaStore::answer`] reads an answer back only where [`CaptchaStore::keep_answers`] was
+//! called (tests, which solve the CAPTCHA through it); no route calls it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
+use offsite_store::Store;
 use rand::{Rng, RngCore};
+use sha2::{Digest, Sha256};
 
 /// How long an answer is accepted.
 pub const TTL: Duration = Duration::from_secs(5 * 60);
-/// Unanswered CAPTCHAs kept at most; the oldest go first.
-pub const MAX_PENDING: usize = 10_000;
 /// Characters per CAPTCHA.
 pub const LENGTH: usize = 5;
 /// No 0/O/D/Q, 1/I, 2/Z, 5/S, 8/B, 6/G.
@@ -49,87 +49,84 @@ pub enum Check {
     Unknown,
 }
 
-#[derive(Debug)]
-struct Entry {
-    answer: String,
-    expires: Instant,
+/// The digest stored for an answer: SHA-256 over the challenge id and the answer (upper case,
+/// trimmed), so equal answers of different challenges differ. It keeps answers out of plain
+/// sight; it is no secret against someone who can read the table (5 characters of 23 are quickly
+/// tried), who could file complaints directly anyway.
+pub fn answer_digest(id: &str, answer: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"offsite-captcha-v1\n");
+    h.update(id.as_bytes());
+    h.update(b"\n");
+    h.update(answer.trim().to_ascii_uppercase().as_bytes());
+    h.finalize().into()
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    pending: HashMap<String, Entry>,
-    /// Ids in the order issued (some already used), to drop the oldest.
-    order: VecDeque<String>,
-}
-
-/// The pending answers; cheap to clone (shared).
-#[derive(Debug, Clone, Default)]
+/// Issues and checks CAPTCHAs against the database; cheap to clone.
+#[derive(Debug, Clone)]
 pub struct CaptchaStore {
-    inner: Arc<Mutex<Inner>>,
+    store: Store,
+    /// Answers this process drew, kept only after [`CaptchaStore::keep_answers`] (tests).
+    revealed: Option<Arc<Mutex<HashMap<String, String>>>>,
 }
 
 impl CaptchaStore {
-    /// Draws a new CAPTCHA and remembers its answer.
-    pub fn issue(&self) -> Captcha {
-        let answer = random_answer();
-        let svg = render(&answer);
-        let id = self.insert(answer);
-        Captcha {
-            id,
-            image: format!("data:image/svg+xml;base64,{}", base64::engine::general_purpose::STANDARD.encode(svg)),
-        }
+    pub fn new(store: Store) -> Self {
+        Self { store, revealed: None }
     }
 
-    fn insert(&self, answer: String) -> String {
+    /// Also remembers the answers this process draws, for [`CaptchaStore::answer`]. For tests.
+    pub fn keep_answers(mut self) -> Self {
+        self.revealed = Some(Arc::default());
+        self
+    }
+
+    /// Draws a new CAPTCHA and records its answer's digest.
+    pub async fn issue(&self) -> anyhow::Result<Captcha> {
+        let answer = random_answer();
+        let svg = render(&answer);
         let mut b = [0u8; 16];
         rand::rng().fill_bytes(&mut b);
         let id = hex::encode(b);
-        let now = Instant::now();
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Inner { pending, order } = &mut *g;
-        while let Some(front) = order.front() {
-            let stale = pending.get(front).is_none_or(|e| e.expires <= now);
-            if !(stale || pending.len() >= MAX_PENDING || order.len() >= 2 * MAX_PENDING) {
-                break;
-            }
-            if let Some(f) = order.pop_front() {
-                pending.remove(&f);
-            }
+        let expires = chrono::Utc::now() + chrono::Duration::from_std(TTL).expect("a short TTL");
+        self.store.put_captcha(&id, &answer_digest(&id, &answer), expires).await?;
+        if let Some(r) = &self.revealed {
+            r.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), answer);
         }
-        pending.insert(id.clone(), Entry { answer, expires: now + TTL });
-        order.push_back(id.clone());
-        id
+        Ok(Captcha {
+            id,
+            image: format!("data:image/svg+xml;base64,{}", base64::engine::general_purpose::STANDARD.encode(svg)),
+        })
     }
 
     /// Checks an answer (case and surrounding spaces ignored) and uses the CAPTCHA up, right or wrong.
-    pub fn check(&self, id: &str, answer: &str) -> Check {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        match g.pending.remove(id.trim()) {
-            Some(e) if e.expires <= Instant::now() => Check::Unknown,
-            Some(e) if e.answer.eq_ignore_ascii_case(answer.trim()) => Check::Ok,
-            Some(_) => Check::Wrong,
-            None => Check::Unknown,
+    pub async fn check(&self, id: &str, answer: &str) -> anyhow::Result<Check> {
+        let id = id.trim();
+        // Not one of ours: no need to ask the database.
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Ok(Check::Unknown);
         }
+        if let Some(r) = &self.revealed {
+            r.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        }
+        Ok(match self.store.take_captcha(id).await? {
+            None => Check::Unknown,
+            Some(c) if c.expires_at <= chrono::Utc::now() => Check::Unknown,
+            Some(c) if c.answer_sha256 == answer_digest(id, answer) => Check::Ok,
+            Some(_) => Check::Wrong,
+        })
     }
 
-    /// The answer of a pending CAPTCHA, without using it up. Not reachable over HTTP; for Rust
-    /// callers such as tests.
+    /// The answer of a CAPTCHA this process drew, if [`CaptchaStore::keep_answers`] was called
+    /// and it was not checked yet. Not reachable over HTTP; for Rust callers such as tests.
     pub fn answer(&self, id: &str) -> Option<String> {
-        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.pending.get(id).filter(|e| e.expires > Instant::now()).map(|e| e.answer.clone())
+        self.revealed.as_ref()?.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
     /// Makes a pending CAPTCHA expire now (as if its five minutes had passed).
-    pub fn expire(&self, id: &str) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = g.pending.get_mut(id) {
-            e.expires = Instant::now();
-        }
-    }
-
-    /// CAPTCHAs waiting for an answer.
-    pub fn pending(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).pending.len()
+    pub async fn expire(&self, id: &str) -> anyhow::Result<()> {
+        self.store.expire_captcha(id).await?;
+        Ok(())
     }
 }
 
@@ -287,30 +284,11 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_used_once_and_expire() {
-        let s = CaptchaStore::default();
-        let c = s.issue();
-        assert!(c.image.starts_with("data:image/svg+xml;base64,"));
-        let a = s.answer(&c.id).unwrap();
-        assert_eq!(a.len(), LENGTH);
-        assert_eq!(s.check(&c.id, &a.to_lowercase()), Check::Ok);
-        assert_eq!(s.check(&c.id, &a), Check::Unknown);
-        let c = s.issue();
-        assert_eq!(s.check(&c.id, "?????"), Check::Wrong);
-        assert_eq!(s.check(&c.id, "?????"), Check::Unknown);
-        let c = s.issue();
-        let a = s.answer(&c.id).unwrap();
-        s.expire(&c.id);
-        assert_eq!(s.check(&c.id, &a), Check::Unknown);
-    }
-
-    #[test]
-    fn pending_is_bounded() {
-        let s = CaptchaStore::default();
-        for _ in 0..MAX_PENDING + 50 {
-            s.insert("AAAAA".into());
-        }
-        assert!(s.pending() <= MAX_PENDING);
+    fn digests_bind_the_answer_to_its_challenge() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(answer_digest(id, " ace34 "), answer_digest(id, "ACE34"));
+        assert_ne!(answer_digest(id, "ACE34"), answer_digest(id, "ACE35"));
+        assert_ne!(answer_digest(id, "ACE34"), answer_digest("ffffffffffffffffffffffffffffffff", "ACE34"));
     }
 
     #[test]

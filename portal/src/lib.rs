@@ -134,7 +134,7 @@ pub struct AppState {
     /// process, fine for tests only: what it encrypted is unreadable after a restart. Real use must
     /// configure a persistent key with [`AppState::with_secret_key`].
     contact_cipher: routes::complaints::ContactCipher,
-    /// Pending answers of the public complaint form's CAPTCHAs.
+    /// The public complaint form's CAPTCHAs (answers in the database, shared by replicas).
     captchas: captcha::CaptchaStore,
     /// False when the operator turned the CAPTCHA off (`[complaints] captcha = false`).
     captcha_required: bool,
@@ -158,6 +158,7 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(store: Store) -> Self {
+        let captchas = captcha::CaptchaStore::new(store.clone());
         Self {
             store,
             ready: Arc::new(AtomicBool::new(true)),
@@ -165,7 +166,7 @@ impl AppState {
             closing: Arc::new(watch::channel(false).0),
             audit: None,
             contact_cipher: routes::complaints::ContactCipher::random(),
-            captchas: captcha::CaptchaStore::default(),
+            captchas,
             captcha_required: true,
             files: Arc::new(offsite_store::files::LocalDirStore::new(
                 std::env::temp_dir().join(format!("offsite-files-{}", std::process::id())),
@@ -218,9 +219,16 @@ impl AppState {
     }
 
     /// The CAPTCHAs awaiting an answer. Reachable from Rust only (no route exposes the answers):
-    /// tests solve CAPTCHAs with [`captcha::CaptchaStore::answer`].
+    /// tests solve CAPTCHAs with [`captcha::CaptchaStore::answer`] after [`AppState::keep_captcha_answers`].
     pub fn captchas(&self) -> &captcha::CaptchaStore {
         &self.captchas
+    }
+
+    /// Remembers the answers of the CAPTCHAs this process draws, so Rust callers can solve them.
+    /// For tests only; never set by the CLI.
+    pub fn keep_captcha_answers(mut self) -> Self {
+        self.captchas = self.captchas.keep_answers();
+        self
     }
 
     /// Whether complaint submissions must solve the CAPTCHA (on unless configured off).

@@ -70,7 +70,8 @@ async fn app_with_captcha(captcha: bool) -> Result<App> {
         .with_live(offsite_portal::live::channel())
         .with_audit(audit)
         .with_secret_key([7u8; 32])
-        .with_captcha(captcha);
+        .with_captcha(captcha)
+        .keep_captcha_answers();
     tokio::spawn(serve(listener, state.clone(), async move {
         let _ = rx.await;
     }));
@@ -193,7 +194,7 @@ async fn the_public_complaint_path_from_captcha_to_closed() -> Result<()> {
     );
     // An expired one, an unknown one, none at all.
     let cap = app.captcha().await?;
-    app.state.captchas().expire(&cap.0);
+    app.state.captchas().expire(&cap.0).await?;
     let (s, b) = app.submit(&cap, &[], vec![]).await?;
     assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("captcha")), "{b}");
     let (s, b) = app.submit(&("0123456789abcdef0123456789abcdef".into(), "ACE34".into()), &[], vec![]).await?;

@@ -314,12 +314,14 @@ impl Store {
         let mut unique = hashes;
         unique.sort();
         unique.dedup();
-        // Task attachments and case documents may hold the same bytes: only unreferenced files go.
+        // Task attachments, case documents and complaint attachments may hold the same bytes: only
+        // unreferenced files go.
         let orphans: Vec<String> = sqlx::query_scalar(
             "DELETE FROM files f WHERE f.sha256 = ANY($1) \
              AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.sha256 = f.sha256) \
              AND NOT EXISTS (SELECT 1 FROM task_attachments a WHERE a.sha256 = f.sha256) \
              AND NOT EXISTS (SELECT 1 FROM case_documents c WHERE c.sha256 = f.sha256) \
+             AND NOT EXISTS (SELECT 1 FROM complaint_attachments ca WHERE ca.sha256 = decode(f.sha256, 'hex')) \
              RETURNING f.sha256",
         )
         .bind(&unique)

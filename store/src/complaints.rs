@@ -463,11 +463,30 @@ impl Store {
     /// Files a complaint unless `submitter_ip` already filed `limit.max` in `limit.window` (checked
     /// and inserted under a lock on the address, so concurrent requests and replicas agree).
     /// Validation failures are [`FieldError`]s.
+    /// The attachments' bytes are kept in the row; [`Store::file_complaint_with`] puts them in a
+    /// file store instead.
     pub async fn file_complaint(&self, c: &NewComplaint, limit: RateLimit) -> Result<Filed> {
+        self.file_complaint_with(c, limit, None).await
+    }
+
+    /// [`Store::file_complaint`], with the attachments' bytes in `files` (when given) and only
+    /// their digests in the rows. The bytes are stored before the transaction, so a committed row
+    /// always finds them; a refusal after that leaves unreferenced bytes, never a dangling row.
+    pub async fn file_complaint_with(
+        &self,
+        c: &NewComplaint,
+        limit: RateLimit,
+        files: Option<&dyn crate::files::FileStore>,
+    ) -> Result<Filed> {
         let c = c.normalized()?;
         if let Some(obj) = &c.object_id {
             if self.object(obj).await?.is_none() {
                 return Err(FieldError::new("object_id", "unknown object", "监管对象不存在").into());
+            }
+        }
+        if let Some(files) = files {
+            for a in &c.attachments {
+                files.put(&a.data).await?;
             }
         }
         let mut tx = self.pool.begin().await?;
@@ -527,7 +546,7 @@ impl Store {
             .bind(&a.content_type)
             .bind(a.data.len() as i64)
             .bind(Sha256::digest(&a.data).to_vec())
-            .bind(&a.data)
+            .bind(files.is_none().then_some(&a.data))
             .execute(&mut *tx)
             .await?;
         }
@@ -598,8 +617,10 @@ impl Store {
     }
 
     /// One attachment of a complaint with its content.
-    pub async fn complaint_attachment(&self, complaint_id: i64, id: i64) -> Result<Option<(AttachmentMeta, Vec<u8>)>> {
-        let row: Option<(i64, String, String, i64, String, Vec<u8>)> = sqlx::query_as(
+    /// An attachment and its bytes when the row holds them (`None`: they are in the file store
+    /// under `sha256`).
+    pub async fn complaint_attachment(&self, complaint_id: i64, id: i64) -> Result<Option<(AttachmentMeta, Option<Vec<u8>>)>> {
+        let row: Option<(i64, String, String, i64, String, Option<Vec<u8>>)> = sqlx::query_as(
             "SELECT id, filename, content_type, size, encode(sha256, 'hex'), data FROM complaint_attachments \
              WHERE complaint_id = $1 AND id = $2",
         )

@@ -1,5 +1,6 @@
-//! Stored files (task attachments, case documents): content-addressed bytes behind one interface,
-//! so a local directory now and an S3-compatible bucket later are the same to every caller. The
+//! Stored files (task attachments, case documents, camera snapshots): content-addressed bytes
+//! behind one interface, so a local directory and an S3-compatible bucket ([`crate::s3`]) are the
+//! same to every caller. The
 //! `files` table says what a hash is (size, type); the bytes live in the [`FileStore`].
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,10 @@ pub trait FileStore: Send + Sync + 'static {
     async fn get(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
     /// Removes the bytes under `sha256` (retention); `false` when there were none.
     async fn delete(&self, sha256: &str) -> Result<bool>;
+    /// Whether bytes are stored under `sha256`.
+    async fn exists(&self, sha256: &str) -> Result<bool> {
+        Ok(self.get(sha256).await?.is_some())
+    }
 }
 
 /// Files in a local directory, `<root>/<aa>/<bb>/<sha256>`, written to a temporary name, synced and
@@ -82,6 +87,11 @@ impl FileStore for LocalDirStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
+    }
+
+    async fn exists(&self, sha256: &str) -> Result<bool> {
+        let Some(path) = self.path_of(sha256) else { return Ok(false) };
+        Ok(tokio::fs::try_exists(&path).await.with_context(|| format!("looking up {}", path.display()))?)
     }
 
     async fn delete(&self, sha256: &str) -> Result<bool> {

@@ -290,7 +290,7 @@ pub async fn captcha(State(state): State<AppState>, ClientIp(ip): ClientIp) -> A
     if !state.captcha_required() {
         return Ok(no_store(Json(json!({ "required": false })).into_response()));
     }
-    let c = state.captchas().issue();
+    let c = state.captchas().issue().await?;
     let body = json!({ "required": true, "id": c.id, "image": c.image, "expires_in_s": crate::captcha::TTL.as_secs() });
     Ok(no_store(Json(body).into_response()))
 }
@@ -480,7 +480,7 @@ pub async fn submit(
 
     // The CAPTCHA first: it is used up whatever follows.
     if state.captcha_required() {
-        check_captcha(&state, &form)?;
+        check_captcha(&state, &form).await?;
     }
 
     let phone = present(form.phone).map(|p| normalize_phone(&p)).transpose().map_err(field_error)?;
@@ -500,7 +500,7 @@ pub async fn submit(
         attachments: form.files,
     };
     let attachments = new.attachments.len();
-    match state.store.file_complaint(&new, SUBMIT_LIMIT).await? {
+    match state.store.file_complaint_with(&new, SUBMIT_LIMIT, Some(state.files().as_ref())).await? {
         Filed::Throttled { retry_after_s } => Ok(throttled(retry_after_s)),
         Filed::Ok { id, tracking_no } => {
             state
@@ -585,8 +585,14 @@ pub async fn attachment(
     ApiPath((id, aid)): ApiPath<(i64, i64)>,
 ) -> ApiResult<Response> {
     visible(&state, &who, id).await?;
+    let missing = || ApiError::not_found(format!("attachment {aid} not found"), format!("附件 {aid} 不存在"));
     let Some((meta, data)) = state.store.complaint_attachment(id, aid).await? else {
-        return Err(ApiError::not_found(format!("attachment {aid} not found"), format!("附件 {aid} 不存在")));
+        return Err(missing());
+    };
+    // Attachments filed before migration 0018 carry their bytes in the row.
+    let data = match data {
+        Some(d) => d,
+        None => state.files().get(&meta.sha256).await?.ok_or_else(missing)?,
     };
     file_response(&meta.filename, &meta.content_type, data)
 }
@@ -683,14 +689,14 @@ pub async fn close(
 }
 
 /// Uses up the form's CAPTCHA; a missing, wrong, expired or used one refuses the submission.
-fn check_captcha(state: &AppState, form: &Form) -> ApiResult<()> {
+async fn check_captcha(state: &AppState, form: &Form) -> ApiResult<()> {
     let (Some(cid), Some(answer)) = (present(form.captcha_id.clone()), present(form.captcha_answer.clone())) else {
         return Err(ApiError::bad_request(
             "captcha_answer: solve the CAPTCHA (captcha_id and captcha_answer are required)",
             "captcha_answer：请填写图形验证码",
         ));
     };
-    match state.captchas().check(&cid, &answer) {
+    match state.captchas().check(&cid, &answer).await? {
         crate::captcha::Check::Ok => {}
         crate::captcha::Check::Wrong => {
             return Err(ApiError::new(
