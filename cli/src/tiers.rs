@@ -91,6 +91,7 @@ pub async fn ingest(cfg: Config) -> Result<()> {
     let cameras = offsite_ingest::CameraSink { files: Some(file_store(&cfg)?), live: None };
     let ingest = Ingest::start(db.store.clone(), cfg.ingest.clone(), queue_rx, acks, tap, cameras).await?;
     let hj212 = startup::start_hj212(&cfg, &db.store, &ingest).await?;
+    let _progress = offsite_ingest::progress::spawn_log(std::time::Duration::from_secs(2));
     info!(broker = %format!("{}:{}", m.host, m.port), analytics = analytics.is_some(), "ingest running");
     shutdown_signal().await;
     if let Some(g) = hj212 {

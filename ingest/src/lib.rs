@@ -15,6 +15,7 @@ mod config;
 pub mod hj212;
 pub mod metrics;
 mod pipeline;
+pub mod progress;
 mod source;
 mod writer;
 

@@ -10,6 +10,8 @@ use anyhow::{bail, Context, Result};
 use offsite_store::testing::TestDb;
 use offsite_wire::DeviceCredentials;
 
+pub mod mosquitto;
+
 /// The `offsite` binary built next to this test executable (`make test` builds it first).
 pub fn offsite_bin() -> PathBuf {
     if let Ok(p) = std::env::var("OFFSITE_BIN") {
