@@ -250,6 +250,26 @@ async fn devices_are_confined_and_acknowledged_through_mosquitto() -> Result<()>
         "the client id a device asks for is replaced: {log}"
     );
 
+    // A command recorded while a device was away reaches it when it says it is online: ingest
+    // redelivers on the device's status message, which mosquitto carries like any publish.
+    let c = site.provision("C").await?;
+    let c_key: i32 = sqlx::query_scalar("SELECT key FROM devices WHERE id = $1")
+        .bind(c.device_id.as_str())
+        .fetch_one(site.db.store.pool())
+        .await?;
+    let body = serde_json::json!({"id": "cmd-while-away", "kind": "ping"});
+    site.db
+        .store
+        .insert_command("cmd-while-away", c_key, "ping", &body, None)
+        .await?;
+    let mut cam = CameraDevice::connect(m.tls_port, &c).await?;
+    let got = tokio::time::timeout(Duration::from_secs(15), cam.commands.recv()).await?;
+    let got: serde_json::Value = serde_json::from_slice(&got.expect("a command"))?;
+    assert_eq!(
+        got["id"], "cmd-while-away",
+        "the pending command was redelivered through mosquitto"
+    );
+
     // Presence follows the last will: B dropping without a goodbye is offline.
     link_b.abort();
     wait_for(
