@@ -29,9 +29,9 @@ pub enum ExternalBroker {
 }
 
 /// A child process killed when dropped.
-struct Kid(Child);
+struct KilledOnDrop(Child);
 
-impl Drop for Kid {
+impl Drop for KilledOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -71,14 +71,16 @@ async fn measure(cfg: &Config, db: &Database, a: &Args, dir: &Path) -> Result<se
     };
     write_dir(&pki, &layout, &conf_dir, &internal)?;
     std::fs::create_dir_all(&layout.persistence_dir)?;
-    let mosquitto = Kid(Command::new("mosquitto")
-        .arg("-c")
-        .arg(conf_dir.join(CONF_FILE))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting mosquitto (install the mosquitto package)")?);
+    let mosquitto = KilledOnDrop(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(conf_dir.join(CONF_FILE))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto (install the mosquitto package)")?,
+    );
     wait_port(internal_port).await?;
     wait_port(tls_port).await?;
     eprintln!("bench ingest: mosquitto on {tls_port} (TLS) / {internal_port} (internal)");
@@ -128,7 +130,7 @@ async fn measure(cfg: &Config, db: &Database, a: &Args, dir: &Path) -> Result<se
     let postmaster = postmaster_pid(&cfg.data_dir);
     let mut phases = Vec::new();
     for replicas in [1usize, 2] {
-        let kids: Vec<Kid> = (0..replicas)
+        let replicas_running: Vec<KilledOnDrop> = (0..replicas)
             .map(|i| spawn_ingest(cfg, internal_port, dir, replicas, i))
             .collect::<Result<_>>()?;
         for i in 0..replicas {
@@ -137,7 +139,10 @@ async fn measure(cfg: &Config, db: &Database, a: &Args, dir: &Path) -> Result<se
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut pids: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         pids.insert("mosquitto".into(), vec![mosquitto.0.id()]);
-        pids.insert("ingest".into(), kids.iter().map(|k| k.0.id()).collect());
+        pids.insert(
+            "ingest".into(),
+            replicas_running.iter().map(|k| k.0.id()).collect(),
+        );
         pids.insert("load_generator".into(), vec![std::process::id()]);
         eprintln!(
             "bench ingest: {replicas} ingest replica(s); warm-up {} s, then {} s",
@@ -148,7 +153,7 @@ async fn measure(cfg: &Config, db: &Database, a: &Args, dir: &Path) -> Result<se
         for (l, _) in &links {
             l.flush(Duration::from_secs(60)).await;
         }
-        drop(kids);
+        drop(replicas_running);
         phases.push((rate, cpu));
     }
     let acked: u64 = links.iter().map(|(l, _)| l.stats().acked).sum();
@@ -197,7 +202,7 @@ fn spawn_ingest(
     dir: &Path,
     replicas: usize,
     i: usize,
-) -> Result<Kid> {
+) -> Result<KilledOnDrop> {
     let log = std::fs::File::create(dir.join(format!("ingest-{replicas}-{i}.log")))?;
     let child = Command::new(std::env::current_exe()?)
         .arg("--data-dir")
@@ -222,7 +227,7 @@ fn spawn_ingest(
         .stderr(log)
         .spawn()
         .context("starting offsite ingest")?;
-    Ok(Kid(child))
+    Ok(KilledOnDrop(child))
 }
 
 async fn wait_connected(log: &Path) -> Result<()> {
