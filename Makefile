@@ -22,7 +22,7 @@ ORT_LIB := third_party/onnxruntime/libonnxruntime.so
 MODELS_VENV := models/.venv
 
 .DEFAULT_GOAL := build
-.PHONY: setup web build demo test fuzz bench-ingest bench-broker bench-edge bench-detect bench-api bench-video bench-hj212 models clean
+.PHONY: setup web build demo test fuzz bench-ingest bench-ingest-mosquitto bench-broker bench-edge bench-detect bench-api bench-video bench-hj212 models clean
 
 setup:
 	bash scripts/setup.sh
@@ -67,6 +67,9 @@ fuzz: setup
 
 bench-ingest: build
 	./$(BIN) bench ingest --json
+
+bench-ingest-mosquitto: build
+	./$(BIN) bench ingest --external-broker mosquitto --json
 
 bench-broker: build
 	./$(BIN) bench broker --json

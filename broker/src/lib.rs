@@ -10,6 +10,7 @@ mod auth;
 mod config;
 mod links;
 pub mod metrics;
+pub mod mosquitto;
 pub mod pki;
 mod provision;
 mod server;

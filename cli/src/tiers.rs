@@ -105,6 +105,7 @@ pub async fn ingest(cfg: Config) -> Result<()> {
     let hj212 = startup::start_hj212(&cfg, &db.store, &ingest).await?;
     let readiness = crate::ops_http::Readiness::new().database(db.store.clone()).ingest_broker_connection();
     let ops = crate::ops_http::spawn(&cfg.ops, "ingest", readiness).await?;
+    let _progress = offsite_ingest::progress::spawn_log(std::time::Duration::from_secs(2));
     info!(broker = %format!("{}:{}", m.host, m.port), analytics = analytics.is_some(), "ingest running");
     shutdown_signal().await;
     if let Some(o) = &ops {

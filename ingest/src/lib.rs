@@ -16,6 +16,7 @@ pub mod fairness;
 pub mod hj212;
 pub mod metrics;
 mod pipeline;
+pub mod progress;
 mod source;
 mod writer;
 

@@ -11,6 +11,7 @@ use offsite_store::testing::TestDb;
 use offsite_wire::DeviceCredentials;
 
 pub mod faults;
+pub mod mosquitto;
 
 /// The `offsite` binary built next to this test executable (`make test` builds it first).
 pub fn offsite_bin() -> PathBuf {

@@ -19,6 +19,8 @@ use super::support::{free_port, percentile, round, scratch_dir};
 use crate::configuration::Config;
 use crate::startup::AllInOne;
 
+mod external;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Simulated devices, each its own MQTT/TLS connection.
@@ -38,11 +40,18 @@ pub struct Args {
     /// Accepted for symmetry; the JSON line is always printed last.
     #[arg(long)]
     json: bool,
+    /// Through an external broker instead of ours: `mosquitto` starts Debian's mosquitto with the
+    /// shipped configuration and measures 1, then 2 `offsite ingest` processes on it.
+    #[arg(long, value_enum)]
+    external_broker: Option<external::ExternalBroker>,
 }
 
 const METRICS: usize = 10;
 
 pub async fn run(base: Config, a: Args) -> Result<()> {
+    if a.external_broker.is_some() {
+        return external::run(base, a).await;
+    }
     let dir = scratch_dir("ingest")?;
     let mut cfg = base;
     cfg.data_dir = dir.path().to_path_buf();
