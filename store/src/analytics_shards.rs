@@ -364,10 +364,10 @@ impl Store {
         cursor: Option<(DateTime<Utc>, i32, i32)>,
         limit: i64,
     ) -> Result<Vec<SampleRow>> {
-        let (cts, cdev, cmet) = cursor.unwrap_or((DateTime::<Utc>::MIN_UTC, i32::MIN, i32::MIN));
+        let (cts, cdev, cmet) = (cursor.map(|c| c.0), cursor.map(|c| c.1), cursor.map(|c| c.2));
         let rows: Vec<(i32, i32, DateTime<Utc>, DateTime<Utc>, f64, i16)> = sqlx::query_as(
             "SELECT device_key, metric_id, ts, received_at, value, quality FROM samples \
-             WHERE received_at > $3 AND device_key % $1 = $2 AND (ts, device_key, metric_id) > ($4, $5, $6) \
+             WHERE received_at > $3 AND device_key % $1 = $2 AND ($4::timestamptz IS NULL OR (ts, device_key, metric_id) > ($4, $5, $6)) \
              ORDER BY ts, device_key, metric_id LIMIT $7",
         )
         .bind(count.0 as i32)

@@ -399,7 +399,7 @@ impl Store {
     /// episode that was raised and resolved before. `None`: covered, nothing written.
     pub async fn upsert_warning_unless_covered(&self, w: &NewWarning) -> Result<Option<Upserted>> {
         let covered: Option<bool> = sqlx::query_scalar(
-            "SELECT w.last_seen >= $2 OR (w.resolution = 'cleared' AND w.resolved_at >= $2) \
+            "SELECT coalesce(w.last_seen >= $2 OR (w.resolution = 'cleared' AND w.resolved_at >= $2), false) \
              FROM warnings w WHERE w.dedup_key = $1 ORDER BY w.id DESC LIMIT 1",
         )
         .bind(&w.dedup_key)
