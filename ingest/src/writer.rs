@@ -13,7 +13,19 @@ use crate::{metrics, CancellationToken, IngestConfig};
 /// Committed rows handed on to analytics: when they were committed, and the rows.
 pub type Committed = (std::time::Instant, Vec<offsite_store::SampleRow>);
 
-pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckSink, tap: Option<flume::Sender<Committed>>) {
+/// Where committed rows go on to analytics.
+#[derive(Clone)]
+pub enum Tap {
+    /// The in-process analytics queue: when full, rows are stored but not analysed, and counted
+    /// (analytics must never slow ingest down).
+    BestEffort(flume::Sender<Committed>),
+    /// The analytics shard feed (see `AnalyticsFeed`): the writer waits for room, so every
+    /// committed row is published; its publisher has a connection of its own, so waiting here
+    /// cannot block the source that feeds ingest.
+    Lossless(flume::Sender<Committed>),
+}
+
+pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckSink, tap: Option<Tap>) {
     while let Ok(mut flush) = rx.recv_async().await {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -44,8 +56,17 @@ pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckS
         if let (Some(tap), false) = (&tap, flush.rows.is_empty()) {
             let rows = std::mem::take(&mut flush.rows);
             let n = rows.len() as u64;
-            if tap.try_send((Instant::now(), rows)).is_err() {
-                metrics::TAP_DROPPED.inc_by(n);
+            match tap {
+                Tap::BestEffort(tx) => {
+                    if tx.try_send((Instant::now(), rows)).is_err() {
+                        metrics::TAP_DROPPED.inc_by(n);
+                    }
+                }
+                Tap::Lossless(tx) => {
+                    if tx.send_async((Instant::now(), rows)).await.is_err() {
+                        metrics::TAP_DROPPED.inc_by(n);
+                    }
+                }
             }
         }
     }
