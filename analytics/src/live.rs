@@ -507,6 +507,7 @@ impl Engine {
                         }
                         _ => {
                             INHIBITED.with_label_values(&["offline"]).inc();
+                            tracing::debug!(device = %o.meta.device_id, "raise inhibited: device offline");
                             return;
                         }
                     }
@@ -568,7 +569,10 @@ impl Engine {
             self.store.upsert_warning(&w).await.map(Some)
         };
         match r {
-            Ok(None) => SKIPPED.with_label_values(&["covered_raise"]).inc(),
+            Ok(None) => {
+                SKIPPED.with_label_values(&["covered_raise"]).inc();
+                tracing::debug!(key = %w.dedup_key, at = %w.at, "raise covered by its episode");
+            }
             Ok(Some(u)) => {
                 let kind = if u.is_opened() { "opened" } else { "repeated" };
                 if let Upserted::Opened(rec) = &u {
@@ -669,6 +673,7 @@ impl Engine {
             }
         };
         self.lease_ok = Instant::now();
+        tracing::debug!(owned = round.owned.len(), live_replicas = round.live_replicas, "lease round");
         let now_owned: HashSet<Shard> = round.owned.iter().copied().collect();
         let gone: Vec<Shard> = self.owned.difference(&now_owned).copied().collect();
         if !gone.is_empty() {
@@ -758,8 +763,9 @@ impl Engine {
         let margin = chrono::Duration::from_std(self.shards.checkpoint_margin).unwrap_or(chrono::Duration::seconds(10));
         let to: Vec<(Shard, DateTime<Utc>)> =
             self.analysed_upto.iter().filter(|(s, _)| self.owned.contains(s)).map(|(s, t)| (*s, *t - margin)).collect();
-        if let Err(e) = self.store.advance_analytics_checkpoints(&self.shards.replica, &to).await {
-            warn!(error = %format!("{e:#}"), "advancing analytics checkpoints");
+        match self.store.advance_analytics_checkpoints(&self.shards.replica, &to).await {
+            Ok(n) => tracing::debug!(shards = n, "analytics checkpoints advanced"),
+            Err(e) => warn!(error = %format!("{e:#}"), "advancing analytics checkpoints"),
         }
     }
 
