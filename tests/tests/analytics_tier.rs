@@ -140,6 +140,7 @@ async fn owners(site: &Site) -> Result<Vec<Option<String>>> {
 /// A device streaming PM10 once per call of `send`, device time advancing one second each.
 struct Streamer {
     link: DeviceLink,
+    creds: DeviceCredentials,
     id: String,
     next_ts: i64,
     sent: usize,
@@ -162,6 +163,7 @@ impl Streamer {
         )?;
         Ok(Self {
             link,
+            creds: d.clone(),
             id: d.device_id.to_string(),
             next_ts: start_ms,
             sent: 0,
@@ -336,6 +338,50 @@ async fn analytics_killed_mid_stream_replays_without_doubles() -> Result<()> {
     Ok(())
 }
 
+/// Publishes a well-formed feed message for `victim` to its shard topic with a device's own
+/// credentials (certificate and token), as a compromised device would.
+async fn forge_feed(site: &Site, c: &DeviceCredentials, victim: i32) -> Result<()> {
+    use offsite_store::analytics_shards::{encode_feed, feed_topic, ShardCount};
+    use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
+    let metric = site
+        .db
+        .store
+        .metric_by_key("pm10")
+        .await?
+        .context("pm10")?
+        .id;
+    let row = offsite_store::SampleRow {
+        device_key: victim,
+        metric_id: metric,
+        ts: Utc::now(),
+        received_at: Utc::now(),
+        value: 999.0,
+        quality: 0,
+    };
+    let mut o = MqttOptions::new("forger", "localhost", site.tls_port);
+    o.set_credentials(c.device_id.as_str(), c.token.as_str());
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+        ca: c.ca_pem.as_bytes().to_vec(),
+        alpn: None,
+        client_auth: Some((
+            c.cert_pem.as_bytes().to_vec(),
+            c.key_pem.as_bytes().to_vec(),
+        )),
+    }));
+    let (client, mut ev) = AsyncClient::new(o, 10);
+    assert!(connack_ok(&mut ev).await, "the device itself may connect");
+    let topic = feed_topic(ShardCount::new(16)?.shard_of(victim));
+    client
+        .publish(topic, QoS::AtLeastOnce, false, encode_feed(&[row]))
+        .await?;
+    // Drive the connection until the broker closes it (the refusal) or a few seconds pass.
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while ev.poll().await.is_ok() {}
+    })
+    .await;
+    Ok(())
+}
+
 /// The shards each replica analysed, from its debug log lines `analysing ... shards={..}` after
 /// byte `from`.
 fn analysed_shards(log: &Path, from: usize) -> Result<BTreeSet<u16>> {
@@ -448,6 +494,22 @@ async fn two_replicas_split_the_shards_and_survive_a_kill() -> Result<()> {
     assert!(
         !on_a.is_empty(),
         "some device is in a's shards: {keys:?} vs {shards_a:?}"
+    );
+
+    // A device cannot feed analytics: its certificate confines it to /tenants/<its id>/, so a
+    // forged feed message (another device's PM10 at 999) reaches no replica.
+    let target = &devices[(on_a[0] + 1) % devices.len()];
+    forge_feed(
+        &site,
+        &devices[on_a[0]].creds,
+        device_key(&site, &target.id).await?,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rule_warnings(&site, &target.id).await?,
+        vec![],
+        "the forged feed message raised nothing"
     );
 
     a.kill9();
