@@ -3,16 +3,20 @@
 //! one analytics replica that owns its shard, whatever the broker (plain topics, no broker-specific
 //! shared-subscription strategy).
 //!
-//! The publisher has an MQTT connection of its own: the writer waits for room on its queue
-//! ([`Tap::Lossless`]), and if it shared ingest's source connection a slow broker could block the
-//! very loop that feeds the writer.
+//! The writer acknowledges devices only once the broker has acknowledged (PUBACK) the batch's
+//! rows on the feed ([`Tap::Lossless`]): a kill between commit and publish leaves the batch
+//! unacknowledged, the device resends it, and it is published again (the analytics replica skips
+//! what it has already analysed). The publisher has an MQTT connection of its own: if it shared
+//! ingest's source connection, a slow broker could block the very loop that feeds the writer.
 
-use std::sync::LazyLock;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use offsite_store::analytics_shards::{encode_feed, feed_topic, split_by_shard, ShardCount};
 use prometheus::{register_int_counter_vec, IntCounterVec};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -29,6 +33,17 @@ pub static FEED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .unwrap()
 });
+
+/// How long the publisher waits for the broker's PUBACKs of one batch before publishing it again.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Matches PUBACKs to publishes: rumqttc numbers a QoS 1 publish when it sends it, in request
+/// order, so waiters queue in `order` until `Outgoing::Publish(pkid)` names them.
+#[derive(Default)]
+struct Confirmations {
+    order: VecDeque<oneshot::Sender<()>>,
+    inflight: HashMap<u16, oneshot::Sender<()>>,
+}
 
 /// A running feed publisher.
 pub struct AnalyticsFeed {
@@ -48,11 +63,32 @@ impl AnalyticsFeed {
         opts.set_max_packet_size(1 << 20, 1 << 20);
         opts.set_inflight(1000);
         let (client, mut events) = AsyncClient::new(opts, 1000);
+        let confirmations: Arc<Mutex<Confirmations>> = Default::default();
+        let conf = confirmations.clone();
         tokio::spawn(async move {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         info!(host = %cfg.host, port = cfg.port, "analytics feed connected")
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        let mut c = conf.lock().unwrap_or_else(|e| e.into_inner());
+                        // A number already waiting is a retransmission after a reconnect.
+                        if !c.inflight.contains_key(&pkid) {
+                            if let Some(w) = c.order.pop_front() {
+                                c.inflight.insert(pkid, w);
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(a))) => {
+                        let w = conf
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .inflight
+                            .remove(&a.pkid);
+                        if let Some(w) = w {
+                            let _ = w.send(());
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -62,33 +98,58 @@ impl AnalyticsFeed {
                 }
             }
         });
-        let (tx, rx) = flume::bounded::<Committed>(capacity.max(1));
+        let (tx, rx) = flume::bounded::<(Committed, oneshot::Sender<()>)>(capacity.max(1));
         let c = client.clone();
         let publisher = tokio::spawn(async move {
-            while let Ok((_, rows)) = rx.recv_async().await {
+            while let Ok(((_, rows), done)) = rx.recv_async().await {
+                let mut messages: Vec<(String, Vec<u8>, usize)> = Vec::new();
                 for (shard, rows) in split_by_shard(&rows, shards) {
                     for chunk in rows.chunks(ROWS_PER_MESSAGE) {
-                        // Waits when the client's queue is full: back-pressure to the writers.
-                        match c
-                            .publish(
-                                feed_topic(shard),
-                                QoS::AtLeastOnce,
-                                false,
-                                encode_feed(chunk),
-                            )
-                            .await
-                        {
-                            Ok(()) => FEED
-                                .with_label_values(&["published"])
-                                .inc_by(chunk.len() as u64),
-                            Err(e) => {
-                                FEED.with_label_values(&["failed"])
-                                    .inc_by(chunk.len() as u64);
-                                warn!(error = %e, "publishing to the analytics feed");
-                            }
-                        }
+                        messages.push((feed_topic(shard), encode_feed(chunk), chunk.len()));
                     }
                 }
+                // Until the broker has acknowledged every message of the batch; after a timeout
+                // (a lost connection) the whole batch again: the replicas skip what they have seen.
+                loop {
+                    let mut waits = Vec::with_capacity(messages.len());
+                    for (topic, payload, n) in &messages {
+                        let (w, confirmed) = oneshot::channel();
+                        confirmations
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .order
+                            .push_back(w);
+                        // Waits when the client's queue is full: back-pressure to the writers.
+                        if let Err(e) = c
+                            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                            .await
+                        {
+                            warn!(error = %e, "publishing to the analytics feed");
+                        }
+                        waits.push((confirmed, *n));
+                    }
+                    let all = async {
+                        for (w, n) in waits {
+                            w.await.ok()?;
+                            FEED.with_label_values(&["published"]).inc_by(n as u64);
+                        }
+                        Some(())
+                    };
+                    if let Ok(Some(())) = tokio::time::timeout(CONFIRM_TIMEOUT, all).await {
+                        break;
+                    }
+                    FEED.with_label_values(&["republished"])
+                        .inc_by(rows.len() as u64);
+                    warn!(
+                        rows = rows.len(),
+                        "analytics feed not acknowledged in time; publishing the batch again"
+                    );
+                    // Forget the stale waiters so the next numbers match the next publishes.
+                    let mut conf = confirmations.lock().unwrap_or_else(|e| e.into_inner());
+                    conf.order.clear();
+                    conf.inflight.clear();
+                }
+                let _ = done.send(());
             }
         });
         (Self { publisher, client }, Tap::Lossless(tx))

@@ -19,10 +19,12 @@ pub enum Tap {
     /// The in-process analytics queue: when full, rows are stored but not analysed, and counted
     /// (analytics must never slow ingest down).
     BestEffort(flume::Sender<Committed>),
-    /// The analytics shard feed (see `AnalyticsFeed`): the writer waits for room, so every
-    /// committed row is published; its publisher has a connection of its own, so waiting here
-    /// cannot block the source that feeds ingest.
-    Lossless(flume::Sender<Committed>),
+    /// The analytics shard feed (see `AnalyticsFeed`): before devices are acknowledged, the writer
+    /// waits until the broker has acknowledged the rows on the feed (the second half: a signal
+    /// when it has). A kill before that leaves the batch unacknowledged, so the device sends it
+    /// again and it is published again. Its publisher has a connection of its own, so waiting
+    /// here cannot block the source that feeds ingest.
+    Lossless(flume::Sender<(Committed, tokio::sync::oneshot::Sender<()>)>),
 }
 
 pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckSink, tap: Option<Tap>) {
@@ -39,6 +41,15 @@ pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckS
                 }
             }
         }
+        if let (Some(Tap::Lossless(tx)), false) = (&tap, flush.rows.is_empty()) {
+            let rows = std::mem::take(&mut flush.rows);
+            let (done, published) = tokio::sync::oneshot::channel();
+            if tx.send_async(((Instant::now(), rows), done)).await.is_err() || published.await.is_err() {
+                // The feed has stopped (shutdown): the rows are stored; an analytics replica
+                // replays them from its checkpoint.
+                warn!(writer = id, "analytics feed closed; committed rows not published");
+            }
+        }
         for c in flush.committed.drain(..) {
             let _ = c.send(());
         }
@@ -53,20 +64,11 @@ pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckS
         }
         // Analytics must never slow ingest down: if its queue is full the rows are stored but not
         // analysed, and counted.
-        if let (Some(tap), false) = (&tap, flush.rows.is_empty()) {
+        if let (Some(Tap::BestEffort(tx)), false) = (&tap, flush.rows.is_empty()) {
             let rows = std::mem::take(&mut flush.rows);
             let n = rows.len() as u64;
-            match tap {
-                Tap::BestEffort(tx) => {
-                    if tx.try_send((Instant::now(), rows)).is_err() {
-                        metrics::TAP_DROPPED.inc_by(n);
-                    }
-                }
-                Tap::Lossless(tx) => {
-                    if tx.send_async((Instant::now(), rows)).await.is_err() {
-                        metrics::TAP_DROPPED.inc_by(n);
-                    }
-                }
+            if tx.try_send((Instant::now(), rows)).is_err() {
+                metrics::TAP_DROPPED.inc_by(n);
             }
         }
     }
