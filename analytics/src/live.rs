@@ -282,9 +282,9 @@ struct Engine {
     owned: HashSet<Shard>,
     /// Per owned shard, the newest `received_at` analysed (the checkpoint trails it by a margin).
     analysed_upto: HashMap<Shard, DateTime<Utc>>,
-    /// Per series, the newest device time analysed: an older or equal one is a replay overlap or
-    /// a redelivery, and is skipped.
-    last_ts: HashMap<SeriesKey, DateTime<Utc>>,
+    /// Per series, the device times analysed most recently: a sample with one of them is a replay
+    /// overlap or a redelivery, and is skipped.
+    last_ts: HashMap<SeriesKey, RecentTimes>,
     /// When a lease round last succeeded: without one for a whole lease time, others may own our
     /// shards, so this replica stops analysing them.
     lease_ok: Instant,
@@ -631,15 +631,9 @@ impl Engine {
             let upto = self.analysed_upto.entry(shard).or_insert(r.received_at);
             *upto = (*upto).max(r.received_at);
             let key = SeriesKey { device: r.device_key, metric: r.metric_id };
-            match self.last_ts.get_mut(&key) {
-                Some(t) if r.ts <= *t => {
-                    SKIPPED.with_label_values(&["duplicate_sample"]).inc();
-                    continue;
-                }
-                Some(t) => *t = r.ts,
-                None => {
-                    self.last_ts.insert(key, r.ts);
-                }
+            if !self.last_ts.entry(key).or_default().insert(r.ts) {
+                SKIPPED.with_label_values(&["duplicate_sample"]).inc();
+                continue;
             }
             out.push(r);
         }
@@ -856,6 +850,35 @@ impl Engine {
     }
 }
 
+/// The device times of a series' most recently analysed samples, oldest first. Exact times, not
+/// just the newest: after an outage a device resends (go-back-N) older batches behind newer ones,
+/// and those were never analysed. A sample older than everything remembered may be analysed a
+/// second time; the covered-episode check keeps that from doubling a warning.
+#[derive(Debug, Default)]
+struct RecentTimes(VecDeque<DateTime<Utc>>);
+
+impl RecentTimes {
+    /// Per series: 64 times (512 bytes) cover a replay's overlap at one sample a second.
+    const KEEP: usize = 64;
+
+    /// Remembers `ts`; false if it was already there.
+    fn insert(&mut self, ts: DateTime<Utc>) -> bool {
+        // Usually the newest: search from the back.
+        let at = match self.0.back() {
+            Some(last) if *last < ts => self.0.len(),
+            _ => match self.0.binary_search(&ts) {
+                Ok(_) => return false,
+                Err(i) => i,
+            },
+        };
+        self.0.insert(at, ts);
+        if self.0.len() > Self::KEEP {
+            self.0.pop_front();
+        }
+        true
+    }
+}
+
 /// Appends a system change to the audit trail, if there is one. (A free function: the engine
 /// itself is not `Sync`, so it must not be borrowed across the await.)
 async fn record_audit(audit: Option<offsite_store::AuditLog>, ev: offsite_store::AuditEvent) {
@@ -863,5 +886,25 @@ async fn record_audit(audit: Option<offsite_store::AuditLog>, ev: offsite_store:
         if let Err(e) = a.record_nowait(ev).await {
             warn!(error = %format!("{e:#}"), "audit trail unavailable");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_times_skip_repeats_but_admit_late_new_samples() {
+        let t = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let mut r = RecentTimes::default();
+        assert!(r.insert(t(10)) && r.insert(t(20)));
+        assert!(!r.insert(t(20)), "the same sample again");
+        assert!(r.insert(t(15)), "older but never analysed (a resent batch behind newer ones)");
+        assert!(!r.insert(t(15)));
+        for s in 100..100 + RecentTimes::KEEP as i64 {
+            assert!(r.insert(t(s)));
+        }
+        assert_eq!(r.0.len(), RecentTimes::KEEP);
+        assert!(!r.insert(t(100 + RecentTimes::KEEP as i64 - 1)));
     }
 }

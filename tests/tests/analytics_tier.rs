@@ -634,3 +634,56 @@ async fn all_in_one_replays_after_a_kill() -> Result<()> {
     dev.stored_equals_sent(&site).await?;
     Ok(())
 }
+
+/// Issue 10 with the feed: SIGKILL of `offsite ingest` mid-stream while analytics follows the
+/// feed. Batches committed but not yet on the feed stay unacknowledged, so the device resends
+/// them and they reach analytics after the restart; the anomaly sent around the kill opens its
+/// warning exactly once, and stored = sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_killed_mid_stream_still_feeds_analytics_once() -> Result<()> {
+    let site = Site::new().await?;
+    pm10_rule(&site).await?;
+    let _broker = spawn(&site, &["broker"], None, None)?;
+    wait_port(site.tls_port, Duration::from_secs(60)).await?;
+    wait_port(site.plain_port, Duration::from_secs(10)).await?;
+    let mut ingest = spawn(&site, &["ingest"], None, None)?;
+    let _analytics = spawn(&site, &["analytics"], None, None)?;
+    wait_for(
+        "one replica owning all shards",
+        Duration::from_secs(60),
+        || async {
+            owners(&site)
+                .await
+                .map(|o| o.len() == 16 && o.iter().all(|x| x.is_some()))
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    let start = Utc::now().timestamp_millis() - 600_000;
+    let mut dev = Streamer::connect(&site, &site.provision("断流分析").await?, start)?;
+    wait_online(&site, &[&dev.id]).await?;
+    for i in 0..60 {
+        dev.send(&[50.0, 51.0]).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if i == 20 {
+            ingest.kill9();
+        }
+        if i == 30 {
+            // The anomaly while ingest is dead: it waits in the device's outbox.
+            dev.send(&[250.0, 50.0]).await?;
+        }
+        if i == 40 {
+            ingest = spawn(&site, &["ingest"], None, None)?;
+        }
+    }
+    dev.stored_equals_sent(&site).await?;
+    wait_rule_warnings(&site, &dev.id, &[(1, false)], Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rule_warnings(&site, &dev.id).await?,
+        vec![(1, false)],
+        "raised and cleared once"
+    );
+    drop(ingest);
+    Ok(())
+}
