@@ -167,6 +167,8 @@ impl Analytics {
         rx: flume::Receiver<Committed>,
         live: broadcast::Sender<WarningChange>,
     ) -> Result<Self> {
+        // For callers without a configuration (benchmarks): the default 16 shards, fed
+        // in-process. An installation configured with another count uses `start_sharded`.
         let shards = ShardConfig::in_process(ShardCount::new(16)?, "in-process".into());
         Self::start_sharded(store, chain, cfg, shards, FeedControl::InProcess, rx, live).await
     }
