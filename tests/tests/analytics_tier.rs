@@ -687,3 +687,65 @@ async fn ingest_killed_mid_stream_still_feeds_analytics_once() -> Result<()> {
     drop(ingest);
     Ok(())
 }
+
+/// SIGKILL of the broker mid-stream: devices, ingest (source and feed connections) and the
+/// analytics replica's feed all reconnect (the replica then replays its shards from their
+/// checkpoints: what was published while it was away is gone with the clean session). The
+/// anomaly sent after the restart opens its warning once; the one from before is not doubled;
+/// stored = sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_killed_mid_stream_loses_no_warning() -> Result<()> {
+    let site = Site::new().await?;
+    pm10_rule(&site).await?;
+    let mut broker = spawn(&site, &["broker"], None, None)?;
+    wait_port(site.tls_port, Duration::from_secs(60)).await?;
+    wait_port(site.plain_port, Duration::from_secs(10)).await?;
+    let _ingest = spawn(&site, &["ingest"], None, None)?;
+    let _analytics = spawn(&site, &["analytics"], None, None)?;
+    wait_for(
+        "one replica owning all shards",
+        Duration::from_secs(60),
+        || async {
+            owners(&site)
+                .await
+                .map(|o| o.len() == 16 && o.iter().all(|x| x.is_some()))
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    let start = Utc::now().timestamp_millis() - 600_000;
+    let mut dev = Streamer::connect(&site, &site.provision("代理重启").await?, start)?;
+    wait_online(&site, &[&dev.id]).await?;
+    dev.send(&[50.0; 10]).await?;
+    dev.send(&[210.0, 60.0]).await?;
+    wait_rule_warnings(&site, &dev.id, &[(1, false)], Duration::from_secs(30)).await?;
+    for i in 0..40 {
+        dev.send(&[50.0, 51.0]).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if i == 10 {
+            broker.kill9();
+        }
+        if i == 20 {
+            broker = spawn(&site, &["broker"], None, None)?;
+        }
+    }
+    wait_port(site.tls_port, Duration::from_secs(30)).await?;
+    dev.stored_equals_sent(&site).await?;
+    wait_online(&site, &[&dev.id]).await?;
+    dev.send(&[240.0]).await?;
+    wait_rule_warnings(
+        &site,
+        &dev.id,
+        &[(1, false), (1, true)],
+        Duration::from_secs(40),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rule_warnings(&site, &dev.id).await?,
+        vec![(1, false), (1, true)]
+    );
+    dev.stored_equals_sent(&site).await?;
+    drop(broker);
+    Ok(())
+}
