@@ -10,5 +10,6 @@ pub mod live;
 pub mod nab;
 pub mod onnx;
 pub mod rules;
+pub mod shards;
 
 pub use detector::{Detector, Finding, Level, Observation, SeriesKey, SeriesMeta, Transition};

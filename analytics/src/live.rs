@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
+use offsite_store::analytics_shards::{Shard, ShardCount};
 use offsite_store::warnings::{NewWarning, Upserted, WarningChange};
 use offsite_store::{SampleRow, Store};
 use prometheus::{register_histogram, register_int_counter_vec, register_int_gauge, Histogram, IntCounterVec, IntGauge};
@@ -28,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::chain::Chain;
 use crate::detector::{Level, Observation, SeriesKey, SeriesMeta, Transition};
+use crate::shards::{FeedControl, ShardConfig, LEASE_CHANGES, OWNED, REPLAYED, SKIPPED};
 
 /// Committed rows from ingest, with when they were committed (for the latency figure).
 pub type Committed = (Instant, Vec<SampleRow>);
@@ -165,25 +167,52 @@ impl Analytics {
         rx: flume::Receiver<Committed>,
         live: broadcast::Sender<WarningChange>,
     ) -> Result<Self> {
+        // For callers without a configuration (benchmarks): the default 16 shards, fed
+        // in-process. An installation configured with another count uses `start_sharded`.
+        let shards = ShardConfig::in_process(ShardCount::new(16)?, "in-process".into());
+        Self::start_sharded(store, chain, cfg, shards, FeedControl::InProcess, rx, live).await
+    }
+
+    /// Starts a replica that owns the shards its lease rounds give it. Returns once the first
+    /// round is done and its shards are replayed (the all-in-one starts ingest only then, so the
+    /// in-process queue cannot overflow during the replay).
+    pub async fn start_sharded(
+        store: Store,
+        chain: Chain,
+        cfg: LiveConfig,
+        shards: ShardConfig,
+        feed: FeedControl,
+        rx: flume::Receiver<Committed>,
+        live: broadcast::Sender<WarningChange>,
+    ) -> Result<Self> {
+        crate::shards::register();
+        store.ensure_analytics_shards(shards.shards).await?;
         LazyLock::force(&WARNINGS);
         LazyLock::force(&INHIBITED);
         LazyLock::force(&SAMPLES);
         LazyLock::force(&DETECT_SECONDS);
         LazyLock::force(&WARNING_LATENCY);
         LazyLock::force(&QUEUE_DEPTH);
-        let mut engine = Engine::new(store, chain, cfg, live).await?;
+        let mut engine = Engine::new(store, chain, cfg, live, shards, feed).await?;
+        engine.lease_round().await;
         let (stop, mut stop_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut idle = tokio::time::interval(engine.cfg.idle_every);
+            let every = engine.shards.renew_every;
+            let mut lease = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tokio::select! {
                     m = rx.recv_async() => match m {
                         Ok((at, rows)) => {
                             QUEUE_DEPTH.set(rx.len() as i64);
+                            if engine.feed.take_reconnected() {
+                                engine.replay_owned().await;
+                            }
                             engine.process(at, rows).await;
                         }
                         Err(_) => break,
                     },
+                    _ = lease.tick() => engine.lease_round().await,
                     _ = idle.tick() => engine.idle().await,
                     _ = async { let _ = stop_rx.wait_for(|v| *v).await; } => {
                         while let Ok((at, rows)) = rx.try_recv() {
@@ -192,6 +221,11 @@ impl Analytics {
                         break;
                     }
                 }
+            }
+            engine.checkpoint().await;
+            match engine.store.release_analytics_shards(&engine.shards.replica).await {
+                Ok(n) => info!(released = n, "analytics shards released"),
+                Err(e) => warn!(error = %format!("{e:#}"), "releasing analytics shards"),
             }
         });
         Ok(Self { task, stop })
@@ -244,10 +278,29 @@ struct Engine {
     flagged_at_start: HashSet<(i32, FlagKind)>,
     /// Per device, the metrics whose latest value is flagged M or C (maintenance, calibration).
     maintaining: HashMap<i32, HashSet<i32>>,
+    shards: ShardConfig,
+    feed: FeedControl,
+    /// The shards this replica owns and analyses (rows of others are skipped).
+    owned: HashSet<Shard>,
+    /// Per owned shard, the newest `received_at` analysed (the checkpoint trails it by a margin).
+    analysed_upto: HashMap<Shard, DateTime<Utc>>,
+    /// Per series, the device times analysed most recently: a sample with one of them is a replay
+    /// overlap or a redelivery, and is skipped.
+    last_ts: HashMap<SeriesKey, RecentTimes>,
+    /// When a lease round last succeeded: without one for a whole lease time, others may own our
+    /// shards, so this replica stops analysing them.
+    lease_ok: Instant,
 }
 
 impl Engine {
-    async fn new(store: Store, chain: Chain, cfg: LiveConfig, live: broadcast::Sender<WarningChange>) -> Result<Self> {
+    async fn new(
+        store: Store,
+        chain: Chain,
+        cfg: LiveConfig,
+        live: broadcast::Sender<WarningChange>,
+        shards: ShardConfig,
+        feed: FeedControl,
+    ) -> Result<Self> {
         let mut e = Self {
             store,
             chain,
@@ -267,6 +320,12 @@ impl Engine {
             flagged: HashMap::new(),
             flagged_at_start: HashSet::new(),
             maintaining: HashMap::new(),
+            shards,
+            feed,
+            owned: HashSet::new(),
+            analysed_upto: HashMap::new(),
+            last_ts: HashMap::new(),
+            lease_ok: Instant::now(),
         };
         e.load_registry().await?;
         e.load_open_flags().await;
@@ -364,7 +423,7 @@ impl Engine {
             evidence: json!({ "detector": "health", "version": "1", "at": o.ts, "metric": o.meta.metric_key, "value": o.value, "quality": o.quality }),
             group_window: chrono::Duration::from_std(self.cfg.group_window).unwrap_or_default(),
         };
-        self.upsert(w, None).await;
+        self.upsert(w, None, true).await;
     }
 
     async fn meta(&mut self, key: SeriesKey) -> Option<Arc<SeriesMeta>> {
@@ -398,6 +457,10 @@ impl Engine {
     }
 
     async fn process(&mut self, committed_at: Instant, rows: Vec<SampleRow>) {
+        let rows = self.admit(rows);
+        if rows.is_empty() {
+            return;
+        }
         // A committed row's metric exists (ingest creates it first), so one new since the catalog
         // was read is fetched now rather than skipped: the first values of a new pollutant (its M
         // flag, say) must count. New metrics are rare, so this is a query per batch that has one.
@@ -446,6 +509,7 @@ impl Engine {
                         }
                         _ => {
                             INHIBITED.with_label_values(&["offline"]).inc();
+                            tracing::debug!(device = %o.meta.device_id, "raise inhibited: device offline");
                             return;
                         }
                     }
@@ -488,7 +552,7 @@ impl Engine {
                     evidence,
                     group_window: chrono::Duration::from_std(self.cfg.group_window).unwrap_or_default(),
                 };
-                self.upsert(w, Some(committed_at)).await;
+                self.upsert(w, Some(committed_at), true).await;
             }
             Transition::Clear { event } => {
                 let key = format!("{source}|{}|{}|{event}", o.meta.device_id, o.meta.metric_key);
@@ -498,9 +562,20 @@ impl Engine {
     }
 
 
-    async fn upsert(&mut self, w: NewWarning, committed_at: Option<Instant>) {
-        match self.store.upsert_warning(&w).await {
-            Ok(u) => {
+    /// Opens or repeats a warning. `from_sample`: raised by a sample, which a replay or redelivery
+    /// may bring again, so an episode that already saw its time is left alone.
+    async fn upsert(&mut self, w: NewWarning, committed_at: Option<Instant>, from_sample: bool) {
+        let r = if from_sample {
+            self.store.upsert_warning_unless_covered(&w).await
+        } else {
+            self.store.upsert_warning(&w).await.map(Some)
+        };
+        match r {
+            Ok(None) => {
+                SKIPPED.with_label_values(&["covered_raise"]).inc();
+                tracing::debug!(key = %w.dedup_key, at = %w.at, "raise covered by its episode");
+            }
+            Ok(Some(u)) => {
                 let kind = if u.is_opened() { "opened" } else { "repeated" };
                 if let Upserted::Opened(rec) = &u {
                     WARNINGS.with_label_values(&[&rec.level.get().to_string(), &rec.source]).inc();
@@ -541,10 +616,162 @@ impl Engine {
         }
     }
 
+    fn owns_device(&self, device_key: i32) -> bool {
+        self.owned.contains(&self.shards.shards.shard_of(device_key))
+    }
+
+    /// The rows this replica analyses: in a shard it owns, and newer than what its series has
+    /// already been through (a replay overlapping the feed, a redelivery).
+    fn admit(&mut self, rows: Vec<SampleRow>) -> Vec<SampleRow> {
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let shard = self.shards.shards.shard_of(r.device_key);
+            if !self.owned.contains(&shard) {
+                SKIPPED.with_label_values(&["not_owned"]).inc();
+                continue;
+            }
+            let upto = self.analysed_upto.entry(shard).or_insert(r.received_at);
+            *upto = (*upto).max(r.received_at);
+            let key = SeriesKey { device: r.device_key, metric: r.metric_id };
+            if !self.last_ts.entry(key).or_default().insert(r.ts) {
+                SKIPPED.with_label_values(&["duplicate_sample"]).inc();
+                continue;
+            }
+            out.push(r);
+        }
+        if !out.is_empty() {
+            tracing::debug!(rows = out.len(), shards = ?out.iter().map(|r| self.shards.shards.shard_of(r.device_key).get()).collect::<std::collections::BTreeSet<_>>(), "analysing");
+        }
+        out
+    }
+
+    /// Heartbeat and leases: gives up what was lost or released, replays what was acquired,
+    /// moves checkpoints forward.
+    async fn lease_round(&mut self) {
+        let lease = chrono::Duration::from_std(self.shards.lease).unwrap_or(chrono::Duration::seconds(15));
+        let round = match self
+            .store
+            .analytics_lease_round(&self.shards.replica, self.shards.shards, lease, self.shards.exclusive)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "analytics lease round failed");
+                if self.lease_ok.elapsed() > self.shards.lease && !self.owned.is_empty() {
+                    // Our leases have lapsed: another replica may analyse these shards now.
+                    let gone: Vec<Shard> = self.owned.drain().collect();
+                    LEASE_CHANGES.with_label_values(&["lost"]).inc_by(gone.len() as u64);
+                    self.feed.unsubscribe(&gone).await;
+                    OWNED.set(0);
+                    warn!(shards = gone.len(), "analytics shards dropped: leases lapsed");
+                }
+                return;
+            }
+        };
+        self.lease_ok = Instant::now();
+        tracing::debug!(owned = round.owned.len(), live_replicas = round.live_replicas, "lease round");
+        let now_owned: HashSet<Shard> = round.owned.iter().copied().collect();
+        let gone: Vec<Shard> = self.owned.difference(&now_owned).copied().collect();
+        if !gone.is_empty() {
+            for s in &gone {
+                let change = if round.released.contains(s) { "released" } else { "lost" };
+                LEASE_CHANGES.with_label_values(&[change]).inc();
+                self.owned.remove(s);
+            }
+            self.feed.unsubscribe(&gone).await;
+            info!(shards = ?gone.iter().map(|s| s.get()).collect::<Vec<_>>(), owned = self.owned.len(), live_replicas = round.live_replicas, "analytics shards given up");
+        }
+        // Acquired now, or still ours in the table but not here (renewed after a restart under
+        // the same replica name, or a subscription that failed last round).
+        let mut acquire = round.acquired.clone();
+        let renewed_here: Vec<Shard> =
+            round.owned.iter().filter(|s| !self.owned.contains(s) && !acquire.iter().any(|(a, _)| a == *s)).copied().collect();
+        if !renewed_here.is_empty() {
+            match self.store.analytics_shards().await {
+                Ok(table) => {
+                    for s in renewed_here {
+                        let cp = table.iter().find(|(n, _, _)| *n == s.get() as i32).and_then(|(_, _, c)| *c);
+                        acquire.push((s, cp));
+                    }
+                }
+                Err(e) => warn!(error = %format!("{e:#}"), "reading analytics checkpoints"),
+            }
+        }
+        if !acquire.is_empty() {
+            let shards: Vec<Shard> = acquire.iter().map(|(s, _)| *s).collect();
+            // Subscribed (SUBACK) before the replay reads: anything committed after it is on the feed.
+            if let Err(e) = self.feed.subscribe(&shards).await {
+                warn!(error = %format!("{e:#}"), "subscribing the analytics feed; retrying next round");
+                return;
+            }
+            for (s, checkpoint) in acquire {
+                self.owned.insert(s);
+                LEASE_CHANGES.with_label_values(&["acquired"]).inc();
+                self.replay(s, checkpoint).await;
+            }
+            info!(shards = ?shards.iter().map(|s| s.get()).collect::<Vec<_>>(), owned = self.owned.len(), live_replicas = round.live_replicas, "analytics shards acquired");
+        }
+        OWNED.set(self.owned.len() as i64);
+        self.checkpoint().await;
+    }
+
+    /// Runs a shard's samples received since `checkpoint` (at most `max_replay` back) through the
+    /// chain, in device time order.
+    async fn replay(&mut self, shard: Shard, checkpoint: Option<DateTime<Utc>>) {
+        let now = self.store.db_now().await.unwrap_or_else(|_| Utc::now());
+        let floor = now - chrono::Duration::from_std(self.shards.max_replay).unwrap_or(chrono::Duration::hours(1));
+        let after = checkpoint.map_or(floor, |c| c.max(floor));
+        let (mut cursor, mut n) = (None, 0usize);
+        loop {
+            let page = match self.store.replay_page(self.shards.shards, shard, after, cursor, 5000).await {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), shard = shard.get(), "replaying a shard failed; samples since its checkpoint are not analysed");
+                    break;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            cursor = Some((last.ts, last.device_key, last.metric_id));
+            n += page.len();
+            REPLAYED.inc_by(page.len() as u64);
+            self.process(Instant::now(), page).await;
+        }
+        info!(shard = shard.get(), replayed = n, since = %after, "analytics shard replayed");
+    }
+
+    /// After the feed's connection came back: every owned shard again from its checkpoint.
+    async fn replay_owned(&mut self) {
+        match self.store.analytics_shards().await {
+            Ok(table) => {
+                let mut owned: Vec<Shard> = self.owned.iter().copied().collect();
+                owned.sort();
+                for s in owned {
+                    let cp = table.iter().find(|(n, _, _)| *n == s.get() as i32).and_then(|(_, _, c)| *c);
+                    self.replay(s, cp).await;
+                }
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "reading analytics checkpoints"),
+        }
+    }
+
+    /// Moves each owned shard's checkpoint to the newest analysed `received_at` minus the margin.
+    async fn checkpoint(&mut self) {
+        let margin = chrono::Duration::from_std(self.shards.checkpoint_margin).unwrap_or(chrono::Duration::seconds(10));
+        let to: Vec<(Shard, DateTime<Utc>)> =
+            self.analysed_upto.iter().filter(|(s, _)| self.owned.contains(s)).map(|(s, t)| (*s, *t - margin)).collect();
+        match self.store.advance_analytics_checkpoints(&self.shards.replica, &to).await {
+            Ok(n) => tracing::debug!(shards = n, "analytics checkpoints advanced"),
+            Err(e) => warn!(error = %format!("{e:#}"), "advancing analytics checkpoints"),
+        }
+    }
+
     /// Time-driven checks: data gaps, devices going offline or coming back, rule changes.
     async fn idle(&mut self) {
         let now = Utc::now();
         for (source, key, meta, t) in self.chain.idle(now) {
+            if !self.owns_device(key.device) {
+                continue;
+            }
             let o = Observation { key, meta, ts: now, value: f64::NAN, quality: 0 };
             self.apply(&source, &o, 1.0, t, Instant::now()).await;
         }
@@ -554,11 +781,14 @@ impl Engine {
                 if self.status_known {
                     // Only a device seen online goes offline (a newly provisioned one has never been).
                     for (k, id) in &list {
-                        if self.online.contains(k) {
+                        if self.online.contains(k) && self.owns_device(*k) {
                             self.device_offline(*k, id, now).await;
                         }
                     }
                     for k in self.offline.difference(&now_offline).copied().collect::<Vec<_>>() {
+                        if !self.owns_device(k) {
+                            continue;
+                        }
                         let id = self.devices.get(&k).map(|d| d.id.clone()).unwrap_or_default();
                         self.resolve(&format!("health|{id}||offline"), now).await;
                     }
@@ -618,7 +848,36 @@ impl Engine {
             evidence: json!({ "detector": "health", "version": "1", "at": now }),
             group_window: chrono::Duration::from_std(self.cfg.group_window).unwrap_or_default(),
         };
-        self.upsert(w, None).await;
+        self.upsert(w, None, false).await;
+    }
+}
+
+/// The device times of a series' most recently analysed samples, oldest first. Exact times, not
+/// just the newest: after an outage a device resends (go-back-N) older batches behind newer ones,
+/// and those were never analysed. A sample older than everything remembered may be analysed a
+/// second time; the covered-episode check keeps that from doubling a warning.
+#[derive(Debug, Default)]
+struct RecentTimes(VecDeque<DateTime<Utc>>);
+
+impl RecentTimes {
+    /// Per series: 64 times (512 bytes) cover a replay's overlap at one sample a second.
+    const KEEP: usize = 64;
+
+    /// Remembers `ts`; false if it was already there.
+    fn insert(&mut self, ts: DateTime<Utc>) -> bool {
+        // Usually the newest: search from the back.
+        let at = match self.0.back() {
+            Some(last) if *last < ts => self.0.len(),
+            _ => match self.0.binary_search(&ts) {
+                Ok(_) => return false,
+                Err(i) => i,
+            },
+        };
+        self.0.insert(at, ts);
+        if self.0.len() > Self::KEEP {
+            self.0.pop_front();
+        }
+        true
     }
 }
 
@@ -629,5 +888,25 @@ async fn record_audit(audit: Option<offsite_store::AuditLog>, ev: offsite_store:
         if let Err(e) = a.record_nowait(ev).await {
             warn!(error = %format!("{e:#}"), "audit trail unavailable");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_times_skip_repeats_but_admit_late_new_samples() {
+        let t = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let mut r = RecentTimes::default();
+        assert!(r.insert(t(10)) && r.insert(t(20)));
+        assert!(!r.insert(t(20)), "the same sample again");
+        assert!(r.insert(t(15)), "older but never analysed (a resent batch behind newer ones)");
+        assert!(!r.insert(t(15)));
+        for s in 100..100 + RecentTimes::KEEP as i64 {
+            assert!(r.insert(t(s)));
+        }
+        assert_eq!(r.0.len(), RecentTimes::KEEP);
+        assert!(!r.insert(t(100 + RecentTimes::KEEP as i64 - 1)));
     }
 }

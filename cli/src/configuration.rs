@@ -141,11 +141,45 @@ pub struct AnalyticsConfig {
     pub group_window_s: u64,
     /// Recent values of a series kept as a warning's evidence.
     pub evidence_samples: usize,
+    /// Shards per installation (a device's samples go to shard `device_key % shards`); fixed once
+    /// analytics has run. See crate::analytics_cmd.
+    pub shards: u32,
+    /// How committed samples reach analytics: `in_process` or `shards` (ingest publishes them to
+    /// MQTT per shard for `offsite analytics` replicas).
+    pub feed: AnalyticsFeed,
+    /// This replica's name in the shard leases; unset: host name and a random suffix.
+    pub replica: Option<String>,
+    pub lease_s: u64,
+    pub renew_s: u64,
+    /// How far the shard checkpoint trails the newest analysed receive time.
+    pub checkpoint_margin_s: u64,
+    /// How far back a shard's replay reaches at most.
+    pub max_replay_s: u64,
+}
+
+/// `[analytics] feed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalyticsFeed {
+    InProcess,
+    Shards,
 }
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
-        Self { enabled: true, queue_capacity: 1000, group_window_s: 30, evidence_samples: 30 }
+        Self {
+            enabled: true,
+            queue_capacity: 1000,
+            group_window_s: 30,
+            evidence_samples: 30,
+            shards: 16,
+            feed: AnalyticsFeed::InProcess,
+            replica: None,
+            lease_s: 15,
+            renew_s: 5,
+            checkpoint_margin_s: 10,
+            max_replay_s: 3600,
+        }
     }
 }
 

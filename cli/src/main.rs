@@ -1,6 +1,7 @@
 //! `offsite`: the non-site supervision platform in one binary.
 
 mod accounts;
+mod analytics_cmd;
 mod assets;
 mod audit_cmd;
 mod backtest_cmd;
@@ -69,6 +70,9 @@ enum Command {
     Broker,
     /// Run only ingest, reading the broker's internal listener with a shared subscription.
     Ingest,
+    /// Run only analytics: one of N replicas sharing the shards of the feed ingest publishes
+    /// (`[analytics] feed = "shards"` on ingest).
+    Analytics,
     /// Run only the HTTP portal.
     Portal,
     /// Benchmarks; each starts what it needs and prints one JSON line last.
@@ -104,6 +108,7 @@ fn main() -> Result<()> {
             Command::EdgeAgent(_) => unreachable!("handled before the platform configuration is read"),
             Command::Broker => tiers::broker(cfg).await,
             Command::Ingest => tiers::ingest(cfg).await,
+            Command::Analytics => analytics_cmd::run(cfg).await,
             Command::Portal => tiers::portal(cfg).await,
             Command::Bench(b) => bench::run(cfg, b).await,
             Command::Backtest(a) => backtest_cmd::run(a),

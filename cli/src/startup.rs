@@ -238,8 +238,10 @@ impl AllInOne {
                 audit: Some(audit.clone()),
                 ..LiveConfig::default()
             };
-            let chain = crate::detectors::live_chain();
-            (Some(tap_tx), Some(Analytics::start(store.clone(), chain, live_cfg, tap_rx, live.clone()).await?))
+            // One replica fed in-process: it owns every shard and replays them from their
+            // checkpoints before ingest starts (a restart after a kill analyses what it missed).
+            let a = crate::analytics_cmd::start_in_process(cfg, &store, live_cfg, tap_rx, live.clone()).await?;
+            (Some(offsite_ingest::Tap::BestEffort(tap_tx)), Some(a))
         } else {
             (None, None)
         };

@@ -80,24 +80,35 @@ pub async fn ingest(cfg: Config) -> Result<()> {
         queue_tx,
         gate.clone(),
     );
-    // The analytics tier runs beside ingest on what it commits; warnings reach portals in other
-    // processes through PostgreSQL NOTIFY. (Several ingest replicas would split a series' samples
-    // between them: keyed distribution is the scale-out issue's.)
+    // feed = "in_process": the analytics tier runs beside ingest on what it commits (one ingest
+    // replica only). feed = "shards": committed rows go to the broker per shard for `offsite
+    // analytics` replicas. Either way warnings reach portals through PostgreSQL NOTIFY.
     let audit = audit_log(&cfg, &db.store);
-    let (tap, analytics) = if cfg.analytics.enabled {
+    let mut feed = None;
+    let (tap, analytics) = if !cfg.analytics.enabled {
+        (None, None)
+    } else if cfg.analytics.feed == crate::configuration::AnalyticsFeed::Shards {
+        let shards = offsite_store::analytics_shards::ShardCount::new(cfg.analytics.shards)?;
+        let (f, tap) = offsite_ingest::analytics_feed::AnalyticsFeed::start(
+            MqttSourceConfig {
+                host: m.host.clone(),
+                port: m.port,
+                username: m.username.clone(),
+                password: crate::internal_mqtt::password(&cfg)?,
+                group: String::new(),
+                client_id: format!("offsite-ingest-feed-{}", rand::random::<u32>()),
+            },
+            shards,
+            cfg.analytics.queue_capacity,
+        );
+        feed = Some(f);
+        (Some(tap), None)
+    } else {
         let (tap_tx, tap_rx) = flume::bounded(cfg.analytics.queue_capacity.max(1));
         let (live, _) = tokio::sync::broadcast::channel(1024);
-        let live_cfg = offsite_analytics::live::LiveConfig {
-            group_window: std::time::Duration::from_secs(cfg.analytics.group_window_s),
-            evidence_samples: cfg.analytics.evidence_samples,
-            audit: Some(audit.clone()),
-            ..Default::default()
-        };
-        let chain = crate::detectors::live_chain();
-        let a = offsite_analytics::live::Analytics::start(db.store.clone(), chain, live_cfg, tap_rx, live).await?;
-        (Some(tap_tx), Some(a))
-    } else {
-        (None, None)
+        let live_cfg = crate::analytics_cmd::live_config(&cfg, Some(audit.clone()));
+        let a = crate::analytics_cmd::start_in_process(&cfg, &db.store, live_cfg, tap_rx, live).await?;
+        (Some(offsite_ingest::Tap::BestEffort(tap_tx)), Some(a))
     };
     // Split mode: portals learn of camera warnings through pg_notify.
     let cameras = offsite_ingest::CameraSink { files: Some(file_store(&cfg).await?), live: None };
@@ -115,6 +126,9 @@ pub async fn ingest(cfg: Config) -> Result<()> {
         g.shutdown().await;
     }
     ingest.shutdown().await;
+    if let Some(f) = feed {
+        f.shutdown().await;
+    }
     if let Some(a) = analytics {
         a.shutdown().await;
     }

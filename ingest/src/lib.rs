@@ -10,6 +10,7 @@
 //! committed, so a device that resends until acknowledged loses nothing; the store keeps each
 //! (device, metric, timestamp) once, so resending never duplicates.
 
+pub mod analytics_feed;
 mod camera;
 mod config;
 pub mod fairness;
@@ -25,7 +26,7 @@ pub use config::IngestConfig;
 pub use fairness::DeviceGate;
 pub use pipeline::GatewayWork;
 pub use source::{AckSink, Incoming, LinkSource, MqttSource, MqttSourceConfig};
-pub use writer::Committed;
+pub use writer::{Committed, Tap};
 
 use offsite_store::Store;
 use tokio::task::JoinHandle;
@@ -78,7 +79,7 @@ impl Ingest {
         cfg: IngestConfig,
         rx: flume::Receiver<Incoming>,
         acks: AckSink,
-        tap: Option<flume::Sender<Committed>>,
+        tap: Option<Tap>,
         cameras: CameraSink,
         gate: DeviceGate,
     ) -> anyhow::Result<Self> {

@@ -13,7 +13,21 @@ use crate::{metrics, CancellationToken, IngestConfig};
 /// Committed rows handed on to analytics: when they were committed, and the rows.
 pub type Committed = (std::time::Instant, Vec<offsite_store::SampleRow>);
 
-pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckSink, tap: Option<flume::Sender<Committed>>) {
+/// Where committed rows go on to analytics.
+#[derive(Clone)]
+pub enum Tap {
+    /// The in-process analytics queue: when full, rows are stored but not analysed, and counted
+    /// (analytics must never slow ingest down).
+    BestEffort(flume::Sender<Committed>),
+    /// The analytics shard feed (see `AnalyticsFeed`): before devices are acknowledged, the writer
+    /// waits until the broker has acknowledged the rows on the feed (the second half: a signal
+    /// when it has). A kill before that leaves the batch unacknowledged, so the device sends it
+    /// again and it is published again. Its publisher has a connection of its own, so waiting
+    /// here cannot block the source that feeds ingest.
+    Lossless(flume::Sender<(Committed, tokio::sync::oneshot::Sender<()>)>),
+}
+
+pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckSink, tap: Option<Tap>) {
     while let Ok(mut flush) = rx.recv_async().await {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -25,6 +39,15 @@ pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckS
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+            }
+        }
+        if let (Some(Tap::Lossless(tx)), false) = (&tap, flush.rows.is_empty()) {
+            let rows = std::mem::take(&mut flush.rows);
+            let (done, published) = tokio::sync::oneshot::channel();
+            if tx.send_async(((Instant::now(), rows), done)).await.is_err() || published.await.is_err() {
+                // The feed has stopped (shutdown): the rows are stored; an analytics replica
+                // replays them from its checkpoint.
+                warn!(writer = id, "analytics feed closed; committed rows not published");
             }
         }
         for c in flush.committed.drain(..) {
@@ -41,10 +64,10 @@ pub async fn run(id: usize, store: Store, rx: flume::Receiver<Flush>, acks: AckS
         }
         // Analytics must never slow ingest down: if its queue is full the rows are stored but not
         // analysed, and counted.
-        if let (Some(tap), false) = (&tap, flush.rows.is_empty()) {
+        if let (Some(Tap::BestEffort(tx)), false) = (&tap, flush.rows.is_empty()) {
             let rows = std::mem::take(&mut flush.rows);
             let n = rows.len() as u64;
-            if tap.try_send((Instant::now(), rows)).is_err() {
+            if tx.try_send((Instant::now(), rows)).is_err() {
                 metrics::TAP_DROPPED.inc_by(n);
             }
         }

@@ -1,6 +1,7 @@
 //! Storage: the one migration stream, the pool, the embedded PostgreSQL launcher and the typed
 //! queries every tier calls. No other crate writes SQL against these tables.
 
+pub mod analytics_shards;
 pub mod audit;
 pub mod auth;
 pub mod bench_data;

@@ -393,7 +393,27 @@ impl Store {
         Ok(if inserted { Upserted::Opened(rec) } else { Upserted::Repeated(rec) })
     }
 
-    /// Resolves the open warning of `dedup_key`, if there is one.
+    /// Opens or repeats a warning unless the latest episode of its key already saw `w.at`: open
+    /// or resolved with `last_seen >= at`, or cleared at or after `at`. A replayed sample (after a
+    /// crash, a lease handover, an MQTT redelivery) thus neither doubles a warning nor re-opens an
+    /// episode that was raised and resolved before. `None`: covered, nothing written.
+    pub async fn upsert_warning_unless_covered(&self, w: &NewWarning) -> Result<Option<Upserted>> {
+        let covered: Option<bool> = sqlx::query_scalar(
+            "SELECT coalesce(w.last_seen >= $2 OR (w.resolution = 'cleared' AND w.resolved_at >= $2), false) \
+             FROM warnings w WHERE w.dedup_key = $1 ORDER BY w.id DESC LIMIT 1",
+        )
+        .bind(&w.dedup_key)
+        .bind(w.at)
+        .fetch_optional(&self.pool)
+        .await?;
+        if covered == Some(true) {
+            return Ok(None);
+        }
+        self.upsert_warning(w).await.map(Some)
+    }
+
+    /// Resolves the open warning of `dedup_key`, if there is one that began at or before `at` (a
+    /// clear older than the episode, e.g. from a replay, cannot end it).
     pub async fn resolve_warning(
         &self,
         dedup_key: &str,
@@ -404,7 +424,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let id: Option<i64> = sqlx::query_scalar(
             "UPDATE warnings SET resolved_at = $2, resolution = $3 WHERE dedup_key = $1 AND resolved_at IS NULL \
-             RETURNING id",
+             AND first_seen <= $2 RETURNING id",
         )
         .bind(dedup_key)
         .bind(at)

@@ -1,0 +1,751 @@
+//! Analytics as its own tier (issues 10 and 11): `offsite broker` + `offsite ingest` (feed =
+//! shards) + `offsite analytics` replicas as real processes, SIGKILLed mid-stream; and the
+//! all-in-one's in-process analytics replaying after a SIGKILL. Each asserts stored = sent and
+//! that every warning exists exactly once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use offsite_edge_agent::{DeviceLink, Endpoint, LinkOptions};
+use offsite_store::{Condition, Level, NewRule, Scope};
+use offsite_tests::*;
+use offsite_wire::{DeviceCredentials, MetricKey, Sample};
+
+/// Short leases so a dead replica's shards move within seconds.
+const LEASE_S: u64 = 4;
+
+fn sample(ts_ms: i64, value: f64) -> Sample {
+    Sample {
+        ts: chrono::DateTime::from_timestamp_millis(ts_ms).unwrap(),
+        metric: MetricKey::parse("pm10").unwrap(),
+        value,
+    }
+}
+
+/// `offsite <args>` with the analytics settings of these tests, stderr to `log` if given.
+fn spawn(site: &Site, args: &[&str], replica: Option<&str>, log: Option<&Path>) -> Result<Proc> {
+    let mut c = site.command(args);
+    c.env("OFFSITE_ANALYTICS__FEED", "shards")
+        .env("OFFSITE_ANALYTICS__LEASE_S", LEASE_S.to_string())
+        .env("OFFSITE_ANALYTICS__RENEW_S", "1")
+        // A wide margin: the replay after a kill re-reads everything analysed before it, so the
+        // tests also prove that re-analysing does not double a warning.
+        .env("OFFSITE_ANALYTICS__CHECKPOINT_MARGIN_S", "60");
+    if let Some(r) = replica {
+        c.env("OFFSITE_ANALYTICS__REPLICA", r);
+    }
+    if std::env::var_os("OFFSITE_TEST_VERBOSE").is_some() {
+        c.env(
+            "RUST_LOG",
+            "info,offsite_analytics=debug,rumqttd=warn,sqlx=warn",
+        );
+    }
+    if let Some(log) = log {
+        c.env(
+            "RUST_LOG",
+            "info,offsite_analytics::live=debug,rumqttd=warn,sqlx=warn",
+        )
+        .stderr(Stdio::from(std::fs::File::create(log)?));
+    }
+    Ok(Proc(c.spawn().context("spawning offsite")?))
+}
+
+/// PM10 above 150 raises (level 2), below 140 clears.
+async fn pm10_rule(site: &Site) -> Result<()> {
+    site.db
+        .store
+        .insert_rule(&NewRule {
+            name: "PM10 超标".into(),
+            scope: Scope {
+                metric: Some("pm10".into()),
+                ..Default::default()
+            },
+            level: Level::ORANGE,
+            condition: Condition::Threshold {
+                above: Some(150.0),
+                below: None,
+                for_s: 0,
+                hysteresis: 10.0,
+            },
+            item: None,
+            enabled: true,
+        })
+        .await?;
+    Ok(())
+}
+
+/// The rule warnings of a device: (count, open), oldest first.
+async fn rule_warnings(site: &Site, device: &str) -> Result<Vec<(i32, bool)>> {
+    Ok(sqlx::query_as(
+        "SELECT w.count, w.resolved_at IS NULL FROM warnings w JOIN devices d ON d.key = w.device_key \
+         WHERE d.id = $1 AND w.source = 'rules' ORDER BY w.id",
+    )
+    .bind(device)
+    .fetch_all(site.db.store.pool())
+    .await?)
+}
+
+async fn wait_online(site: &Site, ids: &[&str]) -> Result<()> {
+    let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    let query = || async {
+        sqlx::query_as::<_, (String, Option<bool>)>(
+            "SELECT d.id, s.online FROM devices d LEFT JOIN device_status s ON s.device_key = d.key WHERE d.id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(site.db.store.pool())
+        .await
+    };
+    let r = wait_for("devices online", Duration::from_secs(20), || async {
+        query()
+            .await
+            .map(|v| v.len() == ids.len() && v.iter().all(|(_, o)| *o == Some(true)))
+            .unwrap_or(false)
+    })
+    .await;
+    r.with_context(|| format!("device status: {:?}", describe_status(query())))
+}
+
+fn describe_status<
+    F: std::future::Future<Output = Result<Vec<(String, Option<bool>)>, sqlx::Error>>,
+>(
+    f: F,
+) -> String {
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| format!("{:?}", rt.block_on(f)))
+}
+
+async fn device_key(site: &Site, device: &str) -> Result<i32> {
+    Ok(sqlx::query_scalar("SELECT key FROM devices WHERE id = $1")
+        .bind(device)
+        .fetch_one(site.db.store.pool())
+        .await?)
+}
+
+/// Owner of each shard (live leases only).
+async fn owners(site: &Site) -> Result<Vec<Option<String>>> {
+    Ok(site
+        .db
+        .store
+        .analytics_shards()
+        .await?
+        .into_iter()
+        .map(|(_, o, _)| o)
+        .collect())
+}
+
+/// A device streaming PM10 once per call of `send`, device time advancing one second each.
+struct Streamer {
+    link: DeviceLink,
+    creds: DeviceCredentials,
+    id: String,
+    next_ts: i64,
+    sent: usize,
+}
+
+impl Streamer {
+    fn connect(site: &Site, d: &DeviceCredentials, start_ms: i64) -> Result<Self> {
+        let opts = LinkOptions {
+            resend_after: Duration::from_secs(2),
+            ..LinkOptions::default()
+        };
+        let link = DeviceLink::connect(
+            d,
+            &Endpoint {
+                host: "localhost".into(),
+                port: site.tls_port,
+            },
+            opts,
+            None,
+        )?;
+        Ok(Self {
+            link,
+            creds: d.clone(),
+            id: d.device_id.to_string(),
+            next_ts: start_ms,
+            sent: 0,
+        })
+    }
+
+    async fn send(&mut self, values: &[f64]) -> Result<()> {
+        let samples = values
+            .iter()
+            .map(|v| {
+                self.next_ts += 1000;
+                sample(self.next_ts, *v)
+            })
+            .collect::<Vec<_>>();
+        self.sent += samples.len();
+        self.link.publish(samples).await?;
+        Ok(())
+    }
+
+    async fn stored_equals_sent(&self, site: &Site) -> Result<()> {
+        assert!(
+            self.link.flush(Duration::from_secs(60)).await,
+            "{}: not all batches acknowledged",
+            self.id
+        );
+        let rows = stored_rows(site, &self.id).await?;
+        assert_eq!(
+            rows.len(),
+            self.sent,
+            "{}: stored count equals sent count",
+            self.id
+        );
+        let distinct: BTreeSet<i64> = rows.iter().map(|r| r.1).collect();
+        assert_eq!(distinct.len(), rows.len(), "{}: no duplicates", self.id);
+        Ok(())
+    }
+}
+
+async fn wait_rule_warnings(
+    site: &Site,
+    device: &str,
+    want: &[(i32, bool)],
+    timeout: Duration,
+) -> Result<()> {
+    wait_for(
+        &format!("rule warnings {want:?} of {device}"),
+        timeout,
+        || async {
+            rule_warnings(site, device)
+                .await
+                .map(|w| w == want)
+                .unwrap_or(false)
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "{device} has {:?}",
+            describe_warnings(rule_warnings(site, device))
+        )
+    })
+}
+
+/// For error messages: the current value of a query, or its error.
+fn describe_warnings<F: std::future::Future<Output = Result<Vec<(i32, bool)>>>>(f: F) -> String {
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| format!("{:?}", rt.block_on(f)))
+}
+
+/// Issue 10: SIGKILL of the analytics process mid-stream. The anomaly is sent while it is dead
+/// (the feed reaches nobody), so only the replay from the checkpoint can raise its warning; the
+/// replay also re-reads the samples of the warnings raised before the kill, which must not double
+/// or re-open.
+#[tokio::test(flavor = "multi_thread")]
+async fn analytics_killed_mid_stream_replays_without_doubles() -> Result<()> {
+    let site = Site::new().await?;
+    pm10_rule(&site).await?;
+    let _broker = spawn(&site, &["broker"], None, None)?;
+    wait_port(site.tls_port, Duration::from_secs(60)).await?;
+    wait_port(site.plain_port, Duration::from_secs(10)).await?;
+    let _ingest = spawn(&site, &["ingest"], None, None)?;
+    let mut analytics = spawn(&site, &["analytics"], None, None)?;
+    wait_for(
+        "one replica owning all shards",
+        Duration::from_secs(60),
+        || async {
+            owners(&site)
+                .await
+                .map(|o| o.len() == 16 && o.iter().all(|x| x.is_some()))
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+
+    let start = Utc::now().timestamp_millis() - 600_000;
+    let (mut resolved, mut open, mut later) = (
+        Streamer::connect(&site, &site.provision("回放已恢复").await?, start)?,
+        Streamer::connect(&site, &site.provision("回放未恢复").await?, start)?,
+        Streamer::connect(&site, &site.provision("回放停机期间").await?, start)?,
+    );
+    // An offline device's data warnings are inhibited by design: wait for their online status.
+    wait_online(&site, &[&resolved.id, &open.id, &later.id]).await?;
+    for s in [&mut resolved, &mut open, &mut later] {
+        s.send(&[50.0; 20]).await?;
+    }
+    // Before the kill: one episode raised and cleared, one raised and still open.
+    resolved.send(&[200.0, 210.0, 60.0, 55.0]).await?;
+    open.send(&[190.0, 195.0]).await?;
+    wait_rule_warnings(&site, &resolved.id, &[(1, false)], Duration::from_secs(30)).await?;
+    wait_rule_warnings(&site, &open.id, &[(1, true)], Duration::from_secs(30)).await?;
+
+    // The owner has moved the checkpoints of these devices' shards (so the replay below starts
+    // from a checkpoint, not from the maximum window).
+    let mut shards = vec![];
+    for s in [&resolved, &open, &later] {
+        shards.push(device_key(&site, &s.id).await? % 16);
+    }
+    wait_for("checkpoints written", Duration::from_secs(20), || async {
+        let t = site.db.store.analytics_shards().await.unwrap_or_default();
+        shards
+            .iter()
+            .all(|s| t.iter().any(|(n, _, c)| n == s && c.is_some()))
+    })
+    .await?;
+    analytics.kill9();
+    // While analytics is dead: the stream goes on and an anomaly arrives; ingest commits it.
+    for _ in 0..5 {
+        for s in [&mut resolved, &mut later] {
+            s.send(&[52.0; 5]).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    later.send(&[230.0]).await?;
+    assert!(later.link.flush(Duration::from_secs(30)).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rule_warnings(&site, &later.id).await?,
+        vec![],
+        "nobody analysed the anomaly yet"
+    );
+
+    // An offline device's data warnings are inhibited by design: all three must be online.
+    wait_online(&site, &[&resolved.id, &open.id, &later.id]).await?;
+    let _analytics = spawn(&site, &["analytics"], None, None)?;
+    wait_rule_warnings(
+        &site,
+        &later.id,
+        &[(1, true)],
+        Duration::from_secs(LEASE_S * 5 + 30),
+    )
+    .await?;
+    // Let the new replica settle and follow the live feed a little more.
+    for s in [&mut resolved, &mut open, &mut later] {
+        s.send(&[231.0, 232.0]).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        rule_warnings(&site, &resolved.id).await?,
+        vec![(1, false), (1, true)],
+        "the cleared episode stays one; the new high opens one"
+    );
+    // The replay ran the open episode's samples again: skipped as covered, not counted again.
+    assert_eq!(
+        rule_warnings(&site, &open.id).await?,
+        vec![(1, true)],
+        "the open warning is not doubled"
+    );
+    assert_eq!(rule_warnings(&site, &later.id).await?, vec![(1, true)]);
+    for s in [&resolved, &open, &later] {
+        s.stored_equals_sent(&site).await?;
+    }
+    Ok(())
+}
+
+/// Publishes a well-formed feed message for `victim` to its shard topic with a device's own
+/// credentials (certificate and token), as a compromised device would.
+async fn forge_feed(site: &Site, c: &DeviceCredentials, victim: i32) -> Result<()> {
+    use offsite_store::analytics_shards::{encode_feed, feed_topic, ShardCount};
+    use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
+    let metric = site
+        .db
+        .store
+        .metric_by_key("pm10")
+        .await?
+        .context("pm10")?
+        .id;
+    let row = offsite_store::SampleRow {
+        device_key: victim,
+        metric_id: metric,
+        ts: Utc::now(),
+        received_at: Utc::now(),
+        value: 999.0,
+        quality: 0,
+    };
+    let mut o = MqttOptions::new("forger", "localhost", site.tls_port);
+    o.set_credentials(c.device_id.as_str(), c.token.as_str());
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+        ca: c.ca_pem.as_bytes().to_vec(),
+        alpn: None,
+        client_auth: Some((
+            c.cert_pem.as_bytes().to_vec(),
+            c.key_pem.as_bytes().to_vec(),
+        )),
+    }));
+    let (client, mut ev) = AsyncClient::new(o, 10);
+    assert!(connack_ok(&mut ev).await, "the device itself may connect");
+    let topic = feed_topic(ShardCount::new(16)?.shard_of(victim));
+    client
+        .publish(topic, QoS::AtLeastOnce, false, encode_feed(&[row]))
+        .await?;
+    // Drive the connection until the broker closes it (the refusal) or a few seconds pass.
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while ev.poll().await.is_ok() {}
+    })
+    .await;
+    Ok(())
+}
+
+/// The shards each replica analysed, from its debug log lines `analysing ... shards={..}` after
+/// byte `from`.
+fn analysed_shards(log: &Path, from: usize) -> Result<BTreeSet<u16>> {
+    let text = std::fs::read_to_string(log)?;
+    let mut out = BTreeSet::new();
+    for line in text
+        .get(from..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains("analysing"))
+    {
+        if let Some(rest) = line.split("shards={").nth(1) {
+            for n in rest.split('}').next().unwrap_or("").split(',') {
+                if let Ok(n) = n.trim().parse() {
+                    out.insert(n);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Issue 11: two replicas share the shards; each series is analysed by one of them only; a
+/// SIGKILLed replica's shards move to the other within the lease time, and a warning on one of
+/// them appears exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_split_the_shards_and_survive_a_kill() -> Result<()> {
+    let site = Site::new().await?;
+    pm10_rule(&site).await?;
+    let _broker = spawn(&site, &["broker"], None, None)?;
+    wait_port(site.tls_port, Duration::from_secs(60)).await?;
+    wait_port(site.plain_port, Duration::from_secs(10)).await?;
+    let _ingest = spawn(&site, &["ingest"], None, None)?;
+    let (log_a, log_b) = (
+        site.dir.path().join("analytics-a.log"),
+        site.dir.path().join("analytics-b.log"),
+    );
+    let mut a = spawn(&site, &["analytics"], Some("ra"), Some(&log_a))?;
+    let _b = spawn(&site, &["analytics"], Some("rb"), Some(&log_b))?;
+    wait_for(
+        "two replicas with 8 shards each",
+        Duration::from_secs(60),
+        || async {
+            let o = owners(&site).await.unwrap_or_default();
+            let count = |r: &str| o.iter().filter(|x| x.as_deref() == Some(r)).count();
+            count("ra") == 8 && count("rb") == 8
+        },
+    )
+    .await?;
+    let table = owners(&site).await?;
+    let owned_by = |r: &str| -> BTreeSet<u16> {
+        table
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.as_deref() == Some(r))
+            .map(|(i, _)| i as u16)
+            .collect()
+    };
+    let (shards_a, shards_b) = (owned_by("ra"), owned_by("rb"));
+    let (from_a, from_b) = (
+        std::fs::metadata(&log_a)?.len() as usize,
+        std::fs::metadata(&log_b)?.len() as usize,
+    );
+
+    // Twelve devices: consecutive keys, twelve different shards, so both replicas' halves.
+    let start = Utc::now().timestamp_millis() - 600_000;
+    let mut devices = Vec::new();
+    for i in 0..12 {
+        devices.push(Streamer::connect(
+            &site,
+            &site.provision(&format!("分片{i}")).await?,
+            start,
+        )?);
+    }
+    let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
+    wait_online(&site, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+    for _ in 0..10 {
+        for d in devices.iter_mut() {
+            d.send(&[40.0, 41.0]).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for d in &devices {
+        assert!(d.link.flush(Duration::from_secs(30)).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (seen_a, seen_b) = (
+        analysed_shards(&log_a, from_a)?,
+        analysed_shards(&log_b, from_b)?,
+    );
+    assert!(
+        !seen_a.is_empty() && !seen_b.is_empty(),
+        "both replicas analysed: a {seen_a:?}, b {seen_b:?}"
+    );
+    assert!(
+        seen_a.is_subset(&shards_a),
+        "a analysed only its shards: {seen_a:?} vs {shards_a:?}"
+    );
+    assert!(
+        seen_b.is_subset(&shards_b),
+        "b analysed only its shards: {seen_b:?} vs {shards_b:?}"
+    );
+    let mut keys = BTreeMap::new();
+    for d in &devices {
+        keys.insert(d.id.clone(), device_key(&site, &d.id).await? as i64 % 16);
+    }
+    let on_a: Vec<usize> = (0..devices.len())
+        .filter(|&i| shards_a.contains(&(keys[&devices[i].id] as u16)))
+        .collect();
+    assert!(
+        !on_a.is_empty(),
+        "some device is in a's shards: {keys:?} vs {shards_a:?}"
+    );
+
+    // A device cannot feed analytics: its certificate confines it to /tenants/<its id>/, so a
+    // forged feed message (another device's PM10 at 999) reaches no replica.
+    let target = &devices[(on_a[0] + 1) % devices.len()];
+    forge_feed(
+        &site,
+        &devices[on_a[0]].creds,
+        device_key(&site, &target.id).await?,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rule_warnings(&site, &target.id).await?,
+        vec![],
+        "the forged feed message raised nothing"
+    );
+
+    a.kill9();
+    let t0 = std::time::Instant::now();
+    wait_for(
+        "rb owning every shard",
+        Duration::from_secs(LEASE_S * 4),
+        || async {
+            owners(&site)
+                .await
+                .map(|o| o.iter().all(|x| x.as_deref() == Some("rb")))
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    let takeover = t0.elapsed();
+    eprintln!(
+        "takeover after SIGKILL: {:.1} s (lease {LEASE_S} s, renew 1 s)",
+        takeover.as_secs_f64()
+    );
+
+    // The anomaly on a device a owned, sent right after the kill: its warning appears once.
+    let victim = on_a[0];
+    devices[victim].send(&[260.0]).await?;
+    let id = devices[victim].id.clone();
+    wait_rule_warnings(&site, &id, &[(1, true)], Duration::from_secs(30)).await?;
+    for d in devices.iter_mut() {
+        d.send(&[42.0]).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        rule_warnings(&site, &id).await?,
+        vec![(1, false)],
+        "resolved by the next value, still one"
+    );
+    for d in &devices {
+        d.stored_equals_sent(&site).await?;
+        if d.id != id {
+            assert_eq!(
+                rule_warnings(&site, &d.id).await?,
+                vec![],
+                "{}: nothing raised",
+                d.id
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The all-in-one: its in-process analytics owns every shard, and after a SIGKILL replays from
+/// the checkpoint. Rows committed but never analysed (written while it was down, as a kill
+/// between commit and analysis leaves them) raise their warning after the restart; the warning
+/// raised before the kill is not doubled.
+#[tokio::test(flavor = "multi_thread")]
+async fn all_in_one_replays_after_a_kill() -> Result<()> {
+    let site = Site::new().await?;
+    pm10_rule(&site).await?;
+    let mut up = spawn(&site, &["up"], None, None)?;
+    wait_healthy(&site, Duration::from_secs(60)).await?;
+    let start = Utc::now().timestamp_millis() - 600_000;
+    let mut dev = Streamer::connect(&site, &site.provision("一体机回放").await?, start)?;
+    wait_online(&site, &[&dev.id]).await?;
+    dev.send(&[50.0; 10]).await?;
+    dev.send(&[220.0]).await?;
+    wait_rule_warnings(&site, &dev.id, &[(1, true)], Duration::from_secs(30)).await?;
+    dev.send(&[50.0]).await?;
+    wait_rule_warnings(&site, &dev.id, &[(1, false)], Duration::from_secs(30)).await?;
+    assert!(dev.link.flush(Duration::from_secs(30)).await);
+    assert_eq!(
+        owners(&site)
+            .await?
+            .iter()
+            .filter(|o| o.as_deref() == Some("in-process"))
+            .count(),
+        16
+    );
+    // Give the checkpoint a round to move.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    up.kill9();
+
+    // Committed, never analysed: a spike and its return, received now.
+    let key = device_key(&site, &dev.id).await?;
+    let metric = site
+        .db
+        .store
+        .metric_by_key("pm10")
+        .await?
+        .context("pm10")?
+        .id;
+    let now = Utc::now();
+    let rows: Vec<_> = [(1, 240.0), (2, 245.0)]
+        .into_iter()
+        .map(|(i, v)| offsite_store::SampleRow {
+            device_key: key,
+            metric_id: metric,
+            ts: chrono::DateTime::from_timestamp_millis(dev.next_ts + i * 1000).unwrap(),
+            received_at: now,
+            value: v,
+            quality: 0,
+        })
+        .collect();
+    site.db.store.write_samples(&rows).await?;
+    dev.next_ts += 2000;
+    dev.sent += 2;
+
+    let _up = spawn(&site, &["up"], None, None)?;
+    wait_healthy(&site, Duration::from_secs(60)).await?;
+    wait_online(&site, &[&dev.id]).await?;
+    wait_rule_warnings(
+        &site,
+        &dev.id,
+        &[(1, false), (1, true)],
+        Duration::from_secs(30),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        rule_warnings(&site, &dev.id).await?,
+        vec![(1, false), (1, true)],
+        "one new episode, the old one untouched"
+    );
+    dev.stored_equals_sent(&site).await?;
+    Ok(())
+}
+
+/// Issue 10 with the feed: SIGKILL of `offsite ingest` mid-stream while analytics follows the
+/// feed. Batches committed but not yet on the feed stay unacknowledged, so the device resends
+/// them and they reach analytics after the restart; the anomaly sent around the kill opens its
+/// warning exactly once, and stored = sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_killed_mid_stream_still_feeds_analytics_once() -> Result<()> {
+    let site = Site::new().await?;
+    pm10_rule(&site).await?;
+    let _broker = spawn(&site, &["broker"], None, None)?;
+    wait_port(site.tls_port, Duration::from_secs(60)).await?;
+    wait_port(site.plain_port, Duration::from_secs(10)).await?;
+    let mut ingest = spawn(&site, &["ingest"], None, None)?;
+    let _analytics = spawn(&site, &["analytics"], None, None)?;
+    wait_for(
+        "one replica owning all shards",
+        Duration::from_secs(60),
+        || async {
+            owners(&site)
+                .await
+                .map(|o| o.len() == 16 && o.iter().all(|x| x.is_some()))
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    let start = Utc::now().timestamp_millis() - 600_000;
+    let mut dev = Streamer::connect(&site, &site.provision("断流分析").await?, start)?;
+    wait_online(&site, &[&dev.id]).await?;
+    for i in 0..60 {
+        dev.send(&[50.0, 51.0]).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if i == 20 {
+            ingest.kill9();
+        }
+        if i == 30 {
+            // The anomaly while ingest is dead: it waits in the device's outbox.
+            dev.send(&[250.0, 50.0]).await?;
+        }
+        if i == 40 {
+            ingest = spawn(&site, &["ingest"], None, None)?;
+        }
+    }
+    dev.stored_equals_sent(&site).await?;
+    wait_rule_warnings(&site, &dev.id, &[(1, false)], Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rule_warnings(&site, &dev.id).await?,
+        vec![(1, false)],
+        "raised and cleared once"
+    );
+    drop(ingest);
+    Ok(())
+}
+
+/// SIGKILL of the broker mid-stream: devices, ingest (source and feed connections) and the
+/// analytics replica's feed all reconnect (the replica then replays its shards from their
+/// checkpoints: what was published while it was away is gone with the clean session). The
+/// anomaly sent after the restart opens its warning once; the one from before is not doubled;
+/// stored = sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_killed_mid_stream_loses_no_warning() -> Result<()> {
+    let site = Site::new().await?;
+    pm10_rule(&site).await?;
+    let mut broker = spawn(&site, &["broker"], None, None)?;
+    wait_port(site.tls_port, Duration::from_secs(60)).await?;
+    wait_port(site.plain_port, Duration::from_secs(10)).await?;
+    let _ingest = spawn(&site, &["ingest"], None, None)?;
+    let _analytics = spawn(&site, &["analytics"], None, None)?;
+    wait_for(
+        "one replica owning all shards",
+        Duration::from_secs(60),
+        || async {
+            owners(&site)
+                .await
+                .map(|o| o.len() == 16 && o.iter().all(|x| x.is_some()))
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+    let start = Utc::now().timestamp_millis() - 600_000;
+    let mut dev = Streamer::connect(&site, &site.provision("代理重启").await?, start)?;
+    wait_online(&site, &[&dev.id]).await?;
+    dev.send(&[50.0; 10]).await?;
+    dev.send(&[210.0, 60.0]).await?;
+    wait_rule_warnings(&site, &dev.id, &[(1, false)], Duration::from_secs(30)).await?;
+    for i in 0..40 {
+        dev.send(&[50.0, 51.0]).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if i == 10 {
+            broker.kill9();
+        }
+        if i == 20 {
+            broker = spawn(&site, &["broker"], None, None)?;
+        }
+    }
+    wait_port(site.tls_port, Duration::from_secs(30)).await?;
+    dev.stored_equals_sent(&site).await?;
+    wait_online(&site, &[&dev.id]).await?;
+    dev.send(&[240.0]).await?;
+    wait_rule_warnings(
+        &site,
+        &dev.id,
+        &[(1, false), (1, true)],
+        Duration::from_secs(40),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rule_warnings(&site, &dev.id).await?,
+        vec![(1, false), (1, true)]
+    );
+    dev.stored_equals_sent(&site).await?;
+    drop(broker);
+    Ok(())
+}
