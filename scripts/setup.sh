@@ -204,68 +204,33 @@ else
     done_steps+=("indoor clip absent (no ../shared; the demo's hall window camera is off)")
 fi
 
-# --- Python reference detector for the vision tests (vision/tests/reference.rs) -------------------
-# A venv with the pinned Python onnxruntime; the tests compare the Rust detector's boxes with it.
-VISION_VENV=vision/reference/.venv
-VISION_REQ=vision/reference/requirements.txt
-if [[ -x $VISION_VENV/bin/python ]] && cmp -s "$VISION_REQ" "$VISION_VENV/requirements.txt"; then
-    done_steps+=("vision reference venv present")
-elif command -v python3 >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1; then
-    say "creating ${VISION_VENV} (numpy, onnxruntime, opencv-python-headless)"
-    if python3 -m venv "$VISION_VENV" &&
-        "$VISION_VENV/bin/pip" install -q --disable-pip-version-check -r "$VISION_REQ" >&2; then
-        cp "$VISION_REQ" "$VISION_VENV/requirements.txt"
-        done_steps+=("vision reference venv made")
+# --- Python venvs, each from its pinned requirements (remade when the pins change) -----------------
+# python_venv LABEL DIR REQUIREMENTS PROGRAM WHO-NEEDS-IT
+python_venv() {
+    local label=$1 venv=$2 req=$3 prog=$4 needed_by=$5
+    if [[ -x $venv/bin/$prog ]] && cmp -s "$req" "$venv/requirements.txt"; then
+        done_steps+=("$label venv present")
+    elif command -v python3 >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1; then
+        say "creating ${venv} ($(grep -v '^#' "$req" | tr '\n' ' '))"
+        if python3 -m venv "$venv" &&
+            "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >&2; then
+            cp "$req" "$venv/requirements.txt"
+            done_steps+=("$label venv made")
+        else
+            say "WARNING: could not make ${venv}; ${needed_by} will fail until it exists."
+            done_steps+=("$label venv MISSING (pip failed)")
+        fi
     else
-        say "WARNING: could not make ${VISION_VENV}; the vision reference test will fail until it exists."
-        done_steps+=("vision reference venv MISSING (pip failed)")
+        say "WARNING: python3 with venv not found; ${needed_by} needs it (apt-get install python3-venv)."
+        done_steps+=("$label venv MISSING (no python3 venv)")
     fi
-else
-    say "WARNING: python3 with venv not found; the vision reference test needs it (apt-get install python3-venv)."
-    done_steps+=("vision reference venv MISSING (no python3 venv)")
-fi
-
-# --- Offline checks of deploy/ (scripts/validate-deploy.sh) ----------------------------------------
-# A venv with the pinned kubernetes-validate, which ships the Kubernetes schemas.
-DEPLOY_VENV=deploy/.venv
-DEPLOY_REQ=deploy/requirements.txt
-if [[ -x $DEPLOY_VENV/bin/python ]] && cmp -s "$DEPLOY_REQ" "$DEPLOY_VENV/requirements.txt"; then
-    done_steps+=("deploy check venv present")
-elif command -v python3 >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1; then
-    say "creating ${DEPLOY_VENV} (kubernetes-validate)"
-    if python3 -m venv "$DEPLOY_VENV" &&
-        "$DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check -r "$DEPLOY_REQ" >&2; then
-        cp "$DEPLOY_REQ" "$DEPLOY_VENV/requirements.txt"
-        done_steps+=("deploy check venv made")
-    else
-        say "WARNING: could not make ${DEPLOY_VENV}; scripts/validate-deploy.sh will fail until it exists."
-        done_steps+=("deploy check venv MISSING (pip failed)")
-    fi
-else
-    say "WARNING: python3 with venv not found; scripts/validate-deploy.sh needs it (apt-get install python3-venv)."
-    done_steps+=("deploy check venv MISSING (no python3 venv)")
-fi
-
-# --- moto_server, the S3-compatible object store of the file-store tests ---------------------------
-# A venv with the pinned moto[server]; store/src/moto.rs starts it on a free port.
-MOTO_VENV=tests/moto/.venv
-MOTO_REQ=tests/moto/requirements.txt
-if [[ -x $MOTO_VENV/bin/moto_server ]] && cmp -s "$MOTO_REQ" "$MOTO_VENV/requirements.txt"; then
-    done_steps+=("moto venv present")
-elif command -v python3 >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1; then
-    say "creating ${MOTO_VENV} (moto[server])"
-    if python3 -m venv "$MOTO_VENV" &&
-        "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check -r "$MOTO_REQ" >&2; then
-        cp "$MOTO_REQ" "$MOTO_VENV/requirements.txt"
-        done_steps+=("moto venv made")
-    else
-        say "WARNING: could not make ${MOTO_VENV}; the S3 file-store tests will fail until it exists."
-        done_steps+=("moto venv MISSING (pip failed)")
-    fi
-else
-    say "WARNING: python3 with venv not found; the S3 file-store tests need it (apt-get install python3-venv)."
-    done_steps+=("moto venv MISSING (no python3 venv)")
-fi
+}
+# The pinned Python onnxruntime: the vision tests compare the Rust detector's boxes with it.
+python_venv "vision reference" vision/reference/.venv vision/reference/requirements.txt python "the vision reference test"
+# The pinned kubernetes-validate, which ships the Kubernetes schemas (scripts/validate-deploy.sh).
+python_venv "deploy check" deploy/.venv deploy/requirements.txt python "scripts/validate-deploy.sh"
+# moto_server, the S3-compatible object store of the file-store tests (store/src/moto.rs starts it).
+python_venv "moto" tests/moto/.venv tests/moto/requirements.txt moto_server "the S3 file-store tests"
 
 # --- Node.js for the web UI (portal/web; `make web`) ----------------------------------------------
 # Not installed here: Debian 12's nodejs (18) is too old for Vite 7, which needs Node 20.19 or newer.

@@ -18,6 +18,7 @@ pub mod devices;
 pub mod embedded;
 pub mod files;
 pub mod hj212;
+pub mod https;
 pub mod moto;
 pub mod notifications;
 pub mod registers;

@@ -28,10 +28,7 @@ pub const MAX_OBJECT_BYTES: usize = 64 << 20;
 /// Attempts per operation when the store answers 5xx or the connection fails.
 const ATTEMPTS: u32 = 3;
 
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
+type HttpClient = crate::https::HttpsClient;
 
 fn requests() -> &'static IntCounterVec {
     static M: OnceLock<IntCounterVec> = OnceLock::new();
@@ -242,26 +239,7 @@ fn xml_text(body: &[u8], tag: &str) -> Option<String> {
 impl S3Store {
     /// A client for the bucket; makes no request (see [`S3Store::check`]).
     pub fn new(settings: S3Settings) -> Result<Self> {
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_connect_timeout(Some(settings.timeout));
-        // The system's trust store, where an intranet adds the CA of its own object store.
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone())
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "no system CA certificates: an https:// object store will fail verification");
-                let tls = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .context("TLS settings")?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
-            }
-        };
-        let https = builder.https_or_http().enable_http1().wrap_connector(connector);
-        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+        let http = crate::https::client(settings.timeout, "object stores")?;
         Ok(Self { settings, http })
     }
 

@@ -120,10 +120,7 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<bytes::Bytes>,
->;
+type HttpClient = offsite_store::https::HttpsClient;
 
 /// Longest robot or webhook answer read (the rest is not needed to judge it).
 const ANSWER_MAX_BYTES: usize = 64 << 10;
@@ -356,24 +353,7 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
 /// HTTP and HTTPS with the system's trust store and an explicit provider. Without any system
 /// roots (a bare container), HTTPS channels fail verification, and say so, until roots are added.
 fn http_client(timeout: Duration) -> Result<HttpClient> {
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.enforce_http(false);
-    connector.set_connect_timeout(Some(timeout));
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "no system CA certificates: HTTPS notification channels will fail");
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .context("TLS settings")?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
-        }
-    };
-    let https = builder.https_or_http().enable_http1().wrap_connector(connector);
-    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+    offsite_store::https::client(timeout, "notification channels")
 }
 
 #[cfg(test)]
