@@ -465,3 +465,35 @@ async fn every_tier_scaled_out_on_mosquitto_loses_nothing_and_acts_once() -> Res
     drop((ingest_2, analytics_b, portal_1, portal_2));
     Ok(())
 }
+
+/// Regression (found by `analytics_tier::broker_killed_mid_stream_loses_no_warning`): brokers
+/// send no retained message to a `$share` subscription, so a device that said `online` while no
+/// ingest replica was subscribed (as after a broker restart, which marks every device offline)
+/// stayed offline, its data warnings inhibited, until it reconnected. Ingest now reads the
+/// retained statuses once its shared subscription is in place.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_said_while_no_ingest_was_subscribed_is_recorded() -> Result<()> {
+    let site = Site::new().await?;
+    let _broker = site.spawn(&["broker"])?;
+    wait_port(site.tls_port, Duration::from_secs(60)).await?;
+    wait_port(site.plain_port, Duration::from_secs(10)).await?;
+    let c = site.provision("无人订阅时上线").await?;
+    let dev = Streamer::connect(&site, &c, Utc::now().timestamp_millis())?;
+    // The device's retained `online` reaches the broker while nobody subscribes to it.
+    wait_for("device connected", Duration::from_secs(20), || async {
+        dev.link.stats().connected
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let online: Option<bool> = sqlx::query_scalar(
+        "SELECT s.online FROM device_status s JOIN devices d ON d.key = s.device_key WHERE d.id = $1",
+    )
+    .bind(&dev.id)
+    .fetch_optional(site.db.store.pool())
+    .await?
+    .flatten();
+    assert_ne!(online, Some(true), "no ingest yet, so nobody recorded it");
+    let _ingest = site.spawn(&["ingest"])?;
+    wait_online(&site, &[&dev.id]).await?;
+    Ok(())
+}
