@@ -17,6 +17,7 @@ pub mod fairness;
 pub mod hj212;
 pub mod metrics;
 mod pipeline;
+mod presence_replay;
 pub mod progress;
 mod source;
 mod writer;

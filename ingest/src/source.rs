@@ -143,11 +143,20 @@ impl MqttSource {
         let sub_client = client.clone();
         metrics::BROKER_CONNECTED.set(0);
         tokio::spawn(async move {
+            // SUBACKs since the last CONNACK: once all are in, the retained statuses are read.
+            let mut subacks = 0;
             loop {
                 match events.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        subacks += 1;
+                        if subacks == filters().len() {
+                            crate::presence_replay::spawn(&cfg, queue.clone());
+                        }
+                    }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         info!(host = %cfg.host, port = cfg.port, "ingest connected to broker");
                         metrics::BROKER_CONNECTED.set(1);
+                        subacks = 0;
                         for f in filters() {
                             let filter = format!("$share/{}/{}", cfg.group, f);
                             if let Err(e) = sub_client.subscribe(filter, QoS::AtLeastOnce).await {

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use offsite_store::testing::TestDb;
 use offsite_wire::DeviceCredentials;
 
+pub mod analytics;
 pub mod faults;
 pub mod mosquitto;
 
