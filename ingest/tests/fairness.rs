@@ -189,6 +189,10 @@ struct Device {
     /// Sequence numbers refused for good (none are expected: throttling never refuses).
     rejected: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
+    /// Fixed when the device connects: a batch's timestamps depend on its seq alone, so two
+    /// batches can never share one (a timestamp taken at each send would let two batches sent a
+    /// whole second apart collide, and the second would be stored only in part).
+    base: chrono::DateTime<Utc>,
 }
 
 impl Drop for Device {
@@ -259,6 +263,7 @@ impl Device {
             acked,
             rejected,
             task,
+            base: Utc::now() - chrono::Duration::hours(1),
         }
     }
 
@@ -267,8 +272,8 @@ impl Device {
     }
 
     /// A batch whose samples carry its seq as value, at timestamps no other batch uses.
-    fn batch(seq: u64, samples: usize) -> Vec<u8> {
-        let base = Utc::now() - chrono::Duration::hours(1);
+    fn batch(&self, seq: u64, samples: usize) -> Vec<u8> {
+        let base = self.base;
         let metric = MetricKey::parse("flow").unwrap();
         encode_batch(&Batch {
             seq,
@@ -288,7 +293,7 @@ impl Device {
                 &self.topic,
                 QoS::AtLeastOnce,
                 false,
-                Self::batch(seq, samples),
+                self.batch(seq, samples),
             )
             .await
             .unwrap();

@@ -318,13 +318,10 @@ async fn postgres_restart_mid_stream_loses_nothing() -> Result<()> {
     let at1 = stored(&pool, &agent).await;
     let immediate = server.restart("immediate")?;
     let backlog1 = backlog_drain_time(&pool, &agent, Duration::from_secs(60)).await?;
-    // The writers met the dead server and retried (the device's resends alone would also
-    // recover; this shows ingest itself kept the batches).
+    // Whether a write was in flight at the moment of the crash (counted as a failed write and
+    // retried) or the writers only waited for a connection depends on timing: reported, not
+    // asserted. What must hold either way is asserted below: every row once, `up` still running.
     let write_errors = metric_value(&site, "offsite_ingest_write_errors_total", "").await?;
-    assert!(
-        write_errors > 0.0,
-        "ingest's writes failed during the restart and were retried"
-    );
     wait_stored(&pool, &agent, at1 + 150, Duration::from_secs(60)).await?;
     let at2 = stored(&pool, &agent).await;
     let fast = server.restart("fast")?;
