@@ -6,6 +6,7 @@ mod detect;
 mod edge;
 mod hj212;
 mod ingest;
+mod soak;
 mod support;
 mod video;
 
@@ -36,6 +37,12 @@ pub enum BenchCommand {
     /// The load generator of `bench hj212`, run by it as a child process.
     #[command(hide = true, name = "hj212-load")]
     Hj212Load(hj212::LoadArgs),
+    /// 10,000 MQTT/TLS devices at half the measured maximum ingest rate for `--minutes`, with a
+    /// reconnect storm in the middle; tiers in processes of their own: lost, duplicates, memory.
+    Soak(soak::Args),
+    /// The load generator of `bench soak`, run by it as a child process.
+    #[command(hide = true, name = "soak-load")]
+    SoakLoad(soak::LoadArgs),
 }
 
 pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
@@ -48,5 +55,7 @@ pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Video(a) => video::run(cfg, a).await,
         BenchCommand::Hj212(a) => hj212::run(cfg, a).await,
         BenchCommand::Hj212Load(a) => hj212::load_main(a).await,
+        BenchCommand::Soak(a) => soak::run(cfg, a).await,
+        BenchCommand::SoakLoad(a) => soak::load_main(a).await,
     }
 }
