@@ -51,8 +51,8 @@ pub struct Args {
     /// Steady rate in samples/s; default: half the maximum measured in the calibration phase.
     #[arg(long)]
     rate: Option<f64>,
-    /// Calibration: seconds of sending as fast as the devices' windows allow (the first quarter is
-    /// ramp-up and not measured). Skipped when `--rate` is given.
+    /// Calibration: seconds of sending as fast as the devices' windows allow, measured once a first
+    /// full window of every device has been acknowledged. Skipped when `--rate` is given.
     #[arg(long, default_value_t = 20)]
     calibrate_seconds: u64,
     /// Samples per batch (one timestamp, this many metrics).
@@ -113,9 +113,10 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
     let failed = out["samples_lost"].as_u64() != Some(0)
         || out["duplicates"].as_u64() != Some(0)
         || out["connections"].as_u64() != Some(a.devices as u64)
-        || out["reconnects"].as_u64() != Some(a.devices as u64);
+        || out["reconnects"].as_u64() != Some(a.devices as u64)
+        || out["tier_panics"].as_u64() != Some(0);
     if failed {
-        bail!("soak failed: samples lost, stored twice or never sent, or devices not (re)connected");
+        bail!("soak failed: samples lost, stored twice or never sent, devices not (re)connected, or a tier panicked");
     }
     Ok(())
 }
@@ -127,18 +128,27 @@ struct Tiers {
 
 impl Tiers {
     fn pid(&self, tier: &str) -> Option<u32> {
-        self.children.iter().find(|(t, _)| *t == tier).and_then(|(_, c)| c.id())
+        self.children
+            .iter()
+            .find(|(t, _)| *t == tier)
+            .and_then(|(_, c)| c.id())
     }
 
     /// SIGTERM, then SIGKILL after 15 s.
     async fn stop(mut self) {
         for (_, c) in &self.children {
             if let Some(pid) = c.id() {
-                let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
             }
         }
         for (tier, c) in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(15), c.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(15), c.wait())
+                .await
+                .is_err()
+            {
                 eprintln!("bench soak: {tier} did not stop on SIGTERM; killing it");
                 let _ = c.kill().await;
             }
@@ -153,22 +163,37 @@ async fn soak(cfg: &Config, store: &Store, a: &Args) -> Result<serde_json::Value
     let metric_ids = ensure_metrics(store, a.metrics).await?;
     let creds_path = dir.join("soak-credentials.jsonl");
     provision(store, &pki, a.devices, &creds_path).await?;
-    eprintln!("bench soak: provisioned {} devices in {:.1} s", a.devices, t.elapsed().as_secs_f64());
+    eprintln!(
+        "bench soak: provisioned {} devices in {:.1} s",
+        a.devices,
+        t.elapsed().as_secs_f64()
+    );
 
     let tls_port = free_port()?;
     let plain_port = free_port()?;
     let http_port = free_port()?;
     let env = [
-        ("OFFSITE_BROKER__TLS_LISTEN", format!("127.0.0.1:{tls_port}")),
-        ("OFFSITE_BROKER__PLAIN_LISTEN", format!("127.0.0.1:{plain_port}")),
+        (
+            "OFFSITE_BROKER__TLS_LISTEN",
+            format!("127.0.0.1:{tls_port}"),
+        ),
+        (
+            "OFFSITE_BROKER__PLAIN_LISTEN",
+            format!("127.0.0.1:{plain_port}"),
+        ),
         ("OFFSITE_BROKER__V5_LISTEN", "off".into()),
-        ("OFFSITE_BROKER__MAX_CONNECTIONS", (a.devices + 1000).to_string()),
+        (
+            "OFFSITE_BROKER__MAX_CONNECTIONS",
+            (a.devices + 1000).to_string(),
+        ),
         ("OFFSITE_INTERNAL_MQTT__PORT", plain_port.to_string()),
         ("OFFSITE_PORTAL__LISTEN", format!("127.0.0.1:{http_port}")),
         ("OFFSITE_PORTAL__HTTPS_LISTEN", "off".into()),
         ("OFFSITE_HJ212__ENABLED", "false".into()),
     ];
-    let mut tiers = Tiers { children: Vec::new() };
+    let mut tiers = Tiers {
+        children: Vec::new(),
+    };
     let started = async {
         for tier in ["broker", "ingest", "portal"] {
             let log = std::fs::File::create(dir.join(format!("{tier}.log")))?;
@@ -201,13 +226,36 @@ async fn soak(cfg: &Config, store: &Store, a: &Args) -> Result<serde_json::Value
     eprintln!("bench soak: broker, ingest and portal running as processes of their own");
     let r = drive_generator(cfg, store, a, &tiers, &creds_path, tls_port, &metric_ids).await;
     tiers.stop().await;
-    r
+    // A panic in a tier is a failure even when the figures look right (a broker listener that
+    // panicked accepts no device again).
+    let mut r = r?;
+    let mut panics = 0;
+    for tier in ["broker", "ingest", "portal"] {
+        let n = std::fs::read_to_string(dir.join(format!("{tier}.log")))
+            .unwrap_or_default()
+            .matches("panicked at")
+            .count();
+        if n > 0 {
+            eprintln!(
+                "bench soak: {tier} panicked {n} times:\n{}",
+                tail(&dir.join(format!("{tier}.log")))
+            );
+        }
+        panics += n;
+    }
+    r["tier_panics"] = json!(panics);
+    Ok(r)
 }
 
 async fn ensure_metrics(store: &Store, n: usize) -> Result<Vec<i32>> {
     let mut ids = Vec::with_capacity(n);
     for k in 0..n {
-        ids.push(store.ensure_metric(&format!("{METRIC_PREFIX}{k}")).await?.id);
+        ids.push(
+            store
+                .ensure_metric(&format!("{METRIC_PREFIX}{k}"))
+                .await?
+                .id,
+        );
     }
     Ok(ids)
 }
@@ -240,7 +288,9 @@ async fn provision(store: &Store, pki: &offsite_broker::Pki, n: usize, out: &Pat
         }));
     }
     drop(tx);
-    let written = Arc::new(Mutex::new(std::io::BufWriter::new(std::fs::File::create(out)?)));
+    let written = Arc::new(Mutex::new(std::io::BufWriter::new(std::fs::File::create(
+        out,
+    )?)));
     let mut registering = Vec::new();
     for _ in 0..16 {
         let (rx, store, written) = (rx.clone(), store.clone(), written.clone());
@@ -275,12 +325,18 @@ async fn provision(store: &Store, pki: &offsite_broker::Pki, n: usize, out: &Pat
 async fn wait_for_port(port: u16, log: &Path) -> Result<()> {
     let end = Instant::now() + Duration::from_secs(60);
     while Instant::now() < end {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("nothing listens on port {port} after 60 s; log:\n{}", tail(log))
+    bail!(
+        "nothing listens on port {port} after 60 s; log:\n{}",
+        tail(log)
+    )
 }
 
 async fn wait_for_log(log: &Path, needle: &str) -> Result<()> {
@@ -291,7 +347,11 @@ async fn wait_for_log(log: &Path, needle: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("{} never said {needle:?} within 60 s:\n{}", log.display(), tail(log))
+    bail!(
+        "{} never said {needle:?} within 60 s:\n{}",
+        log.display(),
+        tail(log)
+    )
 }
 
 fn tail(log: &Path) -> String {
@@ -302,18 +362,28 @@ fn tail(log: &Path) -> String {
 
 /// Resident memory of each tier, in MiB: VmRSS of the tier processes; for PostgreSQL the sum of
 /// PSS over the postmaster and its backends (RSS would count shared buffers once per backend).
-fn memory(tiers: &Tiers, postmaster_pid: &Path, generator: Option<u32>) -> serde_json::Map<String, serde_json::Value> {
+fn memory(
+    tiers: &Tiers,
+    postmaster_pid: &Path,
+    generator: Option<u32>,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     for t in ["broker", "ingest", "portal"] {
-        let v = tiers.pid(t).and_then(|p| status_kib(p, "VmRSS:")).map(|k| round(k as f64 / 1024.0, 1));
+        let v = tiers
+            .pid(t)
+            .and_then(|p| status_kib(p, "VmRSS:"))
+            .map(|k| round(k as f64 / 1024.0, 1));
         m.insert(t.into(), json!(v));
     }
-    let pm: Option<u32> =
-        std::fs::read_to_string(postmaster_pid).ok().and_then(|s| s.lines().next()?.trim().parse().ok());
+    let pm: Option<u32> = std::fs::read_to_string(postmaster_pid)
+        .ok()
+        .and_then(|s| s.lines().next()?.trim().parse().ok());
     let pss = pm.map(|pm| {
         let mut sum = 0u64;
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
             if pid == pm || parent_pid(pid) == Some(pm) {
                 sum += smaps_pss_kib(pid).unwrap_or(0);
             }
@@ -322,24 +392,42 @@ fn memory(tiers: &Tiers, postmaster_pid: &Path, generator: Option<u32>) -> serde
     });
     m.insert("postgres".into(), json!(pss));
     if let Some(g) = generator {
-        m.insert("load_generator".into(), json!(status_kib(g, "VmRSS:").map(|k| round(k as f64 / 1024.0, 1))));
+        m.insert(
+            "load_generator".into(),
+            json!(status_kib(g, "VmRSS:").map(|k| round(k as f64 / 1024.0, 1))),
+        );
     }
     m
 }
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn smaps_pss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    s.lines().find(|l| l.starts_with("Pss:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("Pss:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn parent_pid(pid: u32) -> Option<u32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Growth in percent from `from` to `to` per tier.
@@ -349,7 +437,9 @@ fn growth(
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut g = serde_json::Map::new();
     for (k, v) in from {
-        let (Some(a), Some(b)) = (v.as_f64(), to.get(k).and_then(|v| v.as_f64())) else { continue };
+        let (Some(a), Some(b)) = (v.as_f64(), to.get(k).and_then(|v| v.as_f64())) else {
+            continue;
+        };
         if a > 0.0 {
             g.insert(k.clone(), json!(round((b - a) / a * 100.0, 1)));
         }
@@ -376,15 +466,29 @@ async fn drive_generator(
         .arg(creds)
         .arg("--sent-out")
         .arg(&sent_path)
-        .args(["--metrics", &a.metrics.to_string(), "--seconds", &seconds.to_string()])
-        .args(["--warmup-seconds", &warmup.to_string(), "--calibrate-seconds", &a.calibrate_seconds.to_string()]);
+        .args([
+            "--metrics",
+            &a.metrics.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .args([
+            "--warmup-seconds",
+            &warmup.to_string(),
+            "--calibrate-seconds",
+            &a.calibrate_seconds.to_string(),
+        ]);
     if let Some(r) = a.rate {
         cmd.args(["--rate", &r.to_string()]);
     }
     // Ten thousand "connected" lines say nothing; the generator's own progress goes to stderr.
     cmd.env("OFFSITE_LOG__FILTER", "warn");
-    let mut child =
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn().context("starting the load generator")?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the load generator")?;
     let gen_pid = child.id();
     let postmaster = cfg.data_dir.join("postgres").join("postmaster.pid");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
@@ -398,7 +502,11 @@ async fn drive_generator(
                 let m = memory(tiers, &postmaster, gen_pid);
                 for (k, x) in &m {
                     let x = x.as_f64().unwrap_or(0.0);
-                    if peak.get(k).and_then(|p: &serde_json::Value| p.as_f64()).is_none_or(|p| x > p) {
+                    if peak
+                        .get(k)
+                        .and_then(|p: &serde_json::Value| p.as_f64())
+                        .is_none_or(|p| x > p)
+                    {
                         peak.insert(k.clone(), json!(x));
                     }
                 }
@@ -415,7 +523,10 @@ async fn drive_generator(
         bail!("load generator failed: {status}");
     }
     let mut r = report.context("load generator printed no report")?;
-    let (warm, end) = (warm.context("no warm-up mark")?, end.context("no end mark")?);
+    let (warm, end) = (
+        warm.context("no warm-up mark")?,
+        end.context("no end mark")?,
+    );
     let sent: HashMap<String, u64> = serde_json::from_slice(&std::fs::read(&sent_path)?)?;
     eprintln!("bench soak: checking every stored sample against what was sent");
     let check = verify(store, &sent, metric_ids).await?;
@@ -572,8 +683,11 @@ pub async fn load_main(l: LoadArgs) -> Result<()> {
         let _ = out.flush();
     };
     let text = std::fs::read_to_string(&l.credentials).context("reading the credentials")?;
-    let creds: Vec<DeviceCredentials> =
-        text.lines().map(serde_json::from_str).collect::<Result<_, _>>().context("parsing the credentials")?;
+    let creds: Vec<DeviceCredentials> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("parsing the credentials")?;
     let (report, sent) = generate(&l, creds, emit).await?;
     std::fs::write(&l.sent_out, serde_json::to_vec(&sent)?)?;
     emit(report);
@@ -581,7 +695,11 @@ pub async fn load_main(l: LoadArgs) -> Result<()> {
 }
 
 fn link_options() -> LinkOptions {
-    LinkOptions { window: WINDOW as usize, inflight: WINDOW as u16, ..LinkOptions::default() }
+    LinkOptions {
+        window: WINDOW as usize,
+        inflight: WINDOW as u16,
+        ..LinkOptions::default()
+    }
 }
 
 /// Runs the whole schedule against the broker on localhost:`l.port`; returns the report and the
@@ -593,12 +711,20 @@ async fn generate(
 ) -> Result<(serde_json::Value, HashMap<String, u64>)> {
     let n = creds.len();
     let metrics: Arc<Vec<MetricKey>> = Arc::new(
-        (0..l.metrics).map(|k| MetricKey::parse(&format!("{METRIC_PREFIX}{k}")).expect("valid metric key")).collect(),
+        (0..l.metrics)
+            .map(|k| MetricKey::parse(&format!("{METRIC_PREFIX}{k}")).expect("valid metric key"))
+            .collect(),
     );
-    let endpoint = Endpoint { host: "localhost".into(), port: l.port };
+    let endpoint = Endpoint {
+        host: "localhost".into(),
+        port: l.port,
+    };
     // Nobody sends until everyone is connected: devices flooding early would starve the
     // handshakes of the rest on a small machine.
-    let (ctl_tx, ctl_rx) = watch::channel(Control { mode: Mode::Idle, storm: 0 });
+    let (ctl_tx, ctl_rx) = watch::channel(Control {
+        mode: Mode::Idle,
+        storm: 0,
+    });
     // The first connections are spread out (the storm later is not): 500 handshakes in flight.
     let connecting = Arc::new(Semaphore::new(500));
     let start = Instant::now();
@@ -613,7 +739,12 @@ async fn generate(
             reconnected_at: Mutex::new(None),
         });
         states.push((c.device_id.to_string(), st.clone()));
-        let (endpoint, ctl, metrics, connecting) = (endpoint.clone(), ctl_rx.clone(), metrics.clone(), connecting.clone());
+        let (endpoint, ctl, metrics, connecting) = (
+            endpoint.clone(),
+            ctl_rx.clone(),
+            metrics.clone(),
+            connecting.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let r = device(i, c, endpoint, ctl, st, metrics, connecting).await;
             if let Err(e) = &r {
@@ -625,8 +756,11 @@ async fn generate(
     let count = |f: &dyn Fn(&DeviceState) -> bool| states.iter().filter(|(_, s)| f(s)).count();
     let acked = || states.iter().map(|(_, s)| s.acked_batches()).sum::<u64>() * l.metrics as u64;
     while count(&|s| s.connected_once.load(Ordering::Relaxed)) < n {
-        if start.elapsed() > Duration::from_secs(300) {
-            bail!("only {} of {n} devices connected within 300 s", count(&|s| s.connected_once.load(Ordering::Relaxed)));
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "only {} of {n} devices connected within 600 s",
+                count(&|s| s.connected_once.load(Ordering::Relaxed))
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -637,12 +771,24 @@ async fn generate(
     let (max_rate, rate) = match l.rate {
         Some(r) => (None, r),
         None => {
-            ctl_tx.send_replace(Control { mode: Mode::Flood, storm: 0 });
-            let ramp = Duration::from_secs_f64(l.calibrate_seconds as f64 / 4.0);
-            tokio::time::sleep(ramp).await;
+            ctl_tx.send_replace(Control {
+                mode: Mode::Flood,
+                storm: 0,
+            });
+            // The pipes fill first (every device's window at once: with 10,000 devices, many
+            // seconds of work): measure only once a whole first round has been acknowledged.
+            let first_round = (n as u64 * WINDOW * l.metrics as u64) as f64;
+            let ramp_end = Instant::now() + Duration::from_secs(180);
+            while (acked() as f64) < first_round && Instant::now() < ramp_end {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            eprintln!(
+                "bench soak-load: pipes full after {:.1} s; measuring for {} s",
+                start.elapsed().as_secs_f64() - connect_s,
+                l.calibrate_seconds
+            );
             let (from, t0) = (acked(), Instant::now());
-            let measured = Duration::from_secs(l.calibrate_seconds) - ramp;
-            tokio::time::sleep(measured).await;
+            tokio::time::sleep(Duration::from_secs(l.calibrate_seconds)).await;
             let max = (acked() - from) as f64 / t0.elapsed().as_secs_f64();
             eprintln!("bench soak-load: calibration: {max:.0} samples/s committed at most; soaking at half");
             (Some(max), max / 2.0)
@@ -655,7 +801,10 @@ async fn generate(
     // Each device sends one batch every `interval`: n * metrics / interval = rate.
     let interval = Duration::from_secs_f64(n as f64 * l.metrics as f64 / rate);
     let steady_from = Instant::now();
-    ctl_tx.send_replace(Control { mode: Mode::Paced(interval), storm: 0 });
+    ctl_tx.send_replace(Control {
+        mode: Mode::Paced(interval),
+        storm: 0,
+    });
     let steady = Duration::from_secs_f64(l.seconds);
     let warm_at = steady_from + Duration::from_secs_f64(l.warmup_seconds);
     let storm_at = steady_from + steady / 2;
@@ -677,8 +826,15 @@ async fn generate(
             eprintln!("bench soak-load: reconnect storm: every device drops its connection now");
             ctl_tx.send_modify(|c| c.storm = 1);
         }
-        if stormed && storm_s.is_none() && count(&|s| s.reconnected_after.load(Ordering::Relaxed) == 1) == n {
-            let last_at = states.iter().filter_map(|(_, s)| *s.reconnected_at.lock().unwrap()).max().unwrap_or(now);
+        if stormed
+            && storm_s.is_none()
+            && count(&|s| s.reconnected_after.load(Ordering::Relaxed) == 1) == n
+        {
+            let last_at = states
+                .iter()
+                .filter_map(|(_, s)| *s.reconnected_at.lock().unwrap())
+                .max()
+                .unwrap_or(now);
             let secs = (last_at - storm_at).as_secs_f64();
             storm_s = Some(secs);
             eprintln!("bench soak-load: all {n} devices reconnected {secs:.1} s after the storm");
@@ -715,9 +871,19 @@ async fn generate(
         }
     }
     let reconnects = count(&|s| s.reconnected_after.load(Ordering::Relaxed) == 1);
-    let batches: u64 = states.iter().map(|(_, s)| s.batches.load(Ordering::Relaxed)).sum();
-    let sent: HashMap<String, u64> =
-        states.iter().map(|(id, s)| (id.clone(), s.batches.load(Ordering::Relaxed) * l.metrics as u64)).collect();
+    let batches: u64 = states
+        .iter()
+        .map(|(_, s)| s.batches.load(Ordering::Relaxed))
+        .sum();
+    let sent: HashMap<String, u64> = states
+        .iter()
+        .map(|(id, s)| {
+            (
+                id.clone(),
+                s.batches.load(Ordering::Relaxed) * l.metrics as u64,
+            )
+        })
+        .collect();
     let report = json!({
         "connections": n,
         "reconnects": reconnects,
@@ -761,7 +927,13 @@ async fn device(
     connecting: Arc<Semaphore>,
 ) -> Result<u64> {
     let open = |st: &DeviceState| {
-        DeviceLink::start(&creds, &endpoint, link_options(), Box::new(st.outbox.clone()), LinkHooks::default())
+        DeviceLink::start(
+            &creds,
+            &endpoint,
+            link_options(),
+            Box::new(st.outbox.clone()),
+            LinkHooks::default(),
+        )
     };
     let mut link = {
         let _slot = connecting.acquire().await?;
@@ -770,7 +942,7 @@ async fn device(
         wait_connected(&link, Duration::from_secs(10)).await;
         link
     };
-    if !wait_connected(&link, Duration::from_secs(300)).await {
+    if !wait_connected(&link, Duration::from_secs(600)).await {
         bail!("never connected");
     }
     st.connected_once.store(true, Ordering::Relaxed);
@@ -785,7 +957,15 @@ async fn device(
         *last_ms = Utc::now().timestamp_millis().max(*last_ms + 1);
         let ts = Utc.timestamp_millis_opt(*last_ms).unwrap();
         let base = (*last_ms % VALUE_MODULUS) as f64;
-        metrics.iter().enumerate().map(|(k, m)| Sample { ts, metric: m.clone(), value: base + k as f64 }).collect::<Vec<_>>()
+        metrics
+            .iter()
+            .enumerate()
+            .map(|(k, m)| Sample {
+                ts,
+                metric: m.clone(),
+                value: base + k as f64,
+            })
+            .collect::<Vec<_>>()
     };
     loop {
         let c = *ctl.borrow_and_update();
@@ -800,10 +980,15 @@ async fn device(
         if awaiting_reconnect && link.stats().connected {
             awaiting_reconnect = false;
             *st.reconnected_at.lock().unwrap() = Some(Instant::now());
-            st.reconnected_after.store(storm_seen as u64, Ordering::Relaxed);
+            st.reconnected_after
+                .store(storm_seen as u64, Ordering::Relaxed);
         }
         // Polling 10,000 links often would cost the machine more than the storm itself.
-        let poll = if awaiting_reconnect { Duration::from_millis(250) } else { Duration::from_secs(3600) };
+        let poll = if awaiting_reconnect {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(3600)
+        };
         match c.mode {
             Mode::Drain => break,
             Mode::Idle => {
@@ -832,7 +1017,11 @@ async fn device(
                     st.batches.fetch_add(1, Ordering::Relaxed);
                     // Keep the schedule, but do not burst to catch up after a long stall.
                     let next = due + interval;
-                    next_send = Some(if next + interval * 5 < now { now + interval } else { next });
+                    next_send = Some(if next + interval * 5 < now {
+                        now + interval
+                    } else {
+                        next
+                    });
                     continue;
                 }
                 let wait = (due - now).min(poll);
@@ -843,9 +1032,12 @@ async fn device(
             }
         }
     }
-    if awaiting_reconnect && wait_connected(&link, Duration::from_secs(120)).await {
+    // rumqttd 0.20 accepts TLS connections one handshake at a time: a storm of 10,000 can outlast
+    // a short steady phase.
+    if awaiting_reconnect && wait_connected(&link, Duration::from_secs(600)).await {
         *st.reconnected_at.lock().unwrap() = Some(Instant::now());
-        st.reconnected_after.store(storm_seen as u64, Ordering::Relaxed);
+        st.reconnected_after
+            .store(storm_seen as u64, Ordering::Relaxed);
     }
     link.flush(Duration::from_secs(180)).await;
     let left = st.outbox.pending() as u64;
@@ -863,8 +1055,19 @@ mod tests {
 
     #[test]
     fn everything_sent_and_stored_once_is_clean() {
-        let c = compare(&sent(&[("a", 10), ("b", 20)]), &[("a".into(), 10, 0), ("b".into(), 20, 0)]);
-        assert_eq!(c, Check { stored: 30, lost: 0, duplicates: 0, bad_values: 0 });
+        let c = compare(
+            &sent(&[("a", 10), ("b", 20)]),
+            &[("a".into(), 10, 0), ("b".into(), 20, 0)],
+        );
+        assert_eq!(
+            c,
+            Check {
+                stored: 30,
+                lost: 0,
+                duplicates: 0,
+                bad_values: 0
+            }
+        );
     }
 
     #[test]
@@ -880,14 +1083,31 @@ mod tests {
             &sent(&[("a", 10), ("b", 20)]),
             &[("a".into(), 10, 1), ("b".into(), 22, 0), ("c".into(), 3, 0)],
         );
-        assert_eq!(c, Check { stored: 35, lost: 1, duplicates: 1 + 2 + 3, bad_values: 1 });
+        assert_eq!(
+            c,
+            Check {
+                stored: 35,
+                lost: 1,
+                duplicates: 1 + 2 + 3,
+                bad_values: 1
+            }
+        );
     }
 
     #[test]
     fn growth_is_per_tier_in_percent() {
-        let a = json!({"broker": 100.0, "ingest": 50.0, "portal": null}).as_object().unwrap().clone();
-        let b = json!({"broker": 110.0, "ingest": 45.0, "portal": 30.0}).as_object().unwrap().clone();
+        let a = json!({"broker": 100.0, "ingest": 50.0, "portal": null})
+            .as_object()
+            .unwrap()
+            .clone();
+        let b = json!({"broker": 110.0, "ingest": 45.0, "portal": 30.0})
+            .as_object()
+            .unwrap()
+            .clone();
         let g = growth(&a, &b);
-        assert_eq!(serde_json::Value::Object(g), json!({"broker": 10.0, "ingest": -10.0}));
+        assert_eq!(
+            serde_json::Value::Object(g),
+            json!({"broker": 10.0, "ingest": -10.0})
+        );
     }
 }
