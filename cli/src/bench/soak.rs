@@ -1094,6 +1094,73 @@ mod tests {
         );
     }
 
+    /// The check's SQL on a real database: a device with every row, and one with a row missing
+    /// per metric and a value that is not its timestamp's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_database_check_finds_missing_rows_and_values_never_sent() {
+        use offsite_store::SampleRow;
+        let db = offsite_store::testing::TestDb::new().await.unwrap();
+        let ids = ensure_metrics(&db.store, 2).await.unwrap();
+        let mut devices = Vec::new();
+        for _ in 0..2 {
+            let id = offsite_broker::new_device_id();
+            let rec = db
+                .store
+                .insert_device(&NewDevice {
+                    id: id.clone(),
+                    name: "soak check".into(),
+                    object_id: None,
+                    token_sha256: [0; 32],
+                    cert_serial: None,
+                    cert_not_after: None,
+                })
+                .await
+                .unwrap();
+            devices.push((id.to_string(), rec.key));
+        }
+        let now = Utc::now().timestamp_millis() - 10;
+        db.store
+            .ensure_partition(Utc::now().date_naive())
+            .await
+            .unwrap();
+        let row = |key: i32, k: usize, ms: i64, value: f64| SampleRow {
+            device_key: key,
+            metric_id: ids[k],
+            ts: Utc.timestamp_millis_opt(ms).unwrap(),
+            received_at: Utc::now(),
+            value,
+            quality: 0,
+        };
+        let sent_value = |ms: i64, k: usize| (ms % VALUE_MODULUS) as f64 + k as f64;
+        let mut rows = Vec::new();
+        for t in 0..3 {
+            for k in 0..2 {
+                let ms = now - t;
+                rows.push(row(devices[0].1, k, ms, sent_value(ms, k)));
+                if t < 2 {
+                    let v = if (t, k) == (1, 1) {
+                        0.5
+                    } else {
+                        sent_value(ms, k)
+                    };
+                    rows.push(row(devices[1].1, k, ms, v));
+                }
+            }
+        }
+        db.store.write_samples(&rows).await.unwrap();
+        let sent = sent(&[(&devices[0].0, 6), (&devices[1].0, 6)]);
+        let c = verify(&db.store, &sent, &ids).await.unwrap();
+        assert_eq!(
+            c,
+            Check {
+                stored: 10,
+                lost: 3,
+                duplicates: 1,
+                bad_values: 1
+            }
+        );
+    }
+
     #[test]
     fn growth_is_per_tier_in_percent() {
         let a = json!({"broker": 100.0, "ingest": 50.0, "portal": null})
