@@ -871,6 +871,14 @@ async fn generate(
         }
     }
     let reconnects = count(&|s| s.reconnected_after.load(Ordering::Relaxed) == 1);
+    if storm_s.is_none() && stormed {
+        // The last devices came back only during the drain.
+        storm_s = states
+            .iter()
+            .filter_map(|(_, s)| *s.reconnected_at.lock().unwrap())
+            .max()
+            .map(|last| (last - storm_at).as_secs_f64());
+    }
     let batches: u64 = states
         .iter()
         .map(|(_, s)| s.batches.load(Ordering::Relaxed))
