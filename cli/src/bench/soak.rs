@@ -670,7 +670,10 @@ struct DeviceState {
 
 impl DeviceState {
     fn acked_batches(&self) -> u64 {
-        self.batches.load(Ordering::Relaxed) - self.outbox.pending() as u64
+        // A batch enters the outbox a moment before it is counted as sent.
+        self.batches
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.outbox.pending() as u64)
     }
 }
 
