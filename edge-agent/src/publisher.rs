@@ -52,6 +52,9 @@ pub struct LinkOptions {
     pub reconnect_jitter: Duration,
 }
 
+/// Seconds a connection attempt (TCP, TLS, CONNECT -> CONNACK) may take before the client gives up.
+pub const CONNECT_TIMEOUT_S: u64 = 60;
+
 impl Default for LinkOptions {
     fn default() -> Self {
         Self {
@@ -183,7 +186,14 @@ impl DeviceLink {
             alpn: None,
             client_auth: Some((creds.cert_pem.as_bytes().to_vec(), creds.key_pem.as_bytes().to_vec())),
         }));
-        let (client, events) = AsyncClient::new(mo, 1000);
+        let (client, mut events) = AsyncClient::new(mo, 1000);
+        // TLS and CONNACK may take the broker many seconds when a whole fleet reconnects at once.
+        // A client that gives up meanwhile costs a retry, and against rumqttd 0.20 worse: a link
+        // closed before its CONNACK leaves a stale last-will entry, and the same client id's next
+        // connect panics the broker's listener for every device (rumqtt issue #1062).
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_connection_timeout(CONNECT_TIMEOUT_S);
+        events.set_network_options(net);
         // Sequence numbers start at the clock (µs) and above anything the outbox has seen, so a
         // restarted agent never reuses one.
         let clock = chrono::Utc::now().timestamp_micros().max(1) as u64;

@@ -7,6 +7,7 @@ mod edge;
 mod hj212;
 mod ingest;
 mod storage;
+mod soak;
 mod support;
 mod video;
 
@@ -40,6 +41,12 @@ pub enum BenchCommand {
     /// Bytes on disk per stored sample (samples partitions with their index, sample_latest), loaded
     /// through the real write path; a day of a given fleet projected from it.
     Storage(storage::Args),
+    /// 10,000 MQTT/TLS devices at half the measured maximum ingest rate for `--minutes`, with a
+    /// reconnect storm in the middle; tiers in processes of their own: lost, duplicates, memory.
+    Soak(soak::Args),
+    /// The load generator of `bench soak`, run by it as a child process.
+    #[command(hide = true, name = "soak-load")]
+    SoakLoad(soak::LoadArgs),
 }
 
 pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
@@ -53,5 +60,7 @@ pub async fn run(cfg: Config, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Hj212(a) => hj212::run(cfg, a).await,
         BenchCommand::Hj212Load(a) => hj212::load_main(a).await,
         BenchCommand::Storage(a) => storage::run(cfg, a).await,
+        BenchCommand::Soak(a) => soak::run(cfg, a).await,
+        BenchCommand::SoakLoad(a) => soak::load_main(a).await,
     }
 }
