@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 #[serde(default)]
 pub struct BrokerConfig {
     /// Device path: MQTT 3.1.1 over TLS with client certificates, always authenticated.
-    #[serde(with = "opt_addr")]
+    #[serde(with = "offsite_wire::listen")]
     pub tls_listen: Option<SocketAddr>,
     /// Internal path: plain MQTT 3.1.1; only the internal service account may connect. Keep it on
     /// loopback or a private network: it is not confined to any topic prefix.
-    #[serde(with = "opt_addr")]
+    #[serde(with = "offsite_wire::listen")]
     pub plain_listen: Option<SocketAddr>,
     /// Optional MQTT 5 device path (TLS and authentication as `tls_listen`).
-    #[serde(with = "opt_addr")]
+    #[serde(with = "offsite_wire::listen")]
     pub v5_listen: Option<SocketAddr>,
     /// Largest MQTT packet accepted from a client. Larger than ingest's own payload limit on
     /// purpose, so an oversized batch reaches ingest and is dead-lettered and counted rather than
@@ -44,28 +44,6 @@ impl Default for BrokerConfig {
             max_connections: 20_000,
             max_inflight: 100,
             connection_timeout_ms: 5_000,
-        }
-    }
-}
-
-/// `Option<SocketAddr>` that TOML can express: an address, or `"off"` / `""` for none.
-mod opt_addr {
-    use std::net::SocketAddr;
-
-    use serde::{de, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(a) => s.collect_str(a),
-            None => s.serialize_str("off"),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-        let v: Option<String> = Option::deserialize(d)?;
-        match v.as_deref().map(str::trim) {
-            None | Some("") | Some("off") | Some("none") => Ok(None),
-            Some(s) => s.parse().map(Some).map_err(|e| de::Error::custom(format!("{s:?}: {e}"))),
         }
     }
 }

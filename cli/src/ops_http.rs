@@ -33,7 +33,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 #[serde(default)]
 pub struct OpsConfig {
     /// e.g. `0.0.0.0:9100`; `"off"` (the default) serves nothing.
-    #[serde(with = "opt_addr")]
+    #[serde(with = "offsite_wire::listen")]
     pub listen: Option<SocketAddr>,
 }
 
@@ -246,31 +246,6 @@ async fn metrics() -> Response {
         Err(e) => {
             tracing::warn!(error = %e, "encoding metrics");
             (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response()
-        }
-    }
-}
-
-/// `Option<SocketAddr>` that TOML can express: an address, or `"off"` / `""` for none.
-mod opt_addr {
-    use std::net::SocketAddr;
-
-    use serde::{de, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(a) => s.collect_str(a),
-            None => s.serialize_str("off"),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-        let v: Option<String> = Option::deserialize(d)?;
-        match v.as_deref().map(str::trim) {
-            None | Some("") | Some("off") | Some("none") => Ok(None),
-            Some(s) => s
-                .parse()
-                .map(Some)
-                .map_err(|e| de::Error::custom(format!("ops.listen {s:?}: {e}"))),
         }
     }
 }

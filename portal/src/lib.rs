@@ -52,10 +52,10 @@ pub const LIVE_CONNECT_WAIT: Duration = Duration::from_secs(5);
 pub struct PortalConfig {
     /// Plain HTTP. Off by default (`"off"`): people reach the portal over HTTPS; `offsite demo`
     /// turns it on at 127.0.0.1:8080.
-    #[serde(with = "opt_addr")]
+    #[serde(with = "offsite_wire::listen")]
     pub listen: Option<SocketAddr>,
     /// HTTPS with `tls_cert`/`tls_key`; `"off"` turns it off.
-    #[serde(with = "opt_addr")]
+    #[serde(with = "offsite_wire::listen")]
     pub https_listen: Option<SocketAddr>,
     /// PEM certificate chain for HTTPS; unset: the installation's server certificate
     /// (`<data_dir>/pki/server.pem`, made by `offsite certs init` or the first start).
@@ -74,28 +74,6 @@ impl Default for PortalConfig {
             tls_cert: None,
             tls_key: None,
             redirect_http: false,
-        }
-    }
-}
-
-/// `Option<SocketAddr>` that TOML can express: an address, or `"off"` / `""` for none.
-mod opt_addr {
-    use std::net::SocketAddr;
-
-    use serde::{de, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(a) => s.collect_str(a),
-            None => s.serialize_str("off"),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-        let v: Option<String> = Option::deserialize(d)?;
-        match v.as_deref().map(str::trim) {
-            None | Some("") | Some("off") | Some("none") => Ok(None),
-            Some(s) => s.parse().map(Some).map_err(|e| de::Error::custom(format!("{s:?}: {e}"))),
         }
     }
 }

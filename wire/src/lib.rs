@@ -7,6 +7,7 @@ mod camera;
 mod command;
 mod credentials;
 mod ids;
+pub mod listen;
 mod payload;
 mod topic;
 
