@@ -187,6 +187,42 @@ pub struct LeaseRound {
     pub released: Vec<Shard>,
     /// Live replicas counted (this one included).
     pub live_replicas: usize,
+    /// Other live in-process replicas holding shards (an exclusive round leaves their leases
+    /// alone): a second ingest with in-process analytics on the same database.
+    pub in_process_rivals: Vec<String>,
+}
+
+/// Where a replay stands, in `(received_at, device_key, metric_id, ts)` order (keyset paging: the
+/// next page starts after it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReplayCursor {
+    /// Past every row received at or before this time.
+    After(DateTime<Utc>),
+    /// Past this row (rows received at the same time may follow it).
+    Row {
+        received_at: DateTime<Utc>,
+        device_key: i32,
+        metric_id: i32,
+        ts: DateTime<Utc>,
+    },
+}
+
+impl ReplayCursor {
+    /// Just past `row`.
+    pub fn past(row: &SampleRow) -> Self {
+        Self::Row {
+            received_at: row.received_at,
+            device_key: row.device_key,
+            metric_id: row.metric_id,
+            ts: row.ts,
+        }
+    }
+
+    pub fn received_at(&self) -> DateTime<Utc> {
+        match *self {
+            Self::After(t) | Self::Row { received_at: t, .. } => t,
+        }
+    }
 }
 
 impl Store {
@@ -215,7 +251,8 @@ impl Store {
 
     /// One round for `replica`: heartbeat, renew what it owns, give back surplus beyond its fair
     /// share, claim free or expired shards up to it. `exclusive` (a replica fed in-process, the
-    /// only one that can see the stream) takes every shard, live lease or not.
+    /// only one that can see the stream) takes every shard, live lease or not, except those of
+    /// another live in-process replica (reported in `in_process_rivals`).
     pub async fn analytics_lease_round(
         &self,
         replica: &str,
@@ -224,12 +261,20 @@ impl Store {
         exclusive: bool,
     ) -> Result<LeaseRound> {
         let mut tx = self.pool.begin().await?;
+        if exclusive {
+            // Two in-process replicas starting together: the second sees the first's heartbeat
+            // and leases, never a half-done claim.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('offsite.analytics_in_process'))")
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
-            "INSERT INTO analytics_replicas (replica, seen_until) VALUES ($1, now() + $2) \
-             ON CONFLICT (replica) DO UPDATE SET seen_until = excluded.seen_until",
+            "INSERT INTO analytics_replicas (replica, seen_until, in_process) VALUES ($1, now() + $2, $3) \
+             ON CONFLICT (replica) DO UPDATE SET seen_until = excluded.seen_until, in_process = excluded.in_process",
         )
         .bind(replica)
         .bind(lease)
+        .bind(exclusive)
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM analytics_replicas WHERE seen_until < now() - interval '1 hour'")
@@ -273,7 +318,10 @@ impl Store {
             }
         } else if owned.len() < target {
             let claim = if exclusive {
-                "SELECT shard FROM analytics_shards WHERE owner IS DISTINCT FROM $1 ORDER BY shard LIMIT $2 FOR UPDATE"
+                // Every shard but those under a live lease of another in-process replica.
+                "SELECT shard FROM analytics_shards s WHERE owner IS DISTINCT FROM $1 AND NOT (lease_until >= now() \
+                 AND EXISTS (SELECT 1 FROM analytics_replicas r WHERE r.replica = s.owner AND r.in_process)) \
+                 ORDER BY shard LIMIT $2 FOR UPDATE"
             } else {
                 "SELECT shard FROM analytics_shards WHERE owner IS NULL OR lease_until < now() ORDER BY shard LIMIT $2 \
                  FOR UPDATE SKIP LOCKED"
@@ -294,6 +342,15 @@ impl Store {
                     .push((Shard::parse(s as i64, count)?, checkpoint));
             }
             owned.sort_unstable();
+        }
+        if exclusive && owned.len() < target {
+            round.in_process_rivals = sqlx::query_scalar(
+                "SELECT DISTINCT s.owner FROM analytics_shards s JOIN analytics_replicas r ON r.replica = s.owner \
+                 WHERE s.lease_until >= now() AND r.in_process AND s.owner <> $1 ORDER BY 1",
+            )
+            .bind(replica)
+            .fetch_all(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         round.owned = owned
@@ -354,28 +411,41 @@ impl Store {
         .await?)
     }
 
-    /// One page of a shard's samples received after `after`, in device time order, following
-    /// `cursor` (the last row of the previous page: ts, device, metric).
+    /// One page of a shard's samples after `from` and received at or before `upto`, in
+    /// `(received_at, device_key, metric_id, ts)` order: commit order, as the live feed delivered
+    /// them. Both bounds are on `received_at`, so the BRIN index on it limits the scan to the
+    /// blocks of that time range; the caller keeps the range short (a page's worth), because a
+    /// BRIN scan cannot stop early at the LIMIT.
     pub async fn replay_page(
         &self,
         count: ShardCount,
         shard: Shard,
-        after: DateTime<Utc>,
-        cursor: Option<(DateTime<Utc>, i32, i32)>,
+        from: ReplayCursor,
+        upto: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<SampleRow>> {
-        let (cts, cdev, cmet) = (cursor.map(|c| c.0), cursor.map(|c| c.1), cursor.map(|c| c.2));
+        let (dev, met, ts) = match from {
+            ReplayCursor::After(_) => (None, None, None),
+            ReplayCursor::Row {
+                device_key,
+                metric_id,
+                ts,
+                ..
+            } => (Some(device_key), Some(metric_id), Some(ts)),
+        };
         let rows: Vec<(i32, i32, DateTime<Utc>, DateTime<Utc>, f64, i16)> = sqlx::query_as(
             "SELECT device_key, metric_id, ts, received_at, value, quality FROM samples \
-             WHERE received_at > $3 AND device_key % $1 = $2 AND ($4::timestamptz IS NULL OR (ts, device_key, metric_id) > ($4, $5, $6)) \
-             ORDER BY ts, device_key, metric_id LIMIT $7",
+             WHERE received_at >= $3 AND received_at <= $4 AND device_key % $1 = $2 \
+             AND (($5::int IS NULL AND received_at > $3) OR (received_at, device_key, metric_id, ts) > ($3, $5, $6, $7)) \
+             ORDER BY received_at, device_key, metric_id, ts LIMIT $8",
         )
         .bind(count.0 as i32)
         .bind(shard.0 as i32)
-        .bind(after)
-        .bind(cts)
-        .bind(cdev)
-        .bind(cmet)
+        .bind(from.received_at())
+        .bind(upto)
+        .bind(dev)
+        .bind(met)
+        .bind(ts)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
