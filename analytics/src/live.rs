@@ -307,6 +307,8 @@ struct Engine {
     /// Where replay pages read in the background are answered; one page at a time.
     pages: flume::Sender<PageAnswer>,
     page_in_flight: bool,
+    /// New replays began: the BRIN index's new ranges are summarised before their next page.
+    summarize_first: bool,
     /// After a failed page read: the next try waits until then.
     replay_retry_at: Option<Instant>,
     /// Other in-process replicas holding shards, as last logged.
@@ -352,6 +354,7 @@ impl Engine {
             replay_generation: 0,
             pages,
             page_in_flight: false,
+            summarize_first: false,
             replay_retry_at: None,
             in_process_rivals: Vec::new(),
         };
@@ -782,6 +785,7 @@ impl Engine {
             // the new replay reads them.
             self.replays.insert(s, ShardReplay::new(self.replay_generation, after, upto));
         }
+        self.summarize_first = true;
         REPLAYING.set(self.replays.len() as i64);
     }
 
@@ -798,8 +802,17 @@ impl Engine {
                 continue;
             };
             let (store, count, generation, pages) = (self.store.clone(), self.shards.shards, r.generation, self.pages.clone());
+            let summarize = std::mem::take(&mut self.summarize_first);
             self.page_in_flight = true;
             tokio::spawn(async move {
+                if summarize {
+                    // Without it every page would scan all rows since the last vacuum.
+                    let t = Instant::now();
+                    match store.summarize_received_index().await {
+                        Ok(n) => info!(ranges = n, seconds = t.elapsed().as_secs_f64(), "samples BRIN index summarised for the replay"),
+                        Err(e) => warn!(error = %format!("{e:#}"), "summarising the samples BRIN index; the replay reads more blocks"),
+                    }
+                }
                 let rows = store.replay_page(count, shard, req.from, req.upto, req.limit).await;
                 let _ = pages.send((shard, generation, req, rows));
             });

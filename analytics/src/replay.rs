@@ -9,29 +9,18 @@
 //! dropped and counted, and the replay is extended over them instead (they are committed, so the
 //! table has them).
 //!
-//! Pages are keyset pages over a short `received_at` range: the BRIN index on `received_at` then
-//! reads only that range's blocks. The range adapts so that a page is about full.
+//! Pages are keyset pages over a short `received_at` range (`ReplayPaging` in the store): the
+//! BRIN index on `received_at` then reads only that range's blocks.
 
-use chrono::{DateTime, Duration, Utc};
-use offsite_store::analytics_shards::ReplayCursor;
+use chrono::{DateTime, Utc};
+pub use offsite_store::analytics_shards::PageRequest;
+use offsite_store::analytics_shards::ReplayPaging;
 use offsite_store::SampleRow;
 
 /// Rows per replay page.
 pub const PAGE_ROWS: i64 = 5000;
 /// Live rows held per replaying shard before they are dropped (and re-read by the replay).
 pub const MAX_HELD_ROWS: usize = 200_000;
-
-const FIRST_SLICE_MS: i64 = 10_000;
-const MIN_SLICE_MS: i64 = 1;
-const MAX_SLICE_MS: i64 = 3_600_000;
-
-/// One page to read: rows after `from`, received at or before `upto`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PageRequest {
-    pub from: ReplayCursor,
-    pub upto: DateTime<Utc>,
-    pub limit: i64,
-}
 
 /// What happened to live rows offered to a replaying shard.
 #[derive(Debug, Default, PartialEq)]
@@ -45,10 +34,8 @@ pub struct Held {
 pub struct ShardReplay {
     /// Tells a page answer for this replay from one for an earlier replay of the same shard.
     pub generation: u64,
-    cursor: ReplayCursor,
-    /// The replay's end: past the point where the live feed was attached.
-    upto: DateTime<Utc>,
-    slice: Duration,
+    /// Up to the replay's end: past the point where the live feed was attached.
+    paging: ReplayPaging,
     held: Vec<SampleRow>,
     pub replayed: usize,
     pub since: DateTime<Utc>,
@@ -58,42 +45,21 @@ impl ShardReplay {
     pub fn new(generation: u64, after: DateTime<Utc>, upto: DateTime<Utc>) -> Self {
         Self {
             generation,
-            cursor: ReplayCursor::After(after),
-            upto,
-            slice: Duration::milliseconds(FIRST_SLICE_MS),
+            paging: ReplayPaging::new(after, upto, PAGE_ROWS),
             held: Vec::new(),
             replayed: 0,
             since: after,
         }
     }
 
-    /// The next page to read, or `None` once the replay has reached `upto`.
+    /// The next page to read, or `None` once the replay has reached its end.
     pub fn next_page(&self) -> Option<PageRequest> {
-        let at = self.cursor.received_at();
-        if matches!(self.cursor, ReplayCursor::After(_)) && at >= self.upto {
-            return None;
-        }
-        Some(PageRequest {
-            from: self.cursor,
-            upto: (at + self.slice).min(self.upto),
-            limit: PAGE_ROWS,
-        })
+        self.paging.next_page()
     }
 
-    /// Moves past a page read for `req`: a short page means its range is done (the next range
-    /// is wider), a full one continues after its last row (and the next range is narrower).
     pub fn page_read(&mut self, req: &PageRequest, rows: &[SampleRow]) {
         self.replayed += rows.len();
-        match rows.last() {
-            Some(last) if rows.len() as i64 >= req.limit => {
-                self.cursor = ReplayCursor::past(last);
-                self.slice = (self.slice / 2).max(Duration::milliseconds(MIN_SLICE_MS));
-            }
-            _ => {
-                self.cursor = ReplayCursor::After(req.upto);
-                self.slice = (self.slice * 2).min(Duration::milliseconds(MAX_SLICE_MS));
-            }
-        }
+        self.paging.page_read(req, rows);
     }
 
     /// Holds live rows until the replay is done. Over the bound, every held row is dropped and
@@ -105,18 +71,15 @@ impl ShardReplay {
             return Held::default();
         }
         let all = std::mem::take(&mut self.held).into_iter().chain(rows);
-        let (mut n, mut oldest, mut newest) =
-            (0usize, None::<DateTime<Utc>>, None::<DateTime<Utc>>);
+        let (mut n, mut span) = (0usize, None::<(DateTime<Utc>, DateTime<Utc>)>);
         for r in all {
             n += 1;
-            oldest = Some(oldest.map_or(r.received_at, |o| o.min(r.received_at)));
-            newest = Some(newest.map_or(r.received_at, |o| o.max(r.received_at)));
+            span = Some(span.map_or((r.received_at, r.received_at), |(o, y)| {
+                (o.min(r.received_at), y.max(r.received_at))
+            }));
         }
-        if let (Some(oldest), Some(newest)) = (oldest, newest) {
-            self.upto = self.upto.max(newest);
-            if oldest <= self.cursor.received_at() {
-                self.cursor = ReplayCursor::After(oldest - Duration::microseconds(1));
-            }
+        if let Some((oldest, newest)) = span {
+            self.paging.cover(oldest, newest);
         }
         Held { dropped: n }
     }
@@ -134,6 +97,8 @@ impl ShardReplay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration;
+    use offsite_store::analytics_shards::ReplayCursor;
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
