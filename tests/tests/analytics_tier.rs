@@ -572,7 +572,7 @@ async fn write_backlog(site: &Site, devices: usize, per_device: i64) -> Result<i
     for i in 0..devices {
         let d = store
             .insert_device(&offsite_store::NewDevice {
-                id: offsite_wire::DeviceId::parse(&format!("backlog-{i}"))?,
+                id: offsite_wire::DeviceId::parse(&format!("backlog{i}"))?,
                 name: format!("积压 {i}"),
                 object_id: None,
                 token_sha256: [9; 32],
@@ -674,11 +674,13 @@ async fn all_in_one_accepts_data_while_a_large_backlog_replays() -> Result<()> {
         metric_value(&site, "offsite_analytics_replaying_shards", "").await.unwrap_or(0.0) >= 1.0
     })
     .await?;
+    let replay_started = std::time::Instant::now();
     // Device data is acknowledged (after its commit) and stored while the replay still runs.
     dev.send(&[51.0, 52.0, 53.0]).await?;
     dev.stored_equals_sent(&site).await?;
     let replaying = metric_value(&site, "offsite_analytics_replaying_shards", "").await?;
     let replayed = metric_value(&site, "offsite_analytics_replayed_samples_total", "").await?;
+    eprintln!("acknowledged and stored with {replaying} shards replaying, {replayed} of {expected} samples replayed");
     assert!(
         replaying >= 1.0 && replayed < backlog as f64,
         "acknowledged and stored during the replay: {replaying} shards replaying, {replayed} of {backlog} samples replayed"
@@ -690,6 +692,7 @@ async fn all_in_one_accepts_data_while_a_large_backlog_replays() -> Result<()> {
     .await?;
     dev.send(&[54.0]).await?;
     dev.stored_equals_sent(&site).await?;
+    eprintln!("replay finished after {:.1} s", replay_started.elapsed().as_secs_f64());
     let expected = expected + 4;
     let analysed = || async {
         metric_value(&site, "offsite_analytics_samples_total", "outcome=\"analysed\"").await.unwrap_or(0.0)
