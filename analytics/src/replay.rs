@@ -20,7 +20,8 @@ use offsite_store::SampleRow;
 /// Rows per replay page.
 pub const PAGE_ROWS: i64 = 5000;
 /// Live rows held per replaying shard before they are dropped (and re-read by the replay).
-pub const MAX_HELD_ROWS: usize = 200_000;
+/// (16 shards replaying at once hold at most ~40 MB.)
+pub const MAX_HELD_ROWS: usize = 50_000;
 
 /// What happened to live rows offered to a replaying shard.
 #[derive(Debug, Default, PartialEq)]
@@ -97,7 +98,6 @@ impl ShardReplay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Duration;
     use offsite_store::analytics_shards::ReplayCursor;
 
     fn t(s: i64) -> DateTime<Utc> {

@@ -544,14 +544,21 @@ impl Store {
     /// in such ranges: 3 million rows took ~0.3 s to summarise here, and a replay page then
     /// reads its own range only (see `docs/operations.md`).
     pub async fn summarize_received_index(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        let mut tx = self.pool.begin().await?;
+        // It waits for a VACUUM of the same partition; a replay should rather go on without.
+        sqlx::query("SET LOCAL lock_timeout = '5s'")
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query_scalar(
             "SELECT coalesce(sum(brin_summarize_new_values(c.oid)), 0)::int8 FROM pg_class c \
              JOIN pg_index x ON x.indexrelid = c.oid JOIN pg_am a ON a.oid = c.relam \
              WHERE a.amname = 'brin' AND c.relkind = 'i' AND (x.indrelid = 'samples'::regclass \
              OR x.indrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'samples'::regclass))",
         )
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// The database's clock (replicas compare leases and checkpoints on it, not on their own).
