@@ -712,9 +712,10 @@ impl Engine {
                     warn!(
                         holders = ?round.in_process_rivals,
                         owned = round.owned.len(),
-                        "another process with in-process analytics (feed = \"in_process\") holds analytics shards on this database: \
-                         this one analyses only the shards it holds and takes the others when their leases lapse (the other process \
-                         stopped). Run a single ingest with feed = \"in_process\", or feed = \"shards\" with `offsite analytics` replicas"
+                        "another process with in-process analytics (feed = \"in_process\") holds analytics shards on this database, \
+                         or held them when it died: this one analyses only the shards it holds and takes the others when their leases \
+                         lapse (lease_s after that process stopped; the samples meanwhile are replayed then). For good, run a single \
+                         ingest with feed = \"in_process\", or feed = \"shards\" with `offsite analytics` replicas"
                     );
                 }
                 self.in_process_rivals = round.in_process_rivals.clone();

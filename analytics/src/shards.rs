@@ -129,7 +129,13 @@ pub static IN_PROCESS_WAITING: LazyLock<IntGauge> = LazyLock::new(|| {
 /// second ingest with analytics beside it cannot renew the first one's leases as its own, and a
 /// dead one's leases lapse normally.
 pub fn in_process_replica() -> String {
-    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "host".into());
+    // Services rarely export HOSTNAME (pods do); the kernel knows it anyway.
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
     format!("in-process-{host}-{:08x}", rand::random::<u32>())
 }
 
