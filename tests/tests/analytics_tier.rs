@@ -667,9 +667,21 @@ async fn all_in_one_accepts_data_while_a_large_backlog_replays() -> Result<()> {
         .env("OFFSITE_ANALYTICS__RENEW_S", "1")
         .env("RUST_LOG", "info,offsite_analytics=debug,rumqttd=warn,sqlx=warn")
         .stderr(Stdio::from(std::fs::File::create(&log)?));
+    // The dead process's leases stay live until the device is online again (a device's data
+    // warnings are inhibited while it is offline, by design), then lapse.
+    let leases = |until: &'static str| {
+        sqlx::query(until).execute(site.db.store.pool())
+    };
+    leases("UPDATE analytics_shards SET lease_until = now() + interval '1 hour'").await?;
     let _up = Proc(c.spawn()?);
     wait_healthy(&site, Duration::from_secs(60)).await?;
-    // The dead process's leases lapse, then the new one acquires every shard and replays.
+    wait_online(&site, &[&dev.id]).await?;
+    wait_for("the new process waiting for the old leases", Duration::from_secs(30), || async {
+        metric_value(&site, "offsite_analytics_in_process_waiting", "").await.unwrap_or(0.0) == 1.0
+    })
+    .await?;
+    leases("UPDATE analytics_shards SET lease_until = now() - interval '1 second'").await?;
+    // The new one acquires every shard and replays.
     wait_for("the replay running", Duration::from_secs(LEASE_S * 5 + 30), || async {
         metric_value(&site, "offsite_analytics_replaying_shards", "").await.unwrap_or(0.0) >= 1.0
     })
