@@ -684,6 +684,7 @@ async fn all_in_one_accepts_data_while_a_large_backlog_replays() -> Result<()> {
     // The new one acquires every shard and replays.
     wait_for("the replay running", Duration::from_secs(LEASE_S * 5 + 30), || async {
         metric_value(&site, "offsite_analytics_replaying_shards", "").await.unwrap_or(0.0) >= 1.0
+            && metric_value(&site, "offsite_analytics_replayed_samples_total", "").await.unwrap_or(0.0) > 0.0
     })
     .await?;
     let replay_started = std::time::Instant::now();
