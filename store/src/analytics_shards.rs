@@ -4,8 +4,9 @@
 //! A sample's shard is `device_key % shards` (every series of a device together, so device-level
 //! state such as flag inhibition and offline never splits). Each shard row has an owner with a
 //! lease and a checkpoint. Replicas heartbeat, claim free or expired shards up to their fair
-//! share, renew, give back surplus, and release on a clean shutdown. A new owner first replays the
-//! shard's samples received after the checkpoint, then follows the live feed.
+//! share, renew, give back surplus, and release on a clean shutdown. A new owner replays the
+//! shard's samples received after the checkpoint (holding the live feed meanwhile), then follows
+//! the live feed.
 //!
 //! The feed (split mode): ingest publishes each committed batch's rows, grouped by shard, to
 //! [`feed_topic`] at QoS 1, encoded by [`encode_feed`] (a version byte, then fixed-size rows).

@@ -303,7 +303,10 @@ async fn replay_pages_split_a_batch_and_stop_at_the_upper_bound() -> Result<()> 
         }
         anyhow::Ok(got)
     };
-    assert_eq!(read(t0 + Duration::seconds(300)).await?, (0..20).collect::<Vec<_>>());
+    assert_eq!(
+        read(t0 + Duration::seconds(300)).await?,
+        (0..20).collect::<Vec<_>>()
+    );
     assert_eq!(
         read(t0 + Duration::seconds(150)).await?,
         (0..10).collect::<Vec<_>>(),
@@ -333,7 +336,11 @@ async fn a_second_in_process_replica_waits_for_the_first() -> Result<()> {
     let second = s
         .analytics_lease_round("in-process-b", n, Duration::seconds(60), true)
         .await?;
-    assert_eq!(second.owned.len(), 4, "the first one died: its leases lapsed");
+    assert_eq!(
+        second.owned.len(),
+        4,
+        "the first one died: its leases lapsed"
+    );
     assert!(second.in_process_rivals.is_empty());
     let first = s
         .analytics_lease_round("in-process-a", n, Duration::seconds(60), true)

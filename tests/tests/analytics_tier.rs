@@ -604,7 +604,10 @@ async fn write_backlog(site: &Site, devices: usize, per_device: i64) -> Result<i
 
 /// Samples whose `received_at` is past their shard's checkpoint (or every sample, for a shard
 /// never analysed): what a replay from those checkpoints must analyse, each once.
-async fn behind_checkpoints(site: &Site, checkpoints: &[(i32, Option<String>, Option<chrono::DateTime<Utc>>)]) -> Result<i64> {
+async fn behind_checkpoints(
+    site: &Site,
+    checkpoints: &[(i32, Option<String>, Option<chrono::DateTime<Utc>>)],
+) -> Result<i64> {
     let (shards, at): (Vec<i32>, Vec<Option<chrono::DateTime<Utc>>>) =
         checkpoints.iter().map(|(s, _, c)| (*s, *c)).unzip();
     Ok(sqlx::query_scalar(
@@ -641,7 +644,13 @@ async fn all_in_one_accepts_data_while_a_large_backlog_replays() -> Result<()> {
     // spike with its return, received now.
     let backlog = write_backlog(&site, 160, 5000).await?;
     let key = device_key(&site, &dev.id).await?;
-    let metric = site.db.store.metric_by_key("pm10").await?.context("pm10")?.id;
+    let metric = site
+        .db
+        .store
+        .metric_by_key("pm10")
+        .await?
+        .context("pm10")?
+        .id;
     let now = Utc::now();
     let rows: Vec<_> = [50.0, 50.0, 240.0, 245.0, 50.0]
         .into_iter()
@@ -649,7 +658,8 @@ async fn all_in_one_accepts_data_while_a_large_backlog_replays() -> Result<()> {
         .map(|(i, v)| offsite_store::SampleRow {
             device_key: key,
             metric_id: metric,
-            ts: chrono::DateTime::from_timestamp_millis(dev.next_ts + (i as i64 + 1) * 1000).unwrap(),
+            ts: chrono::DateTime::from_timestamp_millis(dev.next_ts + (i as i64 + 1) * 1000)
+                .unwrap(),
             received_at: now,
             value: v,
             quality: 0,
@@ -665,27 +675,45 @@ async fn all_in_one_accepts_data_while_a_large_backlog_replays() -> Result<()> {
     let mut c = site.command(&["up"]);
     c.env("OFFSITE_ANALYTICS__LEASE_S", LEASE_S.to_string())
         .env("OFFSITE_ANALYTICS__RENEW_S", "1")
-        .env("RUST_LOG", "info,offsite_analytics=debug,rumqttd=warn,sqlx=warn")
+        .env(
+            "RUST_LOG",
+            "info,offsite_analytics=debug,rumqttd=warn,sqlx=warn",
+        )
         .stderr(Stdio::from(std::fs::File::create(&log)?));
     // The dead process's leases stay live until the device is online again (a device's data
     // warnings are inhibited while it is offline, by design), then lapse.
-    let leases = |until: &'static str| {
-        sqlx::query(until).execute(site.db.store.pool())
-    };
+    let leases = |until: &'static str| sqlx::query(until).execute(site.db.store.pool());
     leases("UPDATE analytics_shards SET lease_until = now() + interval '1 hour'").await?;
     let _up = Proc(c.spawn()?);
     wait_healthy(&site, Duration::from_secs(60)).await?;
     wait_online(&site, &[&dev.id]).await?;
-    wait_for("the new process waiting for the old leases", Duration::from_secs(30), || async {
-        metric_value(&site, "offsite_analytics_in_process_waiting", "").await.unwrap_or(0.0) == 1.0
-    })
+    wait_for(
+        "the new process waiting for the old leases",
+        Duration::from_secs(30),
+        || async {
+            metric_value(&site, "offsite_analytics_in_process_waiting", "")
+                .await
+                .unwrap_or(0.0)
+                == 1.0
+        },
+    )
     .await?;
     leases("UPDATE analytics_shards SET lease_until = now() - interval '1 second'").await?;
     // The new one acquires every shard and replays.
-    wait_for("the replay running", Duration::from_secs(LEASE_S * 5 + 30), || async {
-        metric_value(&site, "offsite_analytics_replaying_shards", "").await.unwrap_or(0.0) >= 1.0
-            && metric_value(&site, "offsite_analytics_replayed_samples_total", "").await.unwrap_or(0.0) > 0.0
-    })
+    wait_for(
+        "the replay running",
+        Duration::from_secs(LEASE_S * 5 + 30),
+        || async {
+            metric_value(&site, "offsite_analytics_replaying_shards", "")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+                && metric_value(&site, "offsite_analytics_replayed_samples_total", "")
+                    .await
+                    .unwrap_or(0.0)
+                    > 0.0
+        },
+    )
     .await?;
     let replay_started = std::time::Instant::now();
     // Device data is acknowledged (after its commit) and stored while the replay still runs.
@@ -700,15 +728,27 @@ async fn all_in_one_accepts_data_while_a_large_backlog_replays() -> Result<()> {
     );
 
     wait_for("the replay finished", Duration::from_secs(600), || async {
-        metric_value(&site, "offsite_analytics_replaying_shards", "").await.unwrap_or(1.0) == 0.0
+        metric_value(&site, "offsite_analytics_replaying_shards", "")
+            .await
+            .unwrap_or(1.0)
+            == 0.0
     })
     .await?;
     dev.send(&[54.0]).await?;
     dev.stored_equals_sent(&site).await?;
-    eprintln!("replay finished after {:.1} s", replay_started.elapsed().as_secs_f64());
+    eprintln!(
+        "replay finished after {:.1} s",
+        replay_started.elapsed().as_secs_f64()
+    );
     let expected = expected + 4;
     let analysed = || async {
-        metric_value(&site, "offsite_analytics_samples_total", "outcome=\"analysed\"").await.unwrap_or(0.0)
+        metric_value(
+            &site,
+            "offsite_analytics_samples_total",
+            "outcome=\"analysed\"",
+        )
+        .await
+        .unwrap_or(0.0)
     };
     let _ = wait_for("every sample analysed", Duration::from_secs(30), || async {
         analysed().await >= expected as f64
@@ -736,7 +776,10 @@ fn spawn_in_process_ingest(site: &Site, log: &Path) -> Result<Proc> {
         .env("OFFSITE_ANALYTICS__LEASE_S", LEASE_S.to_string())
         .env("OFFSITE_ANALYTICS__RENEW_S", "1")
         // Each process its own HJ 212 port.
-        .env("OFFSITE_HJ212__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "OFFSITE_HJ212__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .stderr(Stdio::from(std::fs::File::create(log)?));
     Ok(Proc(c.spawn().context("spawning offsite ingest")?))
 }
@@ -750,23 +793,42 @@ async fn a_second_in_process_ingest_takes_no_shards_until_the_first_is_gone() ->
     let _broker = spawn(&site, &["broker"], None, None)?;
     wait_port(site.tls_port, Duration::from_secs(60)).await?;
     wait_port(site.plain_port, Duration::from_secs(10)).await?;
-    let (log_a, log_b) = (site.dir.path().join("ingest-a.log"), site.dir.path().join("ingest-b.log"));
+    let (log_a, log_b) = (
+        site.dir.path().join("ingest-a.log"),
+        site.dir.path().join("ingest-b.log"),
+    );
     let mut a = spawn_in_process_ingest(&site, &log_a)?;
     let mut first = String::new();
-    wait_for("the first ingest owning every shard", Duration::from_secs(60), || async {
-        let o = owners(&site).await.unwrap_or_default();
-        o.len() == 16 && o.iter().all(|x| x.as_deref().is_some_and(|x| x.starts_with("in-process-")) && *x == o[0])
-    })
+    wait_for(
+        "the first ingest owning every shard",
+        Duration::from_secs(60),
+        || async {
+            let o = owners(&site).await.unwrap_or_default();
+            o.len() == 16
+                && o.iter().all(|x| {
+                    x.as_deref().is_some_and(|x| x.starts_with("in-process-")) && *x == o[0]
+                })
+        },
+    )
     .await?;
     first.push_str(owners(&site).await?[0].as_deref().unwrap_or_default());
     let _b = spawn_in_process_ingest(&site, &log_b)?;
-    wait_for("the second one saying why it waits", Duration::from_secs(60), || async {
-        std::fs::read_to_string(&log_b).unwrap_or_default().contains("another process with in-process analytics")
-    })
+    wait_for(
+        "the second one saying why it waits",
+        Duration::from_secs(60),
+        || async {
+            std::fs::read_to_string(&log_b)
+                .unwrap_or_default()
+                .contains("another process with in-process analytics")
+        },
+    )
     .await?;
     tokio::time::sleep(Duration::from_secs(LEASE_S)).await;
     assert!(
-        owners(&site).await?.iter().all(|o| o.as_deref() == Some(first.as_str())),
+        owners(&site)
+            .await?
+            .iter()
+            .all(|o| o.as_deref() == Some(first.as_str())),
         "the first keeps every shard"
     );
     assert!(
@@ -775,10 +837,17 @@ async fn a_second_in_process_ingest_takes_no_shards_until_the_first_is_gone() ->
     );
 
     a.kill9();
-    wait_for("the second owning every shard", Duration::from_secs(LEASE_S * 4 + 10), || async {
-        let o = owners(&site).await.unwrap_or_default();
-        o.iter().all(|x| x.as_deref().is_some_and(|x| x.starts_with("in-process-") && x != first))
-    })
+    wait_for(
+        "the second owning every shard",
+        Duration::from_secs(LEASE_S * 4 + 10),
+        || async {
+            let o = owners(&site).await.unwrap_or_default();
+            o.iter().all(|x| {
+                x.as_deref()
+                    .is_some_and(|x| x.starts_with("in-process-") && x != first)
+            })
+        },
+    )
     .await?;
     Ok(())
 }
