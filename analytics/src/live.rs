@@ -304,6 +304,8 @@ struct Engine {
     /// Owned shards still catching up from their checkpoints (their live rows are held).
     replays: BTreeMap<Shard, ShardReplay>,
     replay_generation: u64,
+    /// The shard whose replay read the last page: the next page is the next shard's.
+    last_paged: Option<Shard>,
     /// Where replay pages read in the background are answered; one page at a time.
     pages: flume::Sender<PageAnswer>,
     page_in_flight: bool,
@@ -352,6 +354,7 @@ impl Engine {
             lease_ok: Instant::now(),
             replays: BTreeMap::new(),
             replay_generation: 0,
+            last_paged: None,
             pages,
             page_in_flight: false,
             summarize_first: false,
@@ -791,13 +794,19 @@ impl Engine {
     }
 
     /// Sends the next replay page query, unless one is under way; finishes replays that are done.
-    /// Shards catch up one after another (each goes live as soon as it can).
+    /// Replaying shards take turns, a page each: a shard with little to catch up goes live after
+    /// a few pages however large another shard's backlog is.
     async fn pump_replay(&mut self) {
         if self.page_in_flight || self.replay_retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
         loop {
-            let Some((&shard, r)) = self.replays.iter().next() else { return };
+            use std::ops::Bound::{Excluded, Unbounded};
+            let after = self.last_paged.map_or(Unbounded, Excluded);
+            let Some((&shard, r)) = self.replays.range((after, Unbounded)).next().or_else(|| self.replays.iter().next())
+            else {
+                return;
+            };
             let Some(req) = r.next_page() else {
                 self.finish_replay(shard).await;
                 continue;
@@ -805,6 +814,7 @@ impl Engine {
             let (store, count, generation, pages) = (self.store.clone(), self.shards.shards, r.generation, self.pages.clone());
             let summarize = std::mem::take(&mut self.summarize_first);
             self.page_in_flight = true;
+            self.last_paged = Some(shard);
             tokio::spawn(async move {
                 if summarize {
                     // Without it every page would scan all rows since the last vacuum.
