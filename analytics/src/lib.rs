@@ -8,6 +8,7 @@ pub mod detector;
 pub mod likelihood;
 pub mod live;
 pub mod nab;
+pub mod replay;
 pub mod onnx;
 pub mod rules;
 pub mod shards;

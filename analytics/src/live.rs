@@ -12,7 +12,7 @@
 //! it. While any metric of a device carries M or C, the device's data warnings are inhibited, as
 //! in a maintenance window.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -29,10 +29,16 @@ use tracing::{info, warn};
 
 use crate::chain::Chain;
 use crate::detector::{Level, Observation, SeriesKey, SeriesMeta, Transition};
-use crate::shards::{FeedControl, ShardConfig, LEASE_CHANGES, OWNED, REPLAYED, SKIPPED};
+use crate::replay::{PageRequest, ShardReplay};
+use crate::shards::{
+    FeedControl, ShardConfig, IN_PROCESS_WAITING, LEASE_CHANGES, OWNED, REPLAYED, REPLAYING, REPLAY_HELD_DROPPED, SKIPPED,
+};
 
 /// Committed rows from ingest, with when they were committed (for the latency figure).
 pub type Committed = (Instant, Vec<SampleRow>);
+
+/// A replay page read in the background: shard, replay generation, what was asked, the rows.
+type PageAnswer = (Shard, u64, PageRequest, Result<Vec<SampleRow>>);
 
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
@@ -169,13 +175,13 @@ impl Analytics {
     ) -> Result<Self> {
         // For callers without a configuration (benchmarks): the default 16 shards, fed
         // in-process. An installation configured with another count uses `start_sharded`.
-        let shards = ShardConfig::in_process(ShardCount::new(16)?, "in-process".into());
+        let shards = ShardConfig::in_process(ShardCount::new(16)?, crate::shards::in_process_replica());
         Self::start_sharded(store, chain, cfg, shards, FeedControl::InProcess, rx, live).await
     }
 
     /// Starts a replica that owns the shards its lease rounds give it. Returns once the first
-    /// round is done and its shards are replayed (the all-in-one starts ingest only then, so the
-    /// in-process queue cannot overflow during the replay).
+    /// lease round is done; the shards it acquired replay from their checkpoints in the
+    /// background while live rows flow (see `replay.rs`), so ingest can start at once.
     pub async fn start_sharded(
         store: Store,
         chain: Chain,
@@ -193,7 +199,8 @@ impl Analytics {
         LazyLock::force(&DETECT_SECONDS);
         LazyLock::force(&WARNING_LATENCY);
         LazyLock::force(&QUEUE_DEPTH);
-        let mut engine = Engine::new(store, chain, cfg, live, shards, feed).await?;
+        let (pages_tx, pages_rx) = flume::unbounded::<PageAnswer>();
+        let mut engine = Engine::new(store, chain, cfg, live, shards, feed, pages_tx).await?;
         engine.lease_round().await;
         let (stop, mut stop_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -201,6 +208,9 @@ impl Analytics {
             let every = engine.shards.renew_every;
             let mut lease = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
+                // One task for live rows and replay pages: the page queries run in the
+                // background, so the queue from ingest is drained while a shard catches up.
+                engine.pump_replay().await;
                 tokio::select! {
                     m = rx.recv_async() => match m {
                         Ok((at, rows)) => {
@@ -208,15 +218,16 @@ impl Analytics {
                             if engine.feed.take_reconnected() {
                                 engine.replay_owned().await;
                             }
-                            engine.process(at, rows).await;
+                            engine.live_rows(at, rows).await;
                         }
                         Err(_) => break,
                     },
+                    Ok(answer) = pages_rx.recv_async() => engine.page_answered(answer).await,
                     _ = lease.tick() => engine.lease_round().await,
                     _ = idle.tick() => engine.idle().await,
                     _ = async { let _ = stop_rx.wait_for(|v| *v).await; } => {
                         while let Ok((at, rows)) = rx.try_recv() {
-                            engine.process(at, rows).await;
+                            engine.live_rows(at, rows).await;
                         }
                         break;
                     }
@@ -290,6 +301,20 @@ struct Engine {
     /// When a lease round last succeeded: without one for a whole lease time, others may own our
     /// shards, so this replica stops analysing them.
     lease_ok: Instant,
+    /// Owned shards still catching up from their checkpoints (their live rows are held).
+    replays: BTreeMap<Shard, ShardReplay>,
+    replay_generation: u64,
+    /// The shard whose replay read the last page: the next page is the next shard's.
+    last_paged: Option<Shard>,
+    /// Where replay pages read in the background are answered; one page at a time.
+    pages: flume::Sender<PageAnswer>,
+    page_in_flight: bool,
+    /// New replays began: the BRIN index's new ranges are summarised before their next page.
+    summarize_first: bool,
+    /// After a failed page read: the next try waits until then.
+    replay_retry_at: Option<Instant>,
+    /// Other in-process replicas holding shards, as last logged.
+    in_process_rivals: Vec<String>,
 }
 
 impl Engine {
@@ -300,6 +325,7 @@ impl Engine {
         live: broadcast::Sender<WarningChange>,
         shards: ShardConfig,
         feed: FeedControl,
+        pages: flume::Sender<PageAnswer>,
     ) -> Result<Self> {
         let mut e = Self {
             store,
@@ -326,6 +352,14 @@ impl Engine {
             analysed_upto: HashMap::new(),
             last_ts: HashMap::new(),
             lease_ok: Instant::now(),
+            replays: BTreeMap::new(),
+            replay_generation: 0,
+            last_paged: None,
+            pages,
+            page_in_flight: false,
+            summarize_first: false,
+            replay_retry_at: None,
+            in_process_rivals: Vec::new(),
         };
         e.load_registry().await?;
         e.load_open_flags().await;
@@ -660,6 +694,8 @@ impl Engine {
                 if self.lease_ok.elapsed() > self.shards.lease && !self.owned.is_empty() {
                     // Our leases have lapsed: another replica may analyse these shards now.
                     let gone: Vec<Shard> = self.owned.drain().collect();
+                    self.replays.clear();
+                    REPLAYING.set(0);
                     LEASE_CHANGES.with_label_values(&["lost"]).inc_by(gone.len() as u64);
                     self.feed.unsubscribe(&gone).await;
                     OWNED.set(0);
@@ -670,6 +706,24 @@ impl Engine {
         };
         self.lease_ok = Instant::now();
         tracing::debug!(owned = round.owned.len(), live_replicas = round.live_replicas, "lease round");
+        if self.shards.exclusive {
+            IN_PROCESS_WAITING.set(i64::from(!round.in_process_rivals.is_empty()));
+            if round.in_process_rivals != self.in_process_rivals {
+                if round.in_process_rivals.is_empty() {
+                    info!("no other in-process analytics holds shards any more");
+                } else {
+                    warn!(
+                        holders = ?round.in_process_rivals,
+                        owned = round.owned.len(),
+                        "another process with in-process analytics (feed = \"in_process\") holds analytics shards on this database, \
+                         or held them when it died: this one analyses only the shards it holds and takes the others when their leases \
+                         lapse (lease_s after that process stopped; the samples meanwhile are replayed then). For good, run a single \
+                         ingest with feed = \"in_process\", or feed = \"shards\" with `offsite analytics` replicas"
+                    );
+                }
+                self.in_process_rivals = round.in_process_rivals.clone();
+            }
+        }
         let now_owned: HashSet<Shard> = round.owned.iter().copied().collect();
         let gone: Vec<Shard> = self.owned.difference(&now_owned).copied().collect();
         if !gone.is_empty() {
@@ -677,7 +731,9 @@ impl Engine {
                 let change = if round.released.contains(s) { "released" } else { "lost" };
                 LEASE_CHANGES.with_label_values(&[change]).inc();
                 self.owned.remove(s);
+                self.replays.remove(s);
             }
+            REPLAYING.set(self.replays.len() as i64);
             self.feed.unsubscribe(&gone).await;
             info!(shards = ?gone.iter().map(|s| s.get()).collect::<Vec<_>>(), owned = self.owned.len(), live_replicas = round.live_replicas, "analytics shards given up");
         }
@@ -704,51 +760,154 @@ impl Engine {
                 warn!(error = %format!("{e:#}"), "subscribing the analytics feed; retrying next round");
                 return;
             }
-            for (s, checkpoint) in acquire {
-                self.owned.insert(s);
+            for (s, _) in &acquire {
+                self.owned.insert(*s);
                 LEASE_CHANGES.with_label_values(&["acquired"]).inc();
-                self.replay(s, checkpoint).await;
             }
+            self.begin_replays(acquire).await;
             info!(shards = ?shards.iter().map(|s| s.get()).collect::<Vec<_>>(), owned = self.owned.len(), live_replicas = round.live_replicas, "analytics shards acquired");
         }
         OWNED.set(self.owned.len() as i64);
         self.checkpoint().await;
     }
 
-    /// Runs a shard's samples received since `checkpoint` (at most `max_replay` back) through the
-    /// chain, in device time order.
-    async fn replay(&mut self, shard: Shard, checkpoint: Option<DateTime<Utc>>) {
+    /// Starts catching shards up from their checkpoints (at most `max_replay` back) to a point
+    /// past now, after their feed was attached; a replay already running starts over.
+    async fn begin_replays(&mut self, shards: Vec<(Shard, Option<DateTime<Utc>>)>) {
+        if shards.is_empty() {
+            return;
+        }
         let now = self.store.db_now().await.unwrap_or_else(|_| Utc::now());
         let floor = now - chrono::Duration::from_std(self.shards.max_replay).unwrap_or(chrono::Duration::hours(1));
-        let after = checkpoint.map_or(floor, |c| c.max(floor));
-        let (mut cursor, mut n) = (None, 0usize);
-        loop {
-            let page = match self.store.replay_page(self.shards.shards, shard, after, cursor, 5000).await {
-                Ok(p) => p,
-                Err(e) => {
-                    warn!(error = %format!("{e:#}"), shard = shard.get(), "replaying a shard failed; samples since its checkpoint are not analysed");
-                    break;
-                }
-            };
-            let Some(last) = page.last() else { break };
-            cursor = Some((last.ts, last.device_key, last.metric_id));
-            n += page.len();
-            REPLAYED.inc_by(page.len() as u64);
-            self.process(Instant::now(), page).await;
+        // The margin covers ingest clocks a little ahead of the database's: a row stamped later
+        // than `now` but received before the feed was attached is still replayed.
+        let upto = now + chrono::Duration::from_std(self.shards.checkpoint_margin).unwrap_or(chrono::Duration::seconds(10));
+        for (s, checkpoint) in shards {
+            self.replay_generation += 1;
+            let after = checkpoint.map_or(floor, |c| c.max(floor));
+            // Rows held by a replay started over are committed and received before `upto`:
+            // the new replay reads them.
+            self.replays.insert(s, ShardReplay::new(self.replay_generation, after, upto));
         }
-        info!(shard = shard.get(), replayed = n, since = %after, "analytics shard replayed");
+        self.summarize_first = true;
+        REPLAYING.set(self.replays.len() as i64);
+    }
+
+    /// Sends the next replay page query, unless one is under way; finishes replays that are done.
+    /// Replaying shards take turns, a page each: a shard with little to catch up goes live after
+    /// a few pages however large another shard's backlog is.
+    async fn pump_replay(&mut self) {
+        if self.page_in_flight || self.replay_retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        loop {
+            use std::ops::Bound::{Excluded, Unbounded};
+            let after = self.last_paged.map_or(Unbounded, Excluded);
+            let Some((&shard, r)) = self.replays.range((after, Unbounded)).next().or_else(|| self.replays.iter().next())
+            else {
+                return;
+            };
+            let Some(req) = r.next_page() else {
+                self.finish_replay(shard).await;
+                continue;
+            };
+            let (store, count, generation, pages) = (self.store.clone(), self.shards.shards, r.generation, self.pages.clone());
+            let summarize = std::mem::take(&mut self.summarize_first);
+            self.page_in_flight = true;
+            self.last_paged = Some(shard);
+            tokio::spawn(async move {
+                if summarize {
+                    // Without it every page would scan all rows since the last vacuum.
+                    let t = Instant::now();
+                    match store.summarize_received_index().await {
+                        Ok(n) => info!(ranges = n, seconds = t.elapsed().as_secs_f64(), "samples BRIN index summarised for the replay"),
+                        Err(e) => warn!(error = %format!("{e:#}"), "summarising the samples BRIN index; the replay reads more blocks"),
+                    }
+                }
+                let rows = store.replay_page(count, shard, req.from, req.upto, req.limit).await;
+                let _ = pages.send((shard, generation, req, rows));
+            });
+            return;
+        }
+    }
+
+    /// The replay reached its end: the shard goes live, first with the rows held meanwhile (the
+    /// recent-times guard skips those the replay already analysed).
+    async fn finish_replay(&mut self, shard: Shard) {
+        if let Some(r) = self.replays.remove(&shard) {
+            REPLAYING.set(self.replays.len() as i64);
+            info!(shard = shard.get(), replayed = r.replayed, held = r.held(), since = %r.since, "analytics shard replayed");
+            for chunk in r.into_held().chunks(crate::replay::PAGE_ROWS as usize) {
+                self.process(Instant::now(), chunk.to_vec()).await;
+            }
+        }
+    }
+
+    /// A replay page came back: analyse it; at the replay's end, the live rows held meanwhile.
+    async fn page_answered(&mut self, (shard, generation, req, rows): PageAnswer) {
+        self.page_in_flight = false;
+        let Some(r) = self.replays.get_mut(&shard).filter(|r| r.generation == generation) else {
+            return; // the shard was lost, or its replay started over
+        };
+        let mut rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), shard = shard.get(), "reading a replay page failed; retrying");
+                self.replay_retry_at = Some(Instant::now() + Duration::from_secs(1));
+                return;
+            }
+        };
+        self.replay_retry_at = None;
+        r.page_read(&req, &rows);
+        let done = r.next_page().is_none();
+        REPLAYED.inc_by(rows.len() as u64);
+        // Commit order; within the page, device time order (a resent older batch first).
+        rows.sort_by_key(|r| r.ts);
+        self.process(Instant::now(), rows).await;
+        if done {
+            self.finish_replay(shard).await;
+        }
+    }
+
+    /// Rows from the live feed: analysed now, or held while their shard replays.
+    async fn live_rows(&mut self, at: Instant, rows: Vec<SampleRow>) {
+        if self.replays.is_empty() {
+            return self.process(at, rows).await;
+        }
+        let mut now = Vec::with_capacity(rows.len());
+        let mut held: BTreeMap<Shard, Vec<SampleRow>> = BTreeMap::new();
+        for r in rows {
+            let s = self.shards.shards.shard_of(r.device_key);
+            if self.replays.contains_key(&s) {
+                held.entry(s).or_default().push(r);
+            } else {
+                now.push(r);
+            }
+        }
+        for (s, rows) in held {
+            if let Some(r) = self.replays.get_mut(&s) {
+                let h = r.hold(rows);
+                if h.dropped > 0 {
+                    REPLAY_HELD_DROPPED.inc_by(h.dropped as u64);
+                    warn!(shard = s.get(), dropped = h.dropped, "live rows of a replaying shard over the bound: dropped, the replay reads them from the table");
+                }
+            }
+        }
+        if !now.is_empty() {
+            self.process(at, now).await;
+        }
     }
 
     /// After the feed's connection came back: every owned shard again from its checkpoint.
     async fn replay_owned(&mut self) {
         match self.store.analytics_shards().await {
             Ok(table) => {
-                let mut owned: Vec<Shard> = self.owned.iter().copied().collect();
-                owned.sort();
-                for s in owned {
-                    let cp = table.iter().find(|(n, _, _)| *n == s.get() as i32).and_then(|(_, _, c)| *c);
-                    self.replay(s, cp).await;
-                }
+                let owned: Vec<(Shard, Option<DateTime<Utc>>)> = self
+                    .owned
+                    .iter()
+                    .map(|s| (*s, table.iter().find(|(n, _, _)| *n == s.get() as i32).and_then(|(_, _, c)| *c)))
+                    .collect();
+                self.begin_replays(owned).await;
             }
             Err(e) => warn!(error = %format!("{e:#}"), "reading analytics checkpoints"),
         }

@@ -2,8 +2,9 @@
 //!
 //! Every replica (the all-in-one's single one included) runs the same lease round: heartbeat,
 //! renew, give back surplus, claim up to its fair share (`offsite_store::analytics_shards`). A
-//! shard it acquires is replayed from the database from its checkpoint before the live feed goes
-//! on; the owner moves the checkpoint forward as it analyses.
+//! shard it acquires is replayed from the database from its checkpoint while its live feed is
+//! held (`replay.rs`; the other shards flow meanwhile); the owner moves the checkpoint forward as
+//! it analyses.
 //!
 //! Invariant (what "nothing lost" means here): a sample of shard n that was committed within
 //! `checkpoint_margin` of its `received_at` is analysed by whoever owns n, live or by replay,
@@ -38,7 +39,8 @@ pub struct ShardConfig {
     /// restarted replica then takes its own unexpired leases back at once).
     pub replica: String,
     /// Fed in-process (the all-in-one, or ingest with analytics beside it): nobody else can see
-    /// this stream, so this replica takes every shard, live lease or not.
+    /// this stream, so this replica takes every shard, live lease or not, except from another
+    /// in-process replica (a second such process waits for the first one's leases to lapse).
     pub exclusive: bool,
     pub lease: Duration,
     pub renew_every: Duration,
@@ -101,7 +103,46 @@ pub static FEED_REJECTED: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap()
 });
 
+pub static REPLAYING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "offsite_analytics_replaying_shards",
+        "Owned shards still catching up from their checkpoints (their live rows are held)"
+    )
+    .unwrap()
+});
+pub static REPLAY_HELD_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "offsite_analytics_replay_held_dropped_total",
+        "Live rows of a replaying shard dropped over the hold bound (the replay reads them from the table instead)"
+    )
+    .unwrap()
+});
+pub static IN_PROCESS_WAITING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "offsite_analytics_in_process_waiting",
+        "1 while another process's in-process analytics holds shards this in-process one cannot take"
+    )
+    .unwrap()
+});
+
+/// The replica name of in-process analytics: one per process (`in-process-<host>-<random>`), so a
+/// second ingest with analytics beside it cannot renew the first one's leases as its own, and a
+/// dead one's leases lapse normally.
+pub fn in_process_replica() -> String {
+    // Services rarely export HOSTNAME (pods do); the kernel knows it anyway.
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("in-process-{host}-{:08x}", rand::random::<u32>())
+}
+
 pub(crate) fn register() {
+    LazyLock::force(&REPLAYING);
+    LazyLock::force(&REPLAY_HELD_DROPPED);
+    LazyLock::force(&IN_PROCESS_WAITING);
     LazyLock::force(&OWNED);
     LazyLock::force(&REPLAYED);
     LazyLock::force(&SKIPPED);

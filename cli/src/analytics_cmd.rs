@@ -50,8 +50,8 @@ pub fn live_config(cfg: &Config, audit: Option<offsite_store::AuditLog>) -> Live
 }
 
 /// Analytics fed by this process's ingest (the all-in-one, or `offsite ingest` with
-/// `feed = "in_process"`): one replica that owns every shard, replayed from the checkpoints
-/// before this returns.
+/// `feed = "in_process"`): one replica that owns every shard (unless another process's in-process
+/// analytics holds them), replaying from the checkpoints in the background.
 pub async fn start_in_process(
     cfg: &Config,
     store: &Store,
@@ -59,7 +59,7 @@ pub async fn start_in_process(
     rx: flume::Receiver<offsite_analytics::live::Committed>,
     live: tokio::sync::broadcast::Sender<offsite_store::WarningChange>,
 ) -> Result<Analytics> {
-    let shards = shard_config(cfg, true, || "in-process".into())?;
+    let shards = shard_config(cfg, true, offsite_analytics::shards::in_process_replica)?;
     Analytics::start_sharded(
         store.clone(),
         crate::detectors::live_chain(),

@@ -239,7 +239,8 @@ impl AllInOne {
                 ..LiveConfig::default()
             };
             // One replica fed in-process: it owns every shard and replays them from their
-            // checkpoints before ingest starts (a restart after a kill analyses what it missed).
+            // checkpoints in the background while ingest runs (a restart after a kill analyses
+            // what it missed without holding devices up).
             let a = crate::analytics_cmd::start_in_process(cfg, &store, live_cfg, tap_rx, live.clone()).await?;
             (Some(offsite_ingest::Tap::BestEffort(tap_tx)), Some(a))
         } else {

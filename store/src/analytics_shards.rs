@@ -4,8 +4,9 @@
 //! A sample's shard is `device_key % shards` (every series of a device together, so device-level
 //! state such as flag inhibition and offline never splits). Each shard row has an owner with a
 //! lease and a checkpoint. Replicas heartbeat, claim free or expired shards up to their fair
-//! share, renew, give back surplus, and release on a clean shutdown. A new owner first replays the
-//! shard's samples received after the checkpoint, then follows the live feed.
+//! share, renew, give back surplus, and release on a clean shutdown. A new owner replays the
+//! shard's samples received after the checkpoint (holding the live feed meanwhile), then follows
+//! the live feed.
 //!
 //! The feed (split mode): ingest publishes each committed batch's rows, grouped by shard, to
 //! [`feed_topic`] at QoS 1, encoded by [`encode_feed`] (a version byte, then fixed-size rows).
@@ -187,6 +188,115 @@ pub struct LeaseRound {
     pub released: Vec<Shard>,
     /// Live replicas counted (this one included).
     pub live_replicas: usize,
+    /// Other live in-process replicas holding shards (an exclusive round leaves their leases
+    /// alone): a second ingest with in-process analytics on the same database.
+    pub in_process_rivals: Vec<String>,
+}
+
+/// Where a replay stands, in `(received_at, device_key, metric_id, ts)` order (keyset paging: the
+/// next page starts after it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReplayCursor {
+    /// Past every row received at or before this time.
+    After(DateTime<Utc>),
+    /// Past this row (rows received at the same time may follow it).
+    Row {
+        received_at: DateTime<Utc>,
+        device_key: i32,
+        metric_id: i32,
+        ts: DateTime<Utc>,
+    },
+}
+
+impl ReplayCursor {
+    /// Just past `row`.
+    pub fn past(row: &SampleRow) -> Self {
+        Self::Row {
+            received_at: row.received_at,
+            device_key: row.device_key,
+            metric_id: row.metric_id,
+            ts: row.ts,
+        }
+    }
+
+    pub fn received_at(&self) -> DateTime<Utc> {
+        match *self {
+            Self::After(t) | Self::Row { received_at: t, .. } => t,
+        }
+    }
+}
+
+/// One replay page to read: rows after `from`, received at or before `upto`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PageRequest {
+    pub from: ReplayCursor,
+    pub upto: DateTime<Utc>,
+    pub limit: i64,
+}
+
+/// How a replay pages through a shard up to its end: keyset pages over a short `received_at`
+/// range, so that the BRIN index on `received_at` reads only that range's blocks (a BRIN scan
+/// cannot stop at the LIMIT, so a range much longer than a page would be read again and again).
+/// A short page means its range is done and the next range is twice as long; a full page goes on
+/// after its last row with a range half as long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayPaging {
+    cursor: ReplayCursor,
+    upto: DateTime<Utc>,
+    range: Duration,
+    limit: i64,
+}
+
+impl ReplayPaging {
+    const FIRST_RANGE_MS: i64 = 10_000;
+    const MIN_RANGE_MS: i64 = 1;
+    const MAX_RANGE_MS: i64 = 3_600_000;
+
+    /// From rows received after `after` to those received at or before `upto`, `limit` per page.
+    pub fn new(after: DateTime<Utc>, upto: DateTime<Utc>, limit: i64) -> Self {
+        Self {
+            cursor: ReplayCursor::After(after),
+            upto,
+            range: Duration::milliseconds(Self::FIRST_RANGE_MS),
+            limit: limit.max(1),
+        }
+    }
+
+    /// The next page to read, or `None` once the end is reached.
+    pub fn next_page(&self) -> Option<PageRequest> {
+        let at = self.cursor.received_at();
+        if matches!(self.cursor, ReplayCursor::After(_)) && at >= self.upto {
+            return None;
+        }
+        Some(PageRequest {
+            from: self.cursor,
+            upto: (at + self.range).min(self.upto),
+            limit: self.limit,
+        })
+    }
+
+    /// Moves past a page read for `req`.
+    pub fn page_read(&mut self, req: &PageRequest, rows: &[SampleRow]) {
+        match rows.last() {
+            Some(last) if rows.len() as i64 >= req.limit => {
+                self.cursor = ReplayCursor::past(last);
+                self.range = (self.range / 2).max(Duration::milliseconds(Self::MIN_RANGE_MS));
+            }
+            _ => {
+                self.cursor = ReplayCursor::After(req.upto);
+                self.range = (self.range * 2).min(Duration::milliseconds(Self::MAX_RANGE_MS));
+            }
+        }
+    }
+
+    /// Covers rows received between `oldest` and `newest` too: the end moves past the newest,
+    /// and the cursor back before the oldest if it had passed it.
+    pub fn cover(&mut self, oldest: DateTime<Utc>, newest: DateTime<Utc>) {
+        self.upto = self.upto.max(newest);
+        if oldest <= self.cursor.received_at() {
+            self.cursor = ReplayCursor::After(oldest - Duration::microseconds(1));
+        }
+    }
 }
 
 impl Store {
@@ -215,7 +325,8 @@ impl Store {
 
     /// One round for `replica`: heartbeat, renew what it owns, give back surplus beyond its fair
     /// share, claim free or expired shards up to it. `exclusive` (a replica fed in-process, the
-    /// only one that can see the stream) takes every shard, live lease or not.
+    /// only one that can see the stream) takes every shard, live lease or not, except those of
+    /// another live in-process replica (reported in `in_process_rivals`).
     pub async fn analytics_lease_round(
         &self,
         replica: &str,
@@ -224,12 +335,20 @@ impl Store {
         exclusive: bool,
     ) -> Result<LeaseRound> {
         let mut tx = self.pool.begin().await?;
+        if exclusive {
+            // Two in-process replicas starting together: the second sees the first's heartbeat
+            // and leases, never a half-done claim.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('offsite.analytics_in_process'))")
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
-            "INSERT INTO analytics_replicas (replica, seen_until) VALUES ($1, now() + $2) \
-             ON CONFLICT (replica) DO UPDATE SET seen_until = excluded.seen_until",
+            "INSERT INTO analytics_replicas (replica, seen_until, in_process) VALUES ($1, now() + $2, $3) \
+             ON CONFLICT (replica) DO UPDATE SET seen_until = excluded.seen_until, in_process = excluded.in_process",
         )
         .bind(replica)
         .bind(lease)
+        .bind(exclusive)
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM analytics_replicas WHERE seen_until < now() - interval '1 hour'")
@@ -273,7 +392,10 @@ impl Store {
             }
         } else if owned.len() < target {
             let claim = if exclusive {
-                "SELECT shard FROM analytics_shards WHERE owner IS DISTINCT FROM $1 ORDER BY shard LIMIT $2 FOR UPDATE"
+                // Every shard but those under a live lease of another in-process replica.
+                "SELECT shard FROM analytics_shards s WHERE owner IS DISTINCT FROM $1 AND NOT (lease_until >= now() \
+                 AND EXISTS (SELECT 1 FROM analytics_replicas r WHERE r.replica = s.owner AND r.in_process)) \
+                 ORDER BY shard LIMIT $2 FOR UPDATE"
             } else {
                 "SELECT shard FROM analytics_shards WHERE owner IS NULL OR lease_until < now() ORDER BY shard LIMIT $2 \
                  FOR UPDATE SKIP LOCKED"
@@ -294,6 +416,15 @@ impl Store {
                     .push((Shard::parse(s as i64, count)?, checkpoint));
             }
             owned.sort_unstable();
+        }
+        if exclusive && owned.len() < target {
+            round.in_process_rivals = sqlx::query_scalar(
+                "SELECT DISTINCT s.owner FROM analytics_shards s JOIN analytics_replicas r ON r.replica = s.owner \
+                 WHERE s.lease_until >= now() AND r.in_process AND s.owner <> $1 ORDER BY 1",
+            )
+            .bind(replica)
+            .fetch_all(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         round.owned = owned
@@ -354,28 +485,41 @@ impl Store {
         .await?)
     }
 
-    /// One page of a shard's samples received after `after`, in device time order, following
-    /// `cursor` (the last row of the previous page: ts, device, metric).
+    /// One page of a shard's samples after `from` and received at or before `upto`, in
+    /// `(received_at, device_key, metric_id, ts)` order: commit order, as the live feed delivered
+    /// them. Both bounds are on `received_at`, so the BRIN index on it limits the scan to the
+    /// blocks of that time range; the caller keeps the range short (a page's worth), because a
+    /// BRIN scan cannot stop early at the LIMIT.
     pub async fn replay_page(
         &self,
         count: ShardCount,
         shard: Shard,
-        after: DateTime<Utc>,
-        cursor: Option<(DateTime<Utc>, i32, i32)>,
+        from: ReplayCursor,
+        upto: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<SampleRow>> {
-        let (cts, cdev, cmet) = (cursor.map(|c| c.0), cursor.map(|c| c.1), cursor.map(|c| c.2));
+        let (dev, met, ts) = match from {
+            ReplayCursor::After(_) => (None, None, None),
+            ReplayCursor::Row {
+                device_key,
+                metric_id,
+                ts,
+                ..
+            } => (Some(device_key), Some(metric_id), Some(ts)),
+        };
         let rows: Vec<(i32, i32, DateTime<Utc>, DateTime<Utc>, f64, i16)> = sqlx::query_as(
             "SELECT device_key, metric_id, ts, received_at, value, quality FROM samples \
-             WHERE received_at > $3 AND device_key % $1 = $2 AND ($4::timestamptz IS NULL OR (ts, device_key, metric_id) > ($4, $5, $6)) \
-             ORDER BY ts, device_key, metric_id LIMIT $7",
+             WHERE received_at >= $3 AND received_at <= $4 AND device_key % $1 = $2 \
+             AND (($5::int IS NULL AND received_at > $3) OR (received_at, device_key, metric_id, ts) > ($3, $5, $6, $7)) \
+             ORDER BY received_at, device_key, metric_id, ts LIMIT $8",
         )
         .bind(count.0 as i32)
         .bind(shard.0 as i32)
-        .bind(after)
-        .bind(cts)
-        .bind(cdev)
-        .bind(cmet)
+        .bind(from.received_at())
+        .bind(upto)
+        .bind(dev)
+        .bind(met)
+        .bind(ts)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -392,6 +536,30 @@ impl Store {
                 },
             )
             .collect())
+    }
+
+    /// Summarises the block ranges of the samples' BRIN indexes (`received_at`) that no vacuum
+    /// has summarised yet, returning how many. An unsummarised range matches every query, and
+    /// PostgreSQL summarises new ranges only on VACUUM (`autosummarize` cannot be set on a
+    /// partitioned index), so after heavy ingest the newest rows, those a replay reads, are all
+    /// in such ranges: 3 million rows took ~0.3 s to summarise here, and a replay page then
+    /// reads its own range only (see `docs/operations.md`).
+    pub async fn summarize_received_index(&self) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        // It waits for a VACUUM of the same partition; a replay should rather go on without.
+        sqlx::query("SET LOCAL lock_timeout = '5s'")
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query_scalar(
+            "SELECT coalesce(sum(brin_summarize_new_values(c.oid)), 0)::int8 FROM pg_class c \
+             JOIN pg_index x ON x.indexrelid = c.oid JOIN pg_am a ON a.oid = c.relam \
+             WHERE a.amname = 'brin' AND c.relkind = 'i' AND (x.indrelid = 'samples'::regclass \
+             OR x.indrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'samples'::regclass))",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// The database's clock (replicas compare leases and checkpoints on it, not on their own).

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use offsite_store::analytics_shards::{Shard, ShardCount};
+use offsite_store::analytics_shards::{ReplayCursor, Shard, ShardCount};
 use offsite_store::testing::TestDb;
 use offsite_store::{Level, NewDevice, NewWarning, SampleRow, Store};
 use offsite_wire::DeviceId;
@@ -160,11 +160,11 @@ async fn replay_pages_follow_received_at_and_the_shard() -> Result<()> {
     s.write_samples(&rows).await?;
     let shard = n.shard_of(keys[0]);
     let after = t0 + Duration::seconds(4);
-    let (mut got, mut cursor) = (vec![], None);
+    let (mut got, mut cursor) = (vec![], ReplayCursor::After(after));
     loop {
-        let page = s.replay_page(n, shard, after, cursor, 7).await?;
+        let page = s.replay_page(n, shard, cursor, utc_now(), 7).await?;
         let Some(last) = page.last() else { break };
-        cursor = Some((last.ts, last.device_key, last.metric_id));
+        cursor = ReplayCursor::past(last);
         got.extend(page);
     }
     assert_eq!(
@@ -258,5 +258,93 @@ async fn a_replayed_raise_neither_doubles_nor_reopens_an_episode() -> Result<()>
         .unwrap()
         .is_opened());
     assert_eq!(count().await?, 2);
+    Ok(())
+}
+
+/// Keyset paging by received_at: rows sharing one received_at (a batch) split across pages
+/// without loss or repeat, and the upper bound stops the replay where the live feed took over.
+#[tokio::test]
+async fn replay_pages_split_a_batch_and_stop_at_the_upper_bound() -> Result<()> {
+    let db = TestDb::new().await?;
+    let s = &db.store;
+    let n = ShardCount::new(1)?;
+    let d = s
+        .insert_device(&NewDevice {
+            id: DeviceId::parse("rpk")?,
+            name: "rpk".into(),
+            object_id: None,
+            token_sha256: [7; 32],
+            cert_serial: None,
+            cert_not_after: None,
+        })
+        .await?;
+    let m = s.ensure_metric("pm10").await?.id;
+    let t0 = utc_now() - Duration::minutes(10);
+    // Two batches of 10 rows each, one received_at per batch.
+    let rows: Vec<_> = (0..20)
+        .map(|i| SampleRow {
+            device_key: d.key,
+            metric_id: m,
+            ts: t0 + Duration::seconds(i),
+            received_at: t0 + Duration::seconds(if i < 10 { 100 } else { 200 }),
+            value: i as f64,
+            quality: 0,
+        })
+        .collect();
+    s.write_samples(&rows).await?;
+    let shard = n.shard_of(d.key);
+    let read = |upto| async move {
+        let (mut got, mut cursor) = (vec![], ReplayCursor::After(t0));
+        loop {
+            let page = s.replay_page(n, shard, cursor, upto, 3).await?;
+            let Some(last) = page.last() else { break };
+            cursor = ReplayCursor::past(last);
+            got.extend(page.into_iter().map(|r| r.value as i64));
+        }
+        anyhow::Ok(got)
+    };
+    assert_eq!(
+        read(t0 + Duration::seconds(300)).await?,
+        (0..20).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        read(t0 + Duration::seconds(150)).await?,
+        (0..10).collect::<Vec<_>>(),
+        "the second batch was received after the bound"
+    );
+    Ok(())
+}
+
+/// A second in-process replica (another ingest with analytics beside it) takes no shard while the
+/// first one's leases are live, says who holds them, and takes them all once those lapse.
+#[tokio::test]
+async fn a_second_in_process_replica_waits_for_the_first() -> Result<()> {
+    let db = TestDb::new().await?;
+    let s = &db.store;
+    let n = ShardCount::new(4)?;
+    s.ensure_analytics_shards(n).await?;
+    let first = s
+        .analytics_lease_round("in-process-a", n, Duration::seconds(60), true)
+        .await?;
+    assert_eq!(first.owned.len(), 4);
+    let second = s
+        .analytics_lease_round("in-process-b", n, Duration::seconds(60), true)
+        .await?;
+    assert!(second.owned.is_empty(), "the first one's leases are live");
+    assert_eq!(second.in_process_rivals, vec!["in-process-a".to_string()]);
+    expire(s, "in-process-a").await?;
+    let second = s
+        .analytics_lease_round("in-process-b", n, Duration::seconds(60), true)
+        .await?;
+    assert_eq!(
+        second.owned.len(),
+        4,
+        "the first one died: its leases lapsed"
+    );
+    assert!(second.in_process_rivals.is_empty());
+    let first = s
+        .analytics_lease_round("in-process-a", n, Duration::seconds(60), true)
+        .await?;
+    assert!(first.owned.is_empty() && first.in_process_rivals == vec!["in-process-b".to_string()]);
     Ok(())
 }

@@ -394,7 +394,7 @@ async fn all_in_one_replays_after_a_kill() -> Result<()> {
         owners(&site)
             .await?
             .iter()
-            .filter(|o| o.as_deref() == Some("in-process"))
+            .filter(|o| o.as_deref().is_some_and(|o| o.starts_with("in-process-")))
             .count(),
         16
     );
@@ -559,5 +559,295 @@ async fn broker_killed_mid_stream_loses_no_warning() -> Result<()> {
     );
     dev.stored_equals_sent(&site).await?;
     drop(broker);
+    Ok(())
+}
+
+/// Rows of filler devices written straight into `samples` as committed but never analysed:
+/// `devices` new devices (keys from the store), `per_device` samples each at one per second of
+/// device time ending now, all received within the last minute. Returns the rows written.
+async fn write_backlog(site: &Site, devices: usize, per_device: i64) -> Result<i64> {
+    let store = &site.db.store;
+    let metric = store.metric_by_key("pm10").await?.context("pm10")?.id;
+    let mut keys = vec![];
+    for i in 0..devices {
+        let d = store
+            .insert_device(&offsite_store::NewDevice {
+                id: offsite_wire::DeviceId::parse(&format!("backlog{i}"))?,
+                name: format!("积压 {i}"),
+                object_id: None,
+                token_sha256: [9; 32],
+                cert_serial: None,
+                cert_not_after: None,
+            })
+            .await?;
+        keys.push(d.key);
+    }
+    let now = store.db_now().await?;
+    let first = now - chrono::Duration::seconds(per_device);
+    for day in [first.date_naive(), now.date_naive()] {
+        store.ensure_partition(day).await?;
+    }
+    let n = sqlx::query(
+        "INSERT INTO samples (device_key, metric_id, ts, received_at, value, quality) \
+         SELECT d, $2, $3 + make_interval(secs => i), now() - make_interval(secs => (($4 - i) * 50.0 / $4)), 40 + i % 7, 0 \
+         FROM generate_series(0, $4 - 1) i, unnest($1::int[]) d ORDER BY i, d",
+    )
+    .bind(&keys)
+    .bind(metric)
+    .bind(first)
+    .bind(per_device as i32)
+    .execute(store.pool())
+    .await?
+    .rows_affected();
+    Ok(n as i64)
+}
+
+/// Samples whose `received_at` is past their shard's checkpoint (or every sample, for a shard
+/// never analysed): what a replay from those checkpoints must analyse, each once.
+async fn behind_checkpoints(
+    site: &Site,
+    checkpoints: &[(i32, Option<String>, Option<chrono::DateTime<Utc>>)],
+) -> Result<i64> {
+    let (shards, at): (Vec<i32>, Vec<Option<chrono::DateTime<Utc>>>) =
+        checkpoints.iter().map(|(s, _, c)| (*s, *c)).unzip();
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM samples s JOIN unnest($1::int[], $2::timestamptz[]) c(shard, at) \
+         ON s.device_key % 16 = c.shard WHERE s.received_at > coalesce(c.at, '-infinity')",
+    )
+    .bind(&shards)
+    .bind(&at)
+    .fetch_one(site.db.store.pool())
+    .await?)
+}
+
+/// Issue 11: a restarted all-in-one with a large backlog behind its checkpoints (as after a
+/// queue overflow) acknowledges and stores device data while its shards are still replaying, and
+/// the replay neither skips nor repeats a sample: the anomaly in the backlog opens exactly one
+/// warning (and its clear, also in the backlog, resolves it), and the samples analysed after the
+/// restart are exactly those behind the checkpoints, each once.
+#[tokio::test(flavor = "multi_thread")]
+async fn all_in_one_accepts_data_while_a_large_backlog_replays() -> Result<()> {
+    let site = Site::new().await?;
+    pm10_rule(&site).await?;
+    let log = site.dir.path().join("up.log");
+    let mut up = spawn(&site, &["up"], None, None)?;
+    wait_healthy(&site, Duration::from_secs(60)).await?;
+    let start = Utc::now().timestamp_millis() - 600_000;
+    let mut dev = Streamer::connect(&site, &site.provision("积压回放").await?, start)?;
+    wait_online(&site, &[&dev.id]).await?;
+    dev.send(&[50.0; 10]).await?;
+    assert!(dev.link.flush(Duration::from_secs(30)).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    up.kill9();
+
+    // Committed while nothing analysed: 800,000 samples of 160 devices, and the device's own
+    // spike with its return, received now.
+    let backlog = write_backlog(&site, 160, 5000).await?;
+    let key = device_key(&site, &dev.id).await?;
+    let metric = site
+        .db
+        .store
+        .metric_by_key("pm10")
+        .await?
+        .context("pm10")?
+        .id;
+    let now = Utc::now();
+    let rows: Vec<_> = [50.0, 50.0, 240.0, 245.0, 50.0]
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| offsite_store::SampleRow {
+            device_key: key,
+            metric_id: metric,
+            ts: chrono::DateTime::from_timestamp_millis(dev.next_ts + (i as i64 + 1) * 1000)
+                .unwrap(),
+            received_at: now,
+            value: v,
+            quality: 0,
+        })
+        .collect();
+    site.db.store.write_samples(&rows).await?;
+    dev.next_ts += 5000;
+    dev.sent += 5;
+    let checkpoints = site.db.store.analytics_shards().await?;
+    let expected = behind_checkpoints(&site, &checkpoints).await?;
+    assert!(expected > backlog, "the backlog is behind the checkpoints");
+
+    let mut c = site.command(&["up"]);
+    c.env("OFFSITE_ANALYTICS__LEASE_S", LEASE_S.to_string())
+        .env("OFFSITE_ANALYTICS__RENEW_S", "1")
+        .env(
+            "RUST_LOG",
+            "info,offsite_analytics=debug,rumqttd=warn,sqlx=warn",
+        )
+        .stderr(Stdio::from(std::fs::File::create(&log)?));
+    // The dead process's leases stay live until the device is online again (a device's data
+    // warnings are inhibited while it is offline, by design), then lapse.
+    let leases = |until: &'static str| sqlx::query(until).execute(site.db.store.pool());
+    leases("UPDATE analytics_shards SET lease_until = now() + interval '1 hour'").await?;
+    let _up = Proc(c.spawn()?);
+    wait_healthy(&site, Duration::from_secs(60)).await?;
+    wait_online(&site, &[&dev.id]).await?;
+    wait_for(
+        "the new process waiting for the old leases",
+        Duration::from_secs(30),
+        || async {
+            metric_value(&site, "offsite_analytics_in_process_waiting", "")
+                .await
+                .unwrap_or(0.0)
+                == 1.0
+        },
+    )
+    .await?;
+    leases("UPDATE analytics_shards SET lease_until = now() - interval '1 second'").await?;
+    // The new one acquires every shard and replays.
+    wait_for(
+        "the replay running",
+        Duration::from_secs(LEASE_S * 5 + 30),
+        || async {
+            metric_value(&site, "offsite_analytics_replaying_shards", "")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+                && metric_value(&site, "offsite_analytics_replayed_samples_total", "")
+                    .await
+                    .unwrap_or(0.0)
+                    > 0.0
+        },
+    )
+    .await?;
+    let replay_started = std::time::Instant::now();
+    // Device data is acknowledged (after its commit) and stored while the replay still runs.
+    dev.send(&[51.0, 52.0, 53.0]).await?;
+    dev.stored_equals_sent(&site).await?;
+    let replaying = metric_value(&site, "offsite_analytics_replaying_shards", "").await?;
+    let replayed = metric_value(&site, "offsite_analytics_replayed_samples_total", "").await?;
+    eprintln!("acknowledged and stored with {replaying} shards replaying, {replayed} of {expected} samples replayed");
+    assert!(
+        replaying >= 1.0 && replayed < backlog as f64,
+        "acknowledged and stored during the replay: {replaying} shards replaying, {replayed} of {backlog} samples replayed"
+    );
+
+    wait_for("the replay finished", Duration::from_secs(600), || async {
+        metric_value(&site, "offsite_analytics_replaying_shards", "")
+            .await
+            .unwrap_or(1.0)
+            == 0.0
+    })
+    .await?;
+    dev.send(&[54.0]).await?;
+    dev.stored_equals_sent(&site).await?;
+    eprintln!(
+        "replay finished after {:.1} s",
+        replay_started.elapsed().as_secs_f64()
+    );
+    let expected = expected + 4;
+    let analysed = || async {
+        metric_value(
+            &site,
+            "offsite_analytics_samples_total",
+            "outcome=\"analysed\"",
+        )
+        .await
+        .unwrap_or(0.0)
+    };
+    let _ = wait_for("every sample analysed", Duration::from_secs(30), || async {
+        analysed().await >= expected as f64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        analysed().await as i64,
+        expected,
+        "each sample behind the checkpoints and each live one analysed once (see {})",
+        log.display()
+    );
+    assert_eq!(
+        rule_warnings(&site, &dev.id).await?,
+        vec![(1, false)],
+        "the replayed spike opened one warning, its replayed return resolved it"
+    );
+    Ok(())
+}
+
+/// `offsite ingest` with in-process analytics, with `extra` environment; stderr to `log`.
+fn spawn_in_process_ingest(site: &Site, log: &Path) -> Result<Proc> {
+    let mut c = site.command(&["ingest"]);
+    c.env("OFFSITE_ANALYTICS__FEED", "in_process")
+        .env("OFFSITE_ANALYTICS__LEASE_S", LEASE_S.to_string())
+        .env("OFFSITE_ANALYTICS__RENEW_S", "1")
+        // Each process its own HJ 212 port.
+        .env(
+            "OFFSITE_HJ212__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .stderr(Stdio::from(std::fs::File::create(log)?));
+    Ok(Proc(c.spawn().context("spawning offsite ingest")?))
+}
+
+/// Issue 11: a second `offsite ingest` with in-process analytics on the same database takes no
+/// shard from the first (each would analyse only its own commits) and says so in its log; when
+/// the first dies, its leases lapse and the second takes every shard (a rolling update).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_in_process_ingest_takes_no_shards_until_the_first_is_gone() -> Result<()> {
+    let site = Site::new().await?;
+    let _broker = spawn(&site, &["broker"], None, None)?;
+    wait_port(site.tls_port, Duration::from_secs(60)).await?;
+    wait_port(site.plain_port, Duration::from_secs(10)).await?;
+    let (log_a, log_b) = (
+        site.dir.path().join("ingest-a.log"),
+        site.dir.path().join("ingest-b.log"),
+    );
+    let mut a = spawn_in_process_ingest(&site, &log_a)?;
+    let mut first = String::new();
+    wait_for(
+        "the first ingest owning every shard",
+        Duration::from_secs(60),
+        || async {
+            let o = owners(&site).await.unwrap_or_default();
+            o.len() == 16
+                && o.iter().all(|x| {
+                    x.as_deref().is_some_and(|x| x.starts_with("in-process-")) && *x == o[0]
+                })
+        },
+    )
+    .await?;
+    first.push_str(owners(&site).await?[0].as_deref().unwrap_or_default());
+    let _b = spawn_in_process_ingest(&site, &log_b)?;
+    wait_for(
+        "the second one saying why it waits",
+        Duration::from_secs(60),
+        || async {
+            std::fs::read_to_string(&log_b)
+                .unwrap_or_default()
+                .contains("another process with in-process analytics")
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(LEASE_S)).await;
+    assert!(
+        owners(&site)
+            .await?
+            .iter()
+            .all(|o| o.as_deref() == Some(first.as_str())),
+        "the first keeps every shard"
+    );
+    assert!(
+        std::fs::read_to_string(&log_b)?.contains(&first),
+        "the log names the holder"
+    );
+
+    a.kill9();
+    wait_for(
+        "the second owning every shard",
+        Duration::from_secs(LEASE_S * 4 + 10),
+        || async {
+            let o = owners(&site).await.unwrap_or_default();
+            o.iter().all(|x| {
+                x.as_deref()
+                    .is_some_and(|x| x.starts_with("in-process-") && x != first)
+            })
+        },
+    )
+    .await?;
     Ok(())
 }

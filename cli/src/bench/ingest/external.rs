@@ -211,8 +211,8 @@ fn spawn_ingest(
         .env("OFFSITE_INTERNAL_MQTT__HOST", "127.0.0.1")
         .env("OFFSITE_INTERNAL_MQTT__PORT", internal_port.to_string())
         .env("OFFSITE_HJ212__ENABLED", "false")
-        // Ingest alone: two replicas with in-process analytics would each claim every shard, and a
-        // restarted in-process analytics replays its shards before ingest starts (see BENCHMARKS.md).
+        // Ingest alone: this measures the ingest pipeline (two replicas with in-process analytics
+        // would also leave one of them analysing nothing: one in-process claimant per database).
         .env("OFFSITE_ANALYTICS__ENABLED", "false")
         .env("OFFSITE_INGEST__WRITERS", cfg.ingest.writers.to_string())
         // As in the default mode: this measures the pipeline's capacity, and each simulated device
