@@ -8,6 +8,7 @@
 
 mod auth;
 mod config;
+mod front;
 mod links;
 pub mod metrics;
 pub mod mosquitto;
