@@ -25,7 +25,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -33,7 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout, Instant};
 use tracing::{debug, info, warn};
 
@@ -52,6 +52,14 @@ const MAX_RECORD: usize = (1 << 14) + 2048;
 const DRAIN_CAP: Duration = Duration::from_secs(60);
 /// A pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Handshakes each upstream listener is given at once. rumqttd's accept loop does them one after
+/// the other; a short queue keeps it busy, a long one only makes every device in it wait (and
+/// its kernel backlog overflow, so that connects time out). Devices beyond it wait in the front,
+/// their ClientHello read and held.
+const HANDSHAKES_PER_UPSTREAM: usize = 16;
+/// The longest a device waits in the front for a handshake slot, and for rumqttd's first flight
+/// once it has one; devices (the edge agent) give up after 60 s anyway.
+const QUEUE_CAP: Duration = Duration::from_secs(60);
 
 /// How many upstream listeners each public device address gets.
 ///
@@ -98,20 +106,42 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener> {
         .with_context(|| format!("listening on {addr}"))
 }
 
+/// As [`bind`], with SO_REUSEPORT: every front process listens on the same address.
+pub(crate) fn bind_shared(addr: SocketAddr) -> Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .with_context(|| format!("creating the socket for {addr}"))?;
+    socket.set_reuseaddr(true).context("SO_REUSEADDR")?;
+    socket.set_reuseport(true).context("SO_REUSEPORT")?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("MQTT listener {addr} is not available"))?;
+    socket
+        .listen(BACKLOG)
+        .with_context(|| format!("listening on {addr}"))
+}
+
 /// rumqttd's listeners behind one public address, and how many handshakes each has in progress.
 pub(crate) struct Upstreams {
     addrs: Vec<SocketAddr>,
     handshaking: Vec<AtomicUsize>,
     next: AtomicUsize,
+    /// Handshakes in progress over all these listeners, `HANDSHAKES_PER_UPSTREAM` each.
+    slots: Arc<Semaphore>,
 }
 
 impl Upstreams {
     pub(crate) fn new(addrs: Vec<SocketAddr>) -> Self {
         let handshaking = addrs.iter().map(|_| AtomicUsize::new(0)).collect();
+        let slots = Arc::new(Semaphore::new(addrs.len() * HANDSHAKES_PER_UPSTREAM));
         Self {
             addrs,
             handshaking,
             next: AtomicUsize::new(0),
+            slots,
         }
     }
 
@@ -216,8 +246,15 @@ async fn serve(
         Ok(Err(HelloError::Closed)) => return refuse(peer, FrontRefusal::ClosedEarly),
         Err(_) => return refuse(peer, FrontRefusal::HelloTimeout),
     };
+    let slot = match upstreams.slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => match wait_for_slot(&device, upstreams).await {
+            Ok(slot) => slot,
+            Err(reason) => return refuse(peer, reason),
+        },
+    };
     let index = upstreams.pick();
-    let handshake = Handshake::begin(upstreams.clone(), index, Instant::now() + deadline);
+    let handshake = Handshake::begin(upstreams.clone(), index, slot);
     let upstream = match timeout(deadline, TcpStream::connect(upstreams.addrs[index])).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return upstream_failed(peer, &e.to_string()),
@@ -254,6 +291,36 @@ async fn serve(
             drain(upstream_rx).await;
         }
     }
+}
+
+/// Waits for a handshake slot, giving up if the device leaves meanwhile or after `QUEUE_CAP`.
+async fn wait_for_slot(
+    device: &TcpStream,
+    upstreams: &Upstreams,
+) -> Result<OwnedSemaphorePermit, FrontRefusal> {
+    let acquire = upstreams.slots.clone().acquire_owned();
+    tokio::pin!(acquire);
+    let until = Instant::now() + QUEUE_CAP;
+    let mut watch_device = true;
+    loop {
+        tokio::select! {
+            slot = &mut acquire => return slot.map_err(|_| FrontRefusal::Busy),
+            () = tokio::time::sleep_until(until) => return Err(FrontRefusal::Busy),
+            gone = device_gone(device), if watch_device => {
+                if gone {
+                    return Err(FrontRefusal::ClosedEarly);
+                }
+                // It sent more (a TLS client waits for the server here): it is read later.
+                watch_device = false;
+            }
+        }
+    }
+}
+
+/// Whether the device closed (or reset) its connection; waits until it does something.
+async fn device_gone(device: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(device.peek(&mut byte).await, Ok(n) if n > 0)
 }
 
 fn refuse(peer: SocketAddr, reason: FrontRefusal) {
@@ -337,12 +404,17 @@ async fn pump(
 ///
 /// The device's ClientHello went up; rumqttd answers with its first flight; the device answers
 /// with its certificate and Finished; rumqttd's next bytes (session tickets, or the CONNACK)
-/// mean its accept loop has finished the handshake and moved on.
+/// mean its accept loop has finished the handshake and moved on. The handshake slot is held
+/// until then.
 struct Handshake {
     upstreams: Arc<Upstreams>,
     index: usize,
     state: AtomicU8,
-    until: Instant,
+    /// When `state` last changed.
+    since: Mutex<Instant>,
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Wakes `expired` when the state changes, so it applies the new state's deadline.
+    changed: Notify,
 }
 
 const AWAIT_SERVER_FLIGHT: u8 = 0;
@@ -351,13 +423,15 @@ const AWAIT_SERVER_AGAIN: u8 = 2;
 const DONE: u8 = 3;
 
 impl Handshake {
-    fn begin(upstreams: Arc<Upstreams>, index: usize, until: Instant) -> Self {
+    fn begin(upstreams: Arc<Upstreams>, index: usize, slot: OwnedSemaphorePermit) -> Self {
         upstreams.handshaking[index].fetch_add(1, Ordering::Relaxed);
         Self {
             upstreams,
             index,
             state: AtomicU8::new(AWAIT_SERVER_FLIGHT),
-            until,
+            since: Mutex::new(Instant::now()),
+            slot: Mutex::new(Some(slot)),
+            changed: Notify::new(),
         }
     }
 
@@ -370,30 +444,51 @@ impl Handshake {
             _ => return,
         };
         // Each transition has one possible writer (the pump of that direction), and DONE is
-        // reached once, so the count is released exactly once.
+        // reached once, so the listener's count and the slot are released exactly once.
         if self
             .state
             .compare_exchange(state, next, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
-            && next == DONE
         {
-            self.upstreams.handshaking[self.index].fetch_sub(1, Ordering::Relaxed);
+            *self.since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            self.changed.notify_waiters();
+            if next == DONE {
+                self.upstreams.handshaking[self.index].fetch_sub(1, Ordering::Relaxed);
+                drop(self.slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            }
         }
     }
 
-    /// Resolves at the deadline if the handshake is not over by then; never otherwise.
+    /// Resolves when the side the handshake waits on has been silent too long; never once done.
     ///
-    /// Once the device has answered rumqttd's first flight it gets the deadline once more:
-    /// rumqttd's next bytes are its session tickets, but for a client that offers no resumption
-    /// they are the CONNACK, which waits for the CONNECT and the registry lookup (each bounded
-    /// by the same deadline in rumqttd).
+    /// The device gets `deadline` to answer rumqttd's first flight. rumqttd gets `2 x deadline`
+    /// to answer the device's flight (its session tickets come at once; a client that offers no
+    /// resumption gets the CONNACK instead, after the CONNECT and the registry lookup, each
+    /// bounded by the same deadline in rumqttd). Waiting for rumqttd's first flight is waiting
+    /// in its accept queue behind other handshakes, which is not the device's fault: only
+    /// `QUEUE_CAP` applies there.
     async fn expired(&self, deadline: Duration) {
-        tokio::time::sleep_until(self.until).await;
-        if self.state.load(Ordering::Acquire) == AWAIT_SERVER_AGAIN {
-            sleep(deadline).await;
-        }
-        if self.state.load(Ordering::Acquire) == DONE {
-            std::future::pending::<()>().await;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the state is read, so a change in between still wakes us.
+            changed.as_mut().enable();
+            let state = self.state.load(Ordering::Acquire);
+            let since = *self.since.lock().unwrap_or_else(|e| e.into_inner());
+            let allowed = match state {
+                AWAIT_SERVER_FLIGHT => QUEUE_CAP,
+                AWAIT_CLIENT_FLIGHT => deadline,
+                AWAIT_SERVER_AGAIN => deadline * 2,
+                _ => return std::future::pending().await,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(since + allowed) => {
+                    if self.state.load(Ordering::Acquire) == state {
+                        return;
+                    }
+                }
+                () = changed => {}
+            }
         }
     }
 }
@@ -423,8 +518,10 @@ mod tests {
             .build()
             .unwrap();
         let _g = rt.enter();
-        let busy0 = Handshake::begin(up.clone(), 0, Instant::now());
-        let busy1 = Handshake::begin(up.clone(), 1, Instant::now());
+        let slots = up.slots.available_permits();
+        let slot = || up.slots.clone().try_acquire_owned().unwrap();
+        let busy0 = Handshake::begin(up.clone(), 0, slot());
+        let busy1 = Handshake::begin(up.clone(), 1, slot());
         for _ in 0..4 {
             assert_eq!(up.pick(), 2);
         }
@@ -433,6 +530,11 @@ mod tests {
         busy0.saw(Direction::FromDevice);
         busy0.saw(Direction::ToDevice);
         assert_eq!(up.handshaking[0].load(Ordering::Relaxed), 0);
+        assert_eq!(
+            up.slots.available_permits(),
+            slots - 1,
+            "a finished handshake gives its slot back"
+        );
         drop(busy0);
         assert_eq!(
             up.handshaking[0].load(Ordering::Relaxed),
@@ -441,5 +543,6 @@ mod tests {
         );
         drop(busy1);
         assert_eq!(up.handshaking[1].load(Ordering::Relaxed), 0);
+        assert_eq!(up.slots.available_permits(), slots);
     }
 }

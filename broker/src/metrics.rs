@@ -130,13 +130,15 @@ pub enum FrontRefusal {
     ClosedEarly,
     /// No whole first record within `connection_timeout_ms`.
     HelloTimeout,
-    /// The TLS handshake was not over within the deadline.
+    /// The TLS handshake did not progress within its deadline.
     HandshakeTimeout,
+    /// No handshake slot free within 60 s (a connection storm beyond what rumqttd keeps up with).
+    Busy,
 }
 
 impl FrontRefusal {
-    pub const ALL: [FrontRefusal; 5] =
-        [Self::Full, Self::NotTls, Self::ClosedEarly, Self::HelloTimeout, Self::HandshakeTimeout];
+    pub const ALL: [FrontRefusal; 6] =
+        [Self::Full, Self::NotTls, Self::ClosedEarly, Self::HelloTimeout, Self::HandshakeTimeout, Self::Busy];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -145,6 +147,7 @@ impl FrontRefusal {
             Self::ClosedEarly => "closed_early",
             Self::HelloTimeout => "hello_timeout",
             Self::HandshakeTimeout => "handshake_timeout",
+            Self::Busy => "busy",
         }
     }
 }
@@ -264,4 +267,50 @@ pub fn front_accepts() -> u64 {
 /// Current value of `offsite_broker_front_connections`.
 pub fn front_open() -> i64 {
     FRONT.open.get()
+}
+
+/// The device front's counters in one process, as a front process reports them to the broker
+/// (one JSON line a second) so that the broker's `/metrics` covers every front process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FrontSnapshot {
+    pub open: i64,
+    pub accepted: u64,
+    /// In the order of [`FrontRefusal::ALL`].
+    pub refused: Vec<u64>,
+    pub from_device: u64,
+    pub to_device: u64,
+    pub upstream_failures: u64,
+    pub accept_failures: u64,
+}
+
+pub(crate) fn front_snapshot() -> FrontSnapshot {
+    FrontSnapshot {
+        open: FRONT.open.get(),
+        accepted: FRONT.accepted.get(),
+        refused: FrontRefusal::ALL.iter().map(|r| front_refusals(*r)).collect(),
+        from_device: FRONT.bytes.with_label_values(&["from_device"]).get(),
+        to_device: FRONT.bytes.with_label_values(&["to_device"]).get(),
+        upstream_failures: FRONT.upstream_failures.get(),
+        accept_failures: FRONT.accept_failures.get(),
+    }
+}
+
+/// Adds what a front process counted since its previous report (`prev`) to this process's metrics.
+pub(crate) fn front_add(prev: &FrontSnapshot, now: &FrontSnapshot) {
+    let delta = |a: u64, b: u64| b.saturating_sub(a);
+    FRONT.open.add(now.open - prev.open);
+    FRONT.accepted.inc_by(delta(prev.accepted, now.accepted));
+    for (i, r) in FrontRefusal::ALL.iter().enumerate() {
+        let (a, b) = (prev.refused.get(i).copied().unwrap_or(0), now.refused.get(i).copied().unwrap_or(0));
+        FRONT.refused.with_label_values(&[r.as_str()]).inc_by(delta(a, b));
+    }
+    FRONT.bytes.with_label_values(&["from_device"]).inc_by(delta(prev.from_device, now.from_device));
+    FRONT.bytes.with_label_values(&["to_device"]).inc_by(delta(prev.to_device, now.to_device));
+    FRONT.upstream_failures.inc_by(delta(prev.upstream_failures, now.upstream_failures));
+    FRONT.accept_failures.inc_by(delta(prev.accept_failures, now.accept_failures));
+}
+
+/// A front process ended: its connections are no longer open.
+pub(crate) fn front_process_ended(last: &FrontSnapshot) {
+    FRONT.open.sub(last.open);
 }

@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 use crate::auth::{self, DeviceAuthenticator};
 use crate::config::BrokerConfig;
 use crate::front::{self, Limits, Upstreams};
+use crate::front_process::{self, FrontSpec};
 use crate::pki::Pki;
 use crate::{install_crypto_provider, metrics};
 
@@ -123,6 +124,8 @@ impl BrokerBuilder {
                     connections: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections)),
                     deadline: timeout,
                 },
+                processes: cfg.front_processes,
+                max_connections: cfg.max_connections,
             })
         } else {
             None
@@ -176,7 +179,13 @@ impl BrokerBuilder {
                 let _rt = self.runtime.enter();
                 let mut listeners = Vec::new();
                 for (public, upstreams) in plan.tls.iter().chain(plan.v5.iter()) {
-                    listeners.push((front::bind(*public)?, Arc::new(Upstreams::new(upstreams.clone()))));
+                    if plan.processes > 0 {
+                        // The front processes bind it (SO_REUSEPORT); here only check it is free.
+                        std::net::TcpListener::bind(public)
+                            .with_context(|| format!("MQTT listener {public} is not available"))?;
+                    } else {
+                        listeners.push((front::bind(*public)?, Arc::new(Upstreams::new(upstreams.clone()))));
+                    }
                 }
                 let mut addrs: Vec<SocketAddr> = plan.tls.iter().chain(plan.v5.iter()).flat_map(|(_, u)| u.clone()).collect();
                 addrs.extend(self.plain_addr);
@@ -208,6 +217,14 @@ impl BrokerBuilder {
         if let Some(plan) = &self.front {
             for (listener, upstreams) in front_listeners {
                 front::start(listener, upstreams, plan.limits.clone(), &self.runtime);
+            }
+            if plan.processes > 0 {
+                let spec = FrontSpec {
+                    listeners: plan.tls.iter().chain(plan.v5.iter()).cloned().collect(),
+                    max_connections: plan.max_connections / plan.processes,
+                    deadline_ms: u64::try_from(plan.limits.deadline.as_millis()).unwrap_or(u64::MAX),
+                };
+                front_process::spawn(plan.processes, &spec, LISTEN_WAIT)?;
             }
         }
         info!(tls = ?self.tls_addr, plain = ?self.plain_addr, v5 = ?self.v5_addr, "MQTT broker listening");
@@ -266,6 +283,9 @@ struct FrontPlan {
     /// The same for MQTT 5.
     v5: Option<(SocketAddr, Vec<SocketAddr>)>,
     limits: Limits,
+    /// `[broker] front_processes`: 0 runs the front in this process.
+    processes: usize,
+    max_connections: usize,
 }
 
 fn fallback_runtime() -> Result<&'static Runtime> {
