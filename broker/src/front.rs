@@ -14,10 +14,10 @@
 //!   connections, below the router's capacity, so the router never refuses a link.
 //! - Handshakes done one at a time in each listener's accept loop, with no deadline: one idle
 //!   socket stalled every later device. The front connects upstream only once the device has sent
-//!   a complete first TLS record within the connection deadline; spreads connections over several
-//!   upstream listeners (each an accept loop and a thread of rumqttd's, which also spreads TLS
-//!   work over the cores), preferring one with no handshake in progress; and ends a connection
-//!   whose handshake is not over within the deadline.
+//!   a complete first TLS record within the connection deadline; lets at most
+//!   `HANDSHAKES_PER_UPSTREAM` handshakes into rumqttd at once (the others wait here); and ends a
+//!   connection whose side of the handshake stalls past the deadline. (It can spread devices over
+//!   several upstream listeners, but uses one: see [`upstream_count`].)
 //!
 //! rumqttd still terminates TLS, so the tenant taken from the client certificate is exactly as
 //! before; rumqttd now sees 127.0.0.1 as every peer, so the front logs the device's address.
@@ -61,15 +61,18 @@ const HANDSHAKES_PER_UPSTREAM: usize = 16;
 /// once it has one; devices (the edge agent) give up after 60 s anyway.
 const QUEUE_CAP: Duration = Duration::from_secs(60);
 
-/// How many upstream listeners each public device address gets.
+/// How many upstream listeners each public device address gets: one.
 ///
-/// Each is one rumqttd accept loop on a thread of its own: more of them let handshakes and TLS
-/// work run in parallel, and one stalled handshake holds only its own loop.
+/// Several (each an accept loop on a thread of its own) would do handshakes in parallel, but
+/// rumqttd's router channel is bounded and its senders block, so across threads a device's new
+/// CONNECT can reach the router before the Disconnect of its previous link. The router then
+/// replaces the old link, gives its slot to the new one, and the late Disconnect removes the new
+/// link before its CONNACK: the link fails after its will entry was made, which is the stale
+/// entry behind rumqttd's panic (seen in a 10,000-device soak with 4 listeners: two accept
+/// loops poisoned). On one thread the old link's end of input, which the front sends as soon as
+/// the device leaves, is handled before the new connection's handshake is through.
 pub(crate) fn upstream_count() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(4, 8)
+    1
 }
 
 /// Picks `n` distinct free loopback ports for rumqttd's listeners.
