@@ -384,21 +384,26 @@ async fn pump(
         if from.readable().await.is_err() {
             return source_gone;
         }
+        // One buffer per burst: kept while reads keep finding bytes, dropped once the socket is
+        // drained, so an idle connection holds none.
         let mut buf = Vec::with_capacity(READ_CHUNK);
-        match from.try_read_buf(&mut buf) {
-            Ok(0) => return source_gone,
-            Ok(n) => {
-                handshake.saw(dir);
-                match dir {
-                    Direction::FromDevice => metrics::front_bytes_from_device(n),
-                    Direction::ToDevice => metrics::front_bytes_to_device(n),
+        loop {
+            buf.clear();
+            match from.try_read_buf(&mut buf) {
+                Ok(0) => return source_gone,
+                Ok(n) => {
+                    handshake.saw(dir);
+                    match dir {
+                        Direction::FromDevice => metrics::front_bytes_from_device(n),
+                        Direction::ToDevice => metrics::front_bytes_to_device(n),
+                    }
+                    if to.write_all(&buf).await.is_err() {
+                        return sink_gone;
+                    }
                 }
-                if to.write_all(&buf).await.is_err() {
-                    return sink_gone;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return source_gone,
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return source_gone,
         }
     }
 }
