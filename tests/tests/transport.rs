@@ -396,12 +396,8 @@ async fn plain_http_redirects_to_https() -> Result<()> {
     Ok(())
 }
 
-/// Listening TCP ports of process `pid`: its socket inodes matched against /proc/net/tcp{,6}.
-fn listening_ports(pid: u32) -> Result<BTreeSet<u16>> {
-    Ok(listening_sockets(pid)?.into_iter().map(|(port, _)| port).collect())
-}
-
-/// As [`listening_ports`], each with whether it listens on 127.0.0.1 only.
+/// Listening TCP ports of process `pid` (its socket inodes matched against /proc/net/tcp{,6}),
+/// each with whether it listens on 127.0.0.1 only.
 fn listening_sockets(pid: u32) -> Result<BTreeSet<(u16, bool)>> {
     let mut inodes = BTreeSet::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
