@@ -165,7 +165,8 @@ impl Upstreams {
 pub(crate) struct Limits {
     /// One permit per device connection, `[broker] max_connections` in all.
     pub(crate) connections: Arc<Semaphore>,
-    /// `[broker] connection_timeout_ms`: for the first TLS record and for the whole handshake.
+    /// `[broker] connection_timeout_ms`: for the first TLS record, and for each side's turn in the
+    /// handshake (see `Handshake::expired`).
     pub(crate) deadline: Duration,
 }
 
