@@ -95,7 +95,7 @@ bench-soak: build
 
 # The 3-minute soak (part of `make test`): 10,000 MQTT/TLS devices with a reconnect storm; fails
 # unless nothing is lost, nothing is stored twice, every device reconnects and no tier panics
-# (about 10 minutes here; RELIABILITY.md "Soak").
+# (about 5 minutes here plus the release build; RELIABILITY.md "Soak").
 bench-soak-ci:
 	$(CARGO) build --release --locked -p offsite-cli
 	./$(BIN) bench soak --minutes 3 --json
