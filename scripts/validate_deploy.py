@@ -454,7 +454,7 @@ def check_systemd(root):
         elif execs[0].split()[1] in ("broker", "up"):
             limit = (svc.get("LimitNOFILE") or ["0"])[-1]
             if not limit.isdigit() or int(limit) < 65536:
-                problem(f"systemd {u}: the broker needs LimitNOFILE >= 65536 (one descriptor per device)")
+                problem(f"systemd {u}: the broker needs LimitNOFILE >= 65536 (three descriptors per device: device, front relay, rumqttd)")
     if have("systemd-analyze"):
         verify_with_systemd(d, units)
     else:

@@ -32,6 +32,13 @@ pub struct BrokerConfig {
     /// How long a new connection may take to send CONNECT; also the limit for the registry
     /// lookup that authenticates it. rumqttd holds this in a u16, so it is capped at 65535.
     pub connection_timeout_ms: u64,
+    /// The device front (the relay in front of rumqttd's TLS listeners) runs in this many
+    /// processes of its own (`offsite broker-front`, sharing the device ports with SO_REUSEPORT)
+    /// instead of in the broker's process; 0 keeps it in the broker. In the broker each device
+    /// holds three file descriptors (its socket, the relay's and rumqttd's), so use this where
+    /// the open-files limit is below about 3 x `max_connections`: each front process needs 2 per
+    /// device it admits (`max_connections / front_processes`), the broker 1.
+    pub front_processes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -44,6 +51,7 @@ impl Default for BrokerConfig {
             max_connections: 20_000,
             max_inflight: 100,
             connection_timeout_ms: 5_000,
+            front_processes: 0,
         }
     }
 }

@@ -8,6 +8,8 @@
 
 mod auth;
 mod config;
+mod front;
+mod front_process;
 mod links;
 pub mod metrics;
 pub mod mosquitto;
@@ -24,6 +26,7 @@ use anyhow::{bail, Context, Result};
 
 pub use auth::INTERNAL_USERNAME;
 pub use config::BrokerConfig;
+pub use front_process::{run_front_process, FRONT_SUBCOMMAND};
 pub use links::next_publish;
 pub use pki::{new_token, token_digest, IssuedCert, Pki};
 pub use provision::{new_device_id, provision, rotate, DEVICE_CERT_DAYS};

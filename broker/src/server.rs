@@ -22,6 +22,8 @@ use tracing::{error, info, warn};
 
 use crate::auth::{self, DeviceAuthenticator};
 use crate::config::BrokerConfig;
+use crate::front::{self, Limits, Upstreams};
+use crate::front_process::{self, FrontSpec};
 use crate::pki::Pki;
 use crate::{install_crypto_provider, metrics};
 
@@ -56,16 +58,22 @@ const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
 /// A broker configured but not started yet; in-process links are created here.
 ///
-/// Known limit of rumqttd 0.20: each TLS listener performs handshakes one at a time inside its
-/// accept loop, with no deadline, so one client that opens a TCP connection and never completes
-/// the handshake stalls every later device connection on that listener until it goes away
-/// (measured: device CONNECTs time out while one idle socket is open; the plain listener is not
-/// affected). Exposed deployments need a fix upstream or a front that limits idle connections.
+/// Devices do not reach rumqttd directly: the device addresses (`tls_listen`, `v5_listen`) are
+/// the device front's (`front.rs`), which relays each connection to one of several rumqttd TLS
+/// listeners on loopback ports. rumqttd 0.20 performs TLS handshakes one at a time in each
+/// listener's accept loop with no deadline, and leaves a stale last-will entry that makes it
+/// panic on every later connection when a link fails before its CONNACK (a full router, or a
+/// client that reset); the front's first-record and handshake deadlines, its spread over several
+/// listeners, its connection limit and its orderly closes keep devices from reaching either. The
+/// internal plain listener is rumqttd's own (only the platform's services use it).
 pub struct BrokerBuilder {
     broker: Broker,
     tls_addr: Option<SocketAddr>,
     plain_addr: Option<SocketAddr>,
     v5_addr: Option<SocketAddr>,
+    /// rumqttd's loopback listeners behind each public device address; `None` without a front.
+    front: Option<FrontPlan>,
+    runtime: Handle,
     meters: MetersLink,
     tick: (LinkTx, LinkRx),
     /// In-process links the router counts as connections (the tick link included).
@@ -80,6 +88,17 @@ impl BrokerBuilder {
     /// (where the Store's pool normally lives), or on a small runtime of the broker's own when
     /// called outside one.
     pub fn new(cfg: &BrokerConfig, pki: &Pki, store: Store, internal_password: String) -> Result<Self> {
+        Self::build(cfg, pki, store, internal_password, true)
+    }
+
+    /// As [`BrokerBuilder::new`], but devices connect to rumqttd's listeners directly, as before
+    /// the device front existed. Only for tests that show what the front prevents.
+    #[doc(hidden)]
+    pub fn without_device_front(cfg: &BrokerConfig, pki: &Pki, store: Store, internal_password: String) -> Result<Self> {
+        Self::build(cfg, pki, store, internal_password, false)
+    }
+
+    fn build(cfg: &BrokerConfig, pki: &Pki, store: Store, internal_password: String, with_front: bool) -> Result<Self> {
         install_crypto_provider();
         metrics::register();
         if internal_password.is_empty() {
@@ -93,8 +112,32 @@ impl BrokerBuilder {
             Err(_) => fallback_runtime()?.handle().clone(),
         };
         let timeout = Duration::from_millis(cfg.connection_timeout_ms.max(1));
-        let devices = Arc::new(DeviceAuthenticator::new(store, runtime, timeout));
-        let config = rumqttd_config(cfg, pki, &devices, Arc::from(internal_password))?;
+        let devices = Arc::new(DeviceAuthenticator::new(store, runtime.clone(), timeout));
+        let front = if with_front {
+            let upstreams = |public: Option<SocketAddr>| -> Result<Option<(SocketAddr, Vec<SocketAddr>)>> {
+                public.map(|p| Ok((p, front::reserve_loopback(front::upstream_count())?))).transpose()
+            };
+            Some(FrontPlan {
+                tls: upstreams(cfg.tls_listen)?,
+                v5: upstreams(cfg.v5_listen)?,
+                limits: Limits {
+                    connections: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections)),
+                    deadline: timeout,
+                },
+                processes: cfg.front_processes,
+                max_connections: cfg.max_connections,
+            })
+        } else {
+            None
+        };
+        let (tls_listens, v5_listens) = match &front {
+            Some(f) => (
+                f.tls.as_ref().map(|(_, u)| u.clone()).unwrap_or_default(),
+                f.v5.as_ref().map(|(_, u)| u.clone()).unwrap_or_default(),
+            ),
+            None => (cfg.tls_listen.into_iter().collect(), cfg.v5_listen.into_iter().collect()),
+        };
+        let config = rumqttd_config(cfg, pki, &devices, Arc::from(internal_password), &tls_listens, &v5_listens)?;
 
         let broker = Broker::new(config);
         let meters = broker.meters().context("attaching to the broker's meters")?;
@@ -104,6 +147,8 @@ impl BrokerBuilder {
             tls_addr: cfg.tls_listen,
             plain_addr: cfg.plain_listen,
             v5_addr: cfg.v5_listen,
+            front,
+            runtime,
             meters,
             tick,
             local_links: 1,
@@ -126,10 +171,31 @@ impl BrokerBuilder {
     ///
     /// rumqttd has no shutdown: the broker runs until the process exits.
     pub fn spawn(self) -> Result<BrokerHandle> {
-        let addrs = [self.tls_addr, self.plain_addr, self.v5_addr];
+        // The front binds the public device addresses itself, before rumqttd starts, so a port in
+        // use is an error here; rumqttd binds what it listens on (loopback upstreams, or all
+        // three addresses without a front).
+        let (rumqttd_addrs, front_listeners) = match &self.front {
+            Some(plan) => {
+                let _rt = self.runtime.enter();
+                let mut listeners = Vec::new();
+                for (public, upstreams) in plan.tls.iter().chain(plan.v5.iter()) {
+                    if plan.processes > 0 {
+                        // The front processes bind it (SO_REUSEPORT); here only check it is free.
+                        std::net::TcpListener::bind(public)
+                            .with_context(|| format!("MQTT listener {public} is not available"))?;
+                    } else {
+                        listeners.push((front::bind(*public)?, Arc::new(Upstreams::new(upstreams.clone()))));
+                    }
+                }
+                let mut addrs: Vec<SocketAddr> = plan.tls.iter().chain(plan.v5.iter()).flat_map(|(_, u)| u.clone()).collect();
+                addrs.extend(self.plain_addr);
+                (addrs, listeners)
+            }
+            None => ([self.tls_addr, self.plain_addr, self.v5_addr].into_iter().flatten().collect(), Vec::new()),
+        };
         // rumqttd only logs a failed bind, and the readiness probe below would happily connect to
         // whatever else holds the port: check first that the ports are free.
-        for addr in addrs.into_iter().flatten() {
+        for addr in &rumqttd_addrs {
             std::net::TcpListener::bind(addr).with_context(|| format!("MQTT listener {addr} is not available"))?;
         }
         let connections = Arc::new(AtomicI64::new(0));
@@ -145,8 +211,21 @@ impl BrokerBuilder {
             .context("starting the broker thread")?;
 
         let deadline = Instant::now() + LISTEN_WAIT;
-        for addr in addrs.into_iter().flatten() {
+        for addr in rumqttd_addrs {
             wait_listening(addr, deadline, &thread)?;
+        }
+        if let Some(plan) = &self.front {
+            for (listener, upstreams) in front_listeners {
+                front::start(listener, upstreams, plan.limits.clone(), &self.runtime);
+            }
+            if plan.processes > 0 {
+                let spec = FrontSpec {
+                    listeners: plan.tls.iter().chain(plan.v5.iter()).cloned().collect(),
+                    max_connections: plan.max_connections / plan.processes,
+                    deadline_ms: u64::try_from(plan.limits.deadline.as_millis()).unwrap_or(u64::MAX),
+                };
+                front_process::spawn(plan.processes, &spec, LISTEN_WAIT)?;
+            }
         }
         info!(tls = ?self.tls_addr, plain = ?self.plain_addr, v5 = ?self.v5_addr, "MQTT broker listening");
         Ok(BrokerHandle {
@@ -197,6 +276,18 @@ impl BrokerHandle {
     }
 }
 
+/// The device front's side of the configuration.
+struct FrontPlan {
+    /// Public TLS address and rumqttd's loopback listeners behind it.
+    tls: Option<(SocketAddr, Vec<SocketAddr>)>,
+    /// The same for MQTT 5.
+    v5: Option<(SocketAddr, Vec<SocketAddr>)>,
+    limits: Limits,
+    /// `[broker] front_processes`: 0 runs the front in this process.
+    processes: usize,
+    max_connections: usize,
+}
+
 fn fallback_runtime() -> Result<&'static Runtime> {
     static RT: OnceLock<Runtime> = OnceLock::new();
     if let Some(rt) = RT.get() {
@@ -222,6 +313,8 @@ fn rumqttd_config(
     pki: &Pki,
     devices: &Arc<DeviceAuthenticator>,
     internal_password: Arc<str>,
+    tls_listens: &[SocketAddr],
+    v5_listens: &[SocketAddr],
 ) -> Result<Config> {
     let connections = ConnectionSettings {
         connection_timeout_ms: u16::try_from(cfg.connection_timeout_ms).unwrap_or(u16::MAX),
@@ -249,9 +342,10 @@ fn rumqttd_config(
         s
     };
 
+    // One rumqttd server (accept loop and thread) per listener: see `front::upstream_count`.
     let mut v4 = HashMap::new();
-    if let Some(listen) = cfg.tls_listen {
-        v4.insert("devices".to_owned(), device_server("offsite-mqtt-tls", listen));
+    for (i, listen) in tls_listens.iter().enumerate() {
+        v4.insert(format!("devices-{i}"), device_server(&format!("offsite-mqtt-tls-{i}"), *listen));
     }
     if let Some(listen) = cfg.plain_listen {
         let mut s = ServerSettings {
@@ -268,8 +362,8 @@ fn rumqttd_config(
         v4.insert("internal".to_owned(), s);
     }
     let mut v5 = HashMap::new();
-    if let Some(listen) = cfg.v5_listen {
-        v5.insert("devices".to_owned(), device_server("offsite-mqtt-tls-v5", listen));
+    for (i, listen) in v5_listens.iter().enumerate() {
+        v5.insert(format!("devices-{i}"), device_server(&format!("offsite-mqtt-tls-v5-{i}"), *listen));
     }
 
     let platform_segment =

@@ -84,12 +84,23 @@ enum Command {
     NabScore(nab_cmd::NabScoreArgs),
     /// Print the effective configuration as TOML-compatible JSON.
     Config,
+    /// One device front process of `offsite broker` (`[broker] front_processes`); started by it.
+    #[command(name = "broker-front", hide = true)]
+    BrokerFront {
+        #[arg(long)]
+        spec: String,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::EdgeAgent(args) = cli.command {
         return edge_agent(cli.config, args);
+    }
+    if let Command::BrokerFront { spec } = &cli.command {
+        telemetry::init(&configuration::LogConfig::default());
+        offsite_broker::install_crypto_provider();
+        return offsite_broker::run_front_process(spec);
     }
     let mut cfg = Config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
     if let Some(url) = cli.database_url {
@@ -105,7 +116,9 @@ fn main() -> Result<()> {
             Command::Certs(c) => certs_cmd::run(&cfg, c),
             Command::Device(c) => device_cmd::run(cfg, c).await,
             Command::Audit(c) => audit_cmd::run(cfg, c).await,
-            Command::EdgeAgent(_) => unreachable!("handled before the platform configuration is read"),
+            Command::EdgeAgent(_) | Command::BrokerFront { .. } => {
+                unreachable!("handled before the platform configuration is read")
+            }
             Command::Broker => tiers::broker(cfg).await,
             Command::Ingest => tiers::ingest(cfg).await,
             Command::Analytics => analytics_cmd::run(cfg).await,

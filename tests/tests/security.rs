@@ -106,3 +106,61 @@ async fn internal_listener_needs_the_internal_account() -> Result<()> {
     assert!(!connect("guess".into()).await);
     Ok(())
 }
+
+/// The device front in processes of its own (`[broker] front_processes`, used where the open-files
+/// limit is too low for it in the broker): confinement, delivery and the front's metrics are the
+/// same, and the front processes go away with the broker.
+#[tokio::test]
+async fn front_processes_keep_devices_confined() -> Result<()> {
+    let site = Site::new().await?;
+    let mut c = site.command(&["up"]);
+    c.env("OFFSITE_BROKER__FRONT_PROCESSES", "2");
+    let mut up = Proc(c.spawn()?);
+    wait_healthy(&site, Duration::from_secs(60)).await?;
+    let a = site.provision("A").await?;
+    let b = site.provision("B").await?;
+    let now = Utc::now().timestamp_millis();
+
+    let (client, mut ev, ok) = try_connect(site.tls_port, &a, Some((a.device_id.as_str(), &a.token)), true).await?;
+    assert!(ok, "A connects through a front process");
+    client.publish(format!("/tenants/{}/v1/data", b.device_id), QoS::AtLeastOnce, false, "{}").await?;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return false,
+                Ok(_) => {}
+                Err(_) => return true,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(closed, "a publish outside its tenant still closes the connection");
+    assert!(!try_connect(site.tls_port, &a, Some((a.device_id.as_str(), "wrong")), true).await?.2, "wrong token refused");
+
+    let link = DeviceLink::connect(&b, &Endpoint { host: "localhost".into(), port: site.tls_port }, LinkOptions::default(), None)?;
+    link.publish(vec![Sample { ts: chrono::DateTime::from_timestamp_millis(now).unwrap(), metric: MetricKey::parse("pm10")?, value: 2.0 }]).await?;
+    assert!(link.flush(Duration::from_secs(20)).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stored_rows(&site, b.device_id.as_str()).await?, vec![("pm10".into(), now, 2.0)]);
+
+    // The front processes report every second; the broker's /metrics adds them up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let accepted = metric_value(&site, "offsite_broker_front_accepted_total", "").await?;
+        if accepted >= 3.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "front connections not counted by the broker: {accepted}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Without their broker the front processes exit and free the device port.
+    up.kill9();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(("127.0.0.1", site.tls_port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the device port is still held after the broker died");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

@@ -396,8 +396,9 @@ async fn plain_http_redirects_to_https() -> Result<()> {
     Ok(())
 }
 
-/// Listening TCP ports of process `pid`: its socket inodes matched against /proc/net/tcp{,6}.
-fn listening_ports(pid: u32) -> Result<BTreeSet<u16>> {
+/// Listening TCP ports of process `pid` (its socket inodes matched against /proc/net/tcp{,6}),
+/// each with whether it listens on 127.0.0.1 only.
+fn listening_sockets(pid: u32) -> Result<BTreeSet<(u16, bool)>> {
     let mut inodes = BTreeSet::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
         let Ok(target) = std::fs::read_link(fd?.path()) else {
@@ -417,8 +418,9 @@ fn listening_ports(pid: u32) -> Result<BTreeSet<u16>> {
             let f: Vec<&str> = line.split_whitespace().collect();
             // local_address is field 1 (ADDR:PORT in hex), st field 3 (0A = LISTEN), inode field 9.
             if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
-                let port = f[1].rsplit(':').next().context("port")?;
-                ports.insert(u16::from_str_radix(port, 16)?);
+                let (addr, port) = f[1].rsplit_once(':').context("port")?;
+                // /proc/net/tcp writes 127.0.0.1 as 0100007F (host byte order, little-endian here).
+                ports.insert((u16::from_str_radix(port, 16)?, addr == "0100007F"));
             }
         }
     }
@@ -439,7 +441,8 @@ async fn up_with_default_portal_settings_has_no_plain_http() -> Result<()> {
     wait_port(site.https_port, Duration::from_secs(90)).await?;
     let ca = std::fs::read(site.dir.path().join("pki/ca.pem"))?;
     wait_https(&site, &ca).await?;
-    let ports = listening_ports(up.0.id())?;
+    let sockets = listening_sockets(up.0.id())?;
+    let ports: BTreeSet<u16> = sockets.iter().map(|(p, _)| *p).collect();
     let configured: BTreeSet<u16> = [
         site.tls_port,
         site.plain_port,
@@ -449,8 +452,22 @@ async fn up_with_default_portal_settings_has_no_plain_http() -> Result<()> {
     .into();
     assert!(ports.contains(&site.https_port), "HTTPS is on: {ports:?}");
     assert!(!ports.contains(&site.http_port), "no plain HTTP: {ports:?}");
-    if let Some(extra) = ports.difference(&configured).next() {
-        bail!("listening on unconfigured port {extra} (all: {ports:?})");
+    // The broker's device front relays to rumqttd's TLS listeners on loopback ports of its own
+    // choosing: allowed, but only on 127.0.0.1 and only if they present our server certificate.
+    let connector = tls_client(&ca)?;
+    for (extra, loopback) in sockets.iter().filter(|(p, _)| !configured.contains(p)) {
+        if !loopback {
+            bail!("listening on unconfigured port {extra} beyond loopback (all: {ports:?})");
+        }
+        let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, *extra)).await?;
+        let tls = tokio::time::timeout(
+            Duration::from_secs(10),
+            connector.connect(ServerName::try_from("localhost")?, tcp),
+        )
+        .await;
+        if !matches!(tls, Ok(Ok(_))) {
+            bail!("unconfigured loopback port {extra} is not one of the broker's TLS listeners (all: {ports:?})");
+        }
     }
     assert!(
         reqwest::get(site.http("/healthz")).await.is_err(),

@@ -42,13 +42,17 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
     let db = Database::open(&cfg).await?;
     let r = both(&cfg, &db, &a, dir.path()).await;
     db.close().await?;
-    let (ours, theirs) = r?;
+    let (ours, direct, theirs) = r?;
     println!(
         "{}",
         json!({
             "ours_msgs_per_sec": round(ours, 0),
             "mosquitto_msgs_per_sec": round(theirs, 0),
             "ratio": round(ours / theirs, 3),
+            // The same broker with devices connecting to rumqttd directly (no device front), in
+            // the same run: what the front costs on the data path.
+            "ours_without_front_msgs_per_sec": round(direct, 0),
+            "front_ratio": round(ours / direct, 3),
             "publishers": a.publishers,
             "messages": a.publishers as u64 * a.messages,
             "payload_bytes": a.payload,
@@ -58,7 +62,7 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
     Ok(())
 }
 
-async fn both(cfg: &Config, db: &Database, a: &Args, dir: &Path) -> Result<(f64, f64)> {
+async fn both(cfg: &Config, db: &Database, a: &Args, dir: &Path) -> Result<(f64, f64, f64)> {
     let pki = startup::pki(cfg)?;
     let mut creds = Vec::new();
     for i in 0..a.publishers {
@@ -76,6 +80,14 @@ async fn both(cfg: &Config, db: &Database, a: &Args, dir: &Path) -> Result<(f64,
     let ours = load(&creds, tls, plain, &internal, a).await.context("load through our broker")?;
     eprintln!("bench broker: ours {ours:.0} msg/s");
 
+    // Ours again, devices straight to rumqttd's listener (as before the device front).
+    let (dtls, dplain) = (free_port()?, free_port()?);
+    bc.tls_listen = Some(format!("127.0.0.1:{dtls}").parse()?);
+    bc.plain_listen = Some(format!("127.0.0.1:{dplain}").parse()?);
+    let _direct = BrokerBuilder::without_device_front(&bc, &pki, db.store.clone(), internal.clone())?.spawn()?;
+    let direct = load(&creds, dtls, dplain, &internal, a).await.context("load through our broker without its front")?;
+    eprintln!("bench broker: ours without the front {direct:.0} msg/s");
+
     // Debian's mosquitto, configured for the same identity rules.
     let (mtls, mplain) = (free_port()?, free_port()?);
     let mut child = spawn_mosquitto(dir, &pki, mtls, mplain, &internal)?;
@@ -84,7 +96,7 @@ async fn both(cfg: &Config, db: &Database, a: &Args, dir: &Path) -> Result<(f64,
     let _ = child.wait();
     let theirs = r?;
     eprintln!("bench broker: mosquitto {theirs:.0} msg/s");
-    Ok((ours, theirs))
+    Ok((ours, direct, theirs))
 }
 
 fn spawn_mosquitto(dir: &Path, pki: &offsite_broker::Pki, tls: u16, plain: u16, internal: &str) -> Result<std::process::Child> {
