@@ -94,23 +94,15 @@ pub(crate) fn reserve_loopback(n: usize) -> Result<Vec<SocketAddr>> {
 
 /// Binds a public device address with a deep backlog. Must run inside the tokio runtime.
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .with_context(|| format!("creating the socket for {addr}"))?;
-    socket.set_reuseaddr(true).context("SO_REUSEADDR")?;
-    socket
-        .bind(addr)
-        .with_context(|| format!("MQTT listener {addr} is not available"))?;
-    socket
-        .listen(BACKLOG)
-        .with_context(|| format!("listening on {addr}"))
+    listen(addr, false)
 }
 
 /// As [`bind`], with SO_REUSEPORT: every front process listens on the same address.
 pub(crate) fn bind_shared(addr: SocketAddr) -> Result<TcpListener> {
+    listen(addr, true)
+}
+
+fn listen(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -118,7 +110,9 @@ pub(crate) fn bind_shared(addr: SocketAddr) -> Result<TcpListener> {
     }
     .with_context(|| format!("creating the socket for {addr}"))?;
     socket.set_reuseaddr(true).context("SO_REUSEADDR")?;
-    socket.set_reuseport(true).context("SO_REUSEPORT")?;
+    if reuse_port {
+        socket.set_reuseport(true).context("SO_REUSEPORT")?;
+    }
     socket
         .bind(addr)
         .with_context(|| format!("MQTT listener {addr} is not available"))?;
