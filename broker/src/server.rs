@@ -101,6 +101,7 @@ impl BrokerBuilder {
     fn build(cfg: &BrokerConfig, pki: &Pki, store: Store, internal_password: String, with_front: bool) -> Result<Self> {
         install_crypto_provider();
         metrics::register();
+        crate::listener_watch::install();
         if internal_password.is_empty() {
             bail!("the internal MQTT password is empty");
         }

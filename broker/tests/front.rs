@@ -298,6 +298,30 @@ async fn without_front_a_full_router_stops_rumqttd() -> Result<()> {
     }
 }
 
+/// The broker's callers (`offsite broker`, `offsite up`) stop so that their supervisor restarts
+/// them when a rumqttd listener panics, because the listener admits no one afterwards: the panic
+/// must be noticed. Provoked deterministically without the front (full router, then the same
+/// client id twice), since with the front this trigger cannot happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_panic_is_noticed() -> Result<()> {
+    let before = offsite_broker::listener_panics();
+    if full_router_then_same_client_id_twice(false).await.is_ok() {
+        bail!("rumqttd kept admitting devices: the defect did not reproduce");
+    }
+    timeout(Duration::from_secs(10), offsite_broker::listener_panicked())
+        .await
+        .context("a listener panicked but listener_panicked() did not resolve")?;
+    let after = offsite_broker::listener_panics();
+    assert!(after > before, "panics before {before}, after {after}");
+    let exported = prometheus::gather()
+        .into_iter()
+        .find(|f| f.name() == "offsite_broker_listener_panics_total")
+        .context("offsite_broker_listener_panics_total is not exported")?;
+    let value = exported.get_metric()[0].get_counter().get_value();
+    assert!(value >= (after - before) as f64, "exported {value}, counted {after}");
+    Ok(())
+}
+
 /// A TLS client of our own, to do what no MQTT library does: send an authenticated CONNECT and
 /// reset the connection at once.
 fn tls_connector(creds: &DeviceCredentials) -> Result<TlsConnector> {

@@ -1,6 +1,6 @@
 //! `up` and the one-tier-per-process subcommands.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use offsite_broker::BrokerBuilder;
 use offsite_ingest::{Incoming, Ingest, MqttSource, MqttSourceConfig};
 use tracing::info;
@@ -16,8 +16,18 @@ pub async fn up(mut cfg: Config) -> Result<()> {
     }
     let p = AllInOne::start(&cfg).await?;
     print_banner(&cfg, &p);
-    shutdown_signal().await;
-    p.stop().await
+    let listener_panicked = tokio::select! {
+        _ = shutdown_signal() => false,
+        _ = offsite_broker::listener_panicked() => true,
+    };
+    if listener_panicked {
+        tracing::error!("{LISTENER_PANIC}");
+    }
+    p.stop().await?;
+    if listener_panicked {
+        bail!("{LISTENER_PANIC}");
+    }
+    Ok(())
 }
 
 pub fn print_banner(cfg: &Config, p: &AllInOne) {
@@ -55,12 +65,27 @@ pub async fn broker(cfg: Config) -> Result<()> {
     }
     let ops = crate::ops_http::spawn(&cfg.ops, "broker", readiness).await?;
     info!("broker running");
-    shutdown_signal().await;
+    let listener_panicked = tokio::select! {
+        _ = shutdown_signal() => false,
+        _ = offsite_broker::listener_panicked() => true,
+    };
+    if listener_panicked {
+        tracing::error!("{LISTENER_PANIC}");
+    }
     if let Some(o) = ops {
         o.stop();
     }
-    db.close().await
+    db.close().await?;
+    if listener_panicked {
+        bail!("{LISTENER_PANIC}");
+    }
+    Ok(())
 }
+
+/// Why `offsite broker` / `offsite up` stop on their own (offsite_broker's `listener_watch`).
+pub(crate) const LISTENER_PANIC: &str = "an MQTT listener of the embedded broker (rumqttd) panicked and admits no new \
+     connection until the process restarts; stopping so the supervisor restarts it (devices keep their data) / \
+     内置 MQTT 代理的监听线程崩溃，进程退出以便由守护进程重启（设备数据不会丢失）";
 
 pub async fn ingest(cfg: Config) -> Result<()> {
     let db = Database::open(&cfg).await?;
