@@ -22,6 +22,7 @@ use anyhow::{bail, Result};
 use offsite_store::analytics_shards::{
     decode_feed, feed_topic, parse_feed_topic, Shard, ShardCount,
 };
+use offsite_wire::client_id;
 use prometheus::{
     register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec,
     IntGauge,
@@ -205,7 +206,12 @@ pub struct MqttFeed {
 impl MqttFeed {
     /// Connects and forwards decoded batches to `out` (the engine's queue).
     pub fn start(cfg: MqttFeedConfig, out: flume::Sender<Committed>) -> Self {
-        let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+        // A new client id for every connection: see `offsite_wire::client_id`.
+        let mut opts = MqttOptions::new(
+            client_id::for_connection(&cfg.client_id),
+            cfg.host.clone(),
+            cfg.port,
+        );
         opts.set_credentials(cfg.username.clone(), cfg.password.clone());
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_clean_session(true);
@@ -262,6 +268,9 @@ impl MqttFeed {
                     Ok(_) => {}
                     Err(e) => {
                         warn!(error = %e, "analytics feed connection lost; retrying");
+                        events
+                            .mqtt_options
+                            .set_client_id(client_id::for_connection(&cfg.client_id));
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }

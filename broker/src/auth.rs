@@ -38,6 +38,17 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// Refuses a client id that rumqttd's router would refuse (`+ $ # /` in it).
+///
+/// rumqttd checks client ids only in its router, after the listener has recorded a last-will
+/// entry for the connection; the refused link leaves that entry behind, and the next CONNECT with
+/// the same id panicked the listener (and, through the poisoned lock, every later connection).
+/// This hook runs before that bookkeeping, so refusing here ends the connection cleanly with a
+/// CONNACK.
+pub(crate) fn client_id_problem(client_id: &str) -> Option<AuthFailure> {
+    client_id.contains(['+', '$', '#', '/']).then_some(AuthFailure::BadClientId)
+}
+
 /// Decides a device connection from its registry row. Pure, so it is tested without a broker.
 pub(crate) fn decide(row: Option<&DeviceAuth>, password: &str) -> Result<(), AuthFailure> {
     let digest = token_digest(password);
@@ -70,7 +81,10 @@ impl DeviceAuthenticator {
     }
 
     pub(crate) async fn check(self: Arc<Self>, client_id: String, username: String, password: String) -> bool {
-        let outcome = self.outcome(&username, &password).await;
+        let outcome = match client_id_problem(&client_id) {
+            Some(refused) => Err(refused),
+            None => self.outcome(&username, &password).await,
+        };
         match outcome {
             Ok(()) => {
                 metrics::auth_succeeded();
@@ -113,6 +127,11 @@ pub(crate) fn check_internal(expected_password: &str, client_id: &str, username:
     // Both comparisons always run, so timing does not reveal which one failed.
     let user_ok = ct_eq(username.as_bytes(), INTERNAL_USERNAME.as_bytes());
     let pass_ok = ct_eq(&token_digest(password), &token_digest(expected_password));
+    if let Some(refused) = client_id_problem(client_id) {
+        metrics::auth_failed(refused);
+        warn!(client_id = %client_id.escape_debug(), "internal listener refused a client id rumqttd cannot take");
+        return false;
+    }
     if user_ok & pass_ok {
         metrics::auth_succeeded();
         debug!(%client_id, "internal client authenticated");
@@ -150,6 +169,17 @@ mod tests {
         // A malformed stored digest never matches.
         let bad = DeviceAuth { key: 1, token_sha256: vec![0; 31], revoked: false };
         assert_eq!(decide(Some(&bad), "t"), Err(AuthFailure::BadToken));
+    }
+
+    #[test]
+    fn client_ids_the_router_refuses() {
+        for bad in ["a/b", "a+b", "#", "$sys", "x/"] {
+            assert_eq!(client_id_problem(bad), Some(AuthFailure::BadClientId), "{bad}");
+        }
+        for good in ["d12ab", "offsite-ingest-1-2", "a.b_c:d", ""] {
+            assert_eq!(client_id_problem(good), None, "{good}");
+        }
+        assert!(!check_internal("secret", "in/valid", INTERNAL_USERNAME, "secret"));
     }
 
     #[test]

@@ -21,16 +21,20 @@ pub enum AuthFailure {
     StoreError,
     /// Plain listener: not the internal service account or a wrong password.
     BadInternal,
+    /// A client id with `+ $ # /` in it, which rumqttd's router would refuse only after its
+    /// last-will bookkeeping (see `auth::client_id_problem`).
+    BadClientId,
 }
 
 impl AuthFailure {
-    pub const ALL: [AuthFailure; 6] = [
+    pub const ALL: [AuthFailure; 7] = [
         Self::BadUsername,
         Self::UnknownDevice,
         Self::Revoked,
         Self::BadToken,
         Self::StoreError,
         Self::BadInternal,
+        Self::BadClientId,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,7 @@ impl AuthFailure {
             Self::BadToken => "bad_token",
             Self::StoreError => "store_error",
             Self::BadInternal => "bad_internal",
+            Self::BadClientId => "bad_client_id",
         }
     }
 }

@@ -43,8 +43,11 @@ const PLATFORM_SEGMENT_BYTES: usize = 100 * 1024 * 1024;
 const PLATFORM_SEGMENT_COUNT: usize = 10;
 /// Messages forwarded per scheduling round to QoS 0 subscribers (in-process links are QoS 0).
 const MAX_OUTGOING_PACKETS: u64 = 200;
-/// Router slots kept for in-process links on top of `max_connections`.
-const LOCAL_LINK_SLOTS: usize = 64;
+/// Router slots kept on top of `max_connections` for in-process links and the platform's own
+/// connections on the internal listener. Generous: a client that gives up before its CONNACK can
+/// leave a link rumqttd never removes (its CONNACK write fails), and a full router refuses the
+/// next link after its last-will entry is made, which is the stale entry behind rumqttd's panic.
+const LOCAL_LINK_SLOTS: usize = 256;
 
 /// Topic an internal link publishes to every half second so that rumqttd emits its meters (it
 /// only does so in intervals that saw a publish). rumqttd never matches a `$` topic against any

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use offsite_wire::client_id;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
 use crate::configuration::Config;
@@ -20,7 +21,7 @@ pub fn password(cfg: &Config) -> Result<String> {
 /// Publishes one message at QoS 1 and returns once the broker has acknowledged it.
 pub async fn publish_once(cfg: &Config, topic: &str, payload: Vec<u8>) -> Result<()> {
     let m = &cfg.internal_mqtt;
-    let mut opts = MqttOptions::new(format!("offsite-cli-{}", rand::random::<u32>()), m.host.clone(), m.port);
+    let mut opts = MqttOptions::new(client_id::for_connection("offsite-cli"), m.host.clone(), m.port);
     opts.set_credentials(m.username.clone(), password(cfg)?);
     opts.set_clean_session(true);
     opts.set_keep_alive(Duration::from_secs(10));
@@ -40,7 +41,9 @@ pub async fn publish_once(cfg: &Config, topic: &str, payload: Vec<u8>) -> Result
         }
     };
     let r = tokio::time::timeout(Duration::from_secs(10), wait).await.context("timed out publishing to the broker")?;
-    let _ = client.disconnect().await;
+    // Dropping the client and its event loop closes the connection; no DISCONNECT packet (see
+    // `offsite_wire::client_id`).
+    drop((client, events));
     r
 }
 

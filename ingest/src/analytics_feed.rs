@@ -20,6 +20,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use offsite_wire::client_id;
+
 use crate::{Committed, MqttSourceConfig, Tap};
 
 /// Rows per feed message at most (34 bytes each: well under the broker's payload limit).
@@ -48,7 +50,9 @@ struct Confirmations {
 /// A running feed publisher.
 pub struct AnalyticsFeed {
     publisher: JoinHandle<()>,
-    client: AsyncClient,
+    /// Drives the connection; kept open by `_client` until shutdown aborts it.
+    connection: JoinHandle<()>,
+    _client: AsyncClient,
 }
 
 impl AnalyticsFeed {
@@ -56,7 +60,12 @@ impl AnalyticsFeed {
     /// hand committed rows to.
     pub fn start(cfg: MqttSourceConfig, shards: ShardCount, capacity: usize) -> (Self, Tap) {
         LazyLock::force(&FEED);
-        let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+        // A new client id for every connection: see `offsite_wire::client_id`.
+        let mut opts = MqttOptions::new(
+            client_id::for_connection(&cfg.client_id),
+            cfg.host.clone(),
+            cfg.port,
+        );
         opts.set_credentials(cfg.username.clone(), cfg.password.clone());
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_clean_session(true);
@@ -65,7 +74,7 @@ impl AnalyticsFeed {
         let (client, mut events) = AsyncClient::new(opts, 1000);
         let confirmations: Arc<Mutex<Confirmations>> = Default::default();
         let conf = confirmations.clone();
-        tokio::spawn(async move {
+        let connection = tokio::spawn(async move {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -93,6 +102,9 @@ impl AnalyticsFeed {
                     Ok(_) => {}
                     Err(e) => {
                         warn!(error = %e, "analytics feed connection lost; retrying");
+                        events
+                            .mqtt_options
+                            .set_client_id(client_id::for_connection(&cfg.client_id));
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
@@ -152,15 +164,22 @@ impl AnalyticsFeed {
                 let _ = done.send(());
             }
         });
-        (Self { publisher, client }, Tap::Lossless(tx))
+        (
+            Self {
+                publisher,
+                connection,
+                _client: client,
+            },
+            Tap::Lossless(tx),
+        )
     }
 
     /// After ingest has stopped (its writers dropped the tap): publishes what is queued, then
-    /// disconnects.
+    /// closes the connection (no DISCONNECT packet: see `offsite_wire::client_id`).
     pub async fn shutdown(self) {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.publisher).await;
         // Give the event loop a moment to send the last QoS 1 messages.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = self.client.disconnect().await;
+        self.connection.abort();
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use offsite_wire::Channel;
+use offsite_wire::{client_id, Channel};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tracing::{info, warn};
 
@@ -28,7 +28,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// Spawns one replay; it forwards each retained status into `queue` as if received now.
 pub fn spawn(cfg: &MqttSourceConfig, queue: flume::Sender<Incoming>) {
     let mut opts = MqttOptions::new(
-        format!("{}-presence", cfg.client_id),
+        client_id::for_connection(&format!("{}-presence", cfg.client_id)),
         cfg.host.clone(),
         cfg.port,
     );
@@ -85,8 +85,8 @@ pub fn spawn(cfg: &MqttSourceConfig, queue: flume::Sender<Incoming>) {
                 "reading retained device statuses timed out"
             ),
         }
-        let _ = client.disconnect().await;
-        // Drive the DISCONNECT out before the event loop is dropped.
-        let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+        // Closing the connection is the goodbye: no DISCONNECT packet (`offsite_wire::client_id`
+        // says why), and no last will was set.
+        drop((client, events));
     });
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use offsite_wire::Channel;
+use offsite_wire::{client_id, Channel};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tracing::{info, warn};
 
@@ -133,7 +133,8 @@ pub struct MqttSource;
 
 impl MqttSource {
     pub fn start(cfg: MqttSourceConfig, queue: flume::Sender<Incoming>, gate: DeviceGate) -> AckSink {
-        let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+        // A new client id for every connection: see `offsite_wire::client_id`.
+        let mut opts = MqttOptions::new(client_id::for_connection(&cfg.client_id), cfg.host.clone(), cfg.port);
         opts.set_credentials(cfg.username.clone(), cfg.password.clone());
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_clean_session(true);
@@ -178,6 +179,7 @@ impl MqttSource {
                     Err(e) => {
                         metrics::BROKER_CONNECTED.set(0);
                         warn!(error = %e, "broker connection lost; retrying");
+                        events.mqtt_options.set_client_id(client_id::for_connection(&cfg.client_id));
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }

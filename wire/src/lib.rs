@@ -4,6 +4,7 @@
 //! tests agree by construction. The human-readable contract is `docs/protocol.md`.
 
 mod camera;
+pub mod client_id;
 mod command;
 mod credentials;
 mod ids;
