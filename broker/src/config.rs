@@ -39,6 +39,13 @@ pub struct BrokerConfig {
     /// the open-files limit is below about 3 x `max_connections`: each front process needs 2 per
     /// device it admits (`max_connections / front_processes`), the broker 1.
     pub front_processes: usize,
+    /// MiB of messages rumqttd keeps for the platform's consumers (ingest) on each
+    /// device-to-platform channel (data, status, command acks), delivered or not: the backlog a
+    /// stalled ingest can still read from the broker; devices resend what ingest never
+    /// acknowledged, so a smaller buffer loses nothing, it only makes them resend sooner. rumqttd
+    /// counts a message as its topic and payload; its memory per message is several times that
+    /// (RELIABILITY.md "Soak"), so the broker's RSS is several times this figure once it is full.
+    pub ingest_buffer_mib: usize,
 }
 
 impl Default for BrokerConfig {
@@ -52,6 +59,7 @@ impl Default for BrokerConfig {
             max_inflight: 100,
             connection_timeout_ms: 5_000,
             front_processes: 0,
+            ingest_buffer_mib: 1000,
         }
     }
 }

@@ -37,9 +37,8 @@ use crate::{install_crypto_provider, metrics};
 const DEVICE_SEGMENT_BYTES: usize = 16 * 1024;
 const DEVICE_SEGMENT_COUNT: usize = 2;
 /// Commit log of the platform's wildcard subscriptions (`/tenants/+/v1/data` and the other
-/// device-to-platform channels, `$share/...` included): the buffer a slow consumer such as
-/// ingest has before it loses data, at most 1 GB per filter.
-const PLATFORM_SEGMENT_BYTES: usize = 100 * 1024 * 1024;
+/// device-to-platform channels, `$share/...` included): `[broker] ingest_buffer_mib` per filter,
+/// in this many segments (rumqttd drops the oldest whole segment when the ring is full).
 const PLATFORM_SEGMENT_COUNT: usize = 10;
 /// Messages forwarded per scheduling round to QoS 0 subscribers (in-process links are QoS 0).
 const MAX_OUTGOING_PACKETS: u64 = 200;
@@ -371,7 +370,7 @@ fn rumqttd_config(
     }
 
     let platform_segment =
-        SegmentConfig { max_segment_size: PLATFORM_SEGMENT_BYTES, max_segment_count: PLATFORM_SEGMENT_COUNT };
+        SegmentConfig { max_segment_size: platform_segment_bytes(cfg), max_segment_count: PLATFORM_SEGMENT_COUNT };
     let custom_segment = [Channel::Data, Channel::Status, Channel::CmdAck]
         .into_iter()
         .map(|c| (c.all_devices_filter(), platform_segment.clone()))
@@ -403,6 +402,11 @@ fn rumqttd_config(
         metrics: Some(metrics),
         ..Default::default()
     })
+}
+
+/// One segment of a platform filter's ring; rumqttd refuses segments under 1 KiB.
+fn platform_segment_bytes(cfg: &BrokerConfig) -> usize {
+    (cfg.ingest_buffer_mib.saturating_mul(1 << 20) / PLATFORM_SEGMENT_COUNT).max(1024)
 }
 
 /// Exports the router's connection count.
@@ -478,5 +482,23 @@ fn wait_listening(addr: SocketAddr, deadline: Instant, broker: &JoinHandle<()>) 
             bail!("MQTT listener {addr} did not come up within {LISTEN_WAIT:?} (is the port in use?)");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_buffer_is_split_into_segments() {
+        let mut cfg = BrokerConfig::default();
+        assert_eq!(platform_segment_bytes(&cfg) * PLATFORM_SEGMENT_COUNT, 1000 << 20);
+        cfg.ingest_buffer_mib = 1;
+        assert_eq!(platform_segment_bytes(&cfg), (1 << 20) / PLATFORM_SEGMENT_COUNT);
+        // rumqttd panics on segments under 1 KiB.
+        cfg.ingest_buffer_mib = 0;
+        assert_eq!(platform_segment_bytes(&cfg), 1024);
+        cfg.ingest_buffer_mib = usize::MAX;
+        assert!(platform_segment_bytes(&cfg) > 0);
     }
 }

@@ -64,7 +64,9 @@ pub async fn wait_online(site: &Site, ids: &[&str]) -> Result<()> {
         .fetch_all(site.db.store.pool())
         .await
     };
-    let r = wait_for("devices online", Duration::from_secs(20), || async {
+    // A wait for liveness, not a timing check: on a loaded machine a tier started just before
+    // can take longer than 20 s to connect and record a status.
+    let r = wait_for("devices online", Duration::from_secs(60), || async {
         query()
             .await
             .map(|v| v.len() == ids.len() && v.iter().all(|(_, o)| *o == Some(true)))
