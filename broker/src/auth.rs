@@ -43,8 +43,8 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// rumqttd checks client ids only in its router, after the listener has recorded a last-will
 /// entry for the connection; the refused link leaves that entry behind, and the next CONNECT with
 /// the same id panicked the listener (and, through the poisoned lock, every later connection).
-/// This hook runs before that bookkeeping, so refusing here ends the connection cleanly with a
-/// CONNACK.
+/// This hook runs before that bookkeeping, so refusing here ends the connection cleanly (rumqttd
+/// closes it without a CONNACK, as for any failed authentication).
 pub(crate) fn client_id_problem(client_id: &str) -> Option<AuthFailure> {
     client_id.contains(['+', '$', '#', '/']).then_some(AuthFailure::BadClientId)
 }

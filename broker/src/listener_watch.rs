@@ -1,8 +1,8 @@
 //! Notices when one of rumqttd's listener threads panics, so the process can stop and be restarted.
 //!
-//! rumqttd 0.20 can still panic in a listener (the stale last-will entry, RELIABILITY.md "Soak":
-//! a reconnect under the same client id whose CONNECT reaches the router before the old link's
-//! Disconnect). The first panic poisons that listener's lock, and from then on every new
+//! rumqttd 0.20 can still panic in a listener (the stale last-will entry, RELIABILITY.md
+//! "Transport": a client on one device listener thread saying DISCONNECT and closing while a
+//! device on the other connects). The first panic poisons that listener's lock, and from then on every new
 //! connection on it panics too: the broker admits no device again until the process restarts.
 //! Nothing in rumqttd's API can reset that state, so the broker's callers (`offsite broker`,
 //! `offsite up`) stop when this reports a panic and let their supervisor (systemd `Restart=`,
