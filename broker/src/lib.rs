@@ -6,6 +6,7 @@
 //! client certificate's O, which is the device id, so a device can only publish and subscribe
 //! under `/tenants/<its id>/`.
 
+pub mod allocator;
 mod auth;
 mod config;
 mod front;

@@ -108,6 +108,9 @@ impl BrokerBuilder {
         install_crypto_provider();
         metrics::register();
         crate::listener_watch::install();
+        if !crate::allocator::pin_mmap_threshold() {
+            tracing::debug!("mmap threshold not pinned (not glibc): the broker's RSS may creep under load");
+        }
         if internal_password.is_empty() {
             bail!("the internal MQTT password is empty");
         }

@@ -70,7 +70,8 @@ impl AnalyticsFeed {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_clean_session(true);
         opts.set_max_packet_size(1 << 20, 1 << 20);
-        opts.set_inflight(1000);
+        // See `offsite_wire::publish_window`: a wider window grows the broker's buffers for good.
+        opts.set_inflight(offsite_wire::publish_window::PUBLISH_WINDOW);
         let (client, mut events) = AsyncClient::new(opts, 1000);
         let confirmations: Arc<Mutex<Confirmations>> = Default::default();
         let conf = confirmations.clone();

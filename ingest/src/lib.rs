@@ -26,7 +26,7 @@ pub use camera::CameraSink;
 pub use config::IngestConfig;
 pub use fairness::DeviceGate;
 pub use pipeline::GatewayWork;
-pub use source::{AckSink, Incoming, LinkSource, MqttSource, MqttSourceConfig};
+pub use source::{wait_for_link_room, AckSink, Incoming, LinkSource, MqttSource, MqttSourceConfig};
 pub use writer::{Committed, Tap};
 
 use offsite_store::Store;

@@ -10,6 +10,7 @@ mod credentials;
 mod ids;
 pub mod listen;
 mod payload;
+pub mod publish_window;
 mod topic;
 
 pub use camera::{
