@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use offsite_store::analytics_shards::{encode_feed, feed_topic, split_by_shard, ShardCount};
 use prometheus::{register_int_counter_vec, IntCounterVec};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -60,16 +60,7 @@ impl AnalyticsFeed {
     /// hand committed rows to.
     pub fn start(cfg: MqttSourceConfig, shards: ShardCount, capacity: usize) -> (Self, Tap) {
         LazyLock::force(&FEED);
-        // A new client id for every connection: see `offsite_wire::client_id`.
-        let mut opts = MqttOptions::new(
-            client_id::for_connection(&cfg.client_id),
-            cfg.host.clone(),
-            cfg.port,
-        );
-        opts.set_credentials(cfg.username.clone(), cfg.password.clone());
-        opts.set_keep_alive(Duration::from_secs(30));
-        opts.set_clean_session(true);
-        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let mut opts = crate::source::internal_options(&cfg, &cfg.client_id);
         // See `offsite_wire::publish_window`: a wider window grows the broker's buffers for good.
         opts.set_inflight(offsite_wire::publish_window::PUBLISH_WINDOW);
         let (client, mut events) = AsyncClient::new(opts, 1000);

@@ -152,12 +152,7 @@ pub struct MqttSource;
 
 impl MqttSource {
     pub fn start(cfg: MqttSourceConfig, queue: flume::Sender<Incoming>, gate: DeviceGate) -> AckSink {
-        // A new client id for every connection: see `offsite_wire::client_id`.
-        let mut opts = MqttOptions::new(client_id::for_connection(&cfg.client_id), cfg.host.clone(), cfg.port);
-        opts.set_credentials(cfg.username.clone(), cfg.password.clone());
-        opts.set_keep_alive(Duration::from_secs(30));
-        opts.set_clean_session(true);
-        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let opts = internal_options(&cfg, &cfg.client_id);
         let (sub_client, mut events) = AsyncClient::new(opts, 10_000);
         let acks: Arc<[AsyncClient]> = (0..ACK_CONNECTIONS).map(|i| ack_connection(&cfg, i)).collect();
         metrics::BROKER_CONNECTED.set(0);
@@ -207,6 +202,17 @@ impl MqttSource {
     }
 }
 
+/// Options of a platform connection to the broker's internal listener: a new client id for every
+/// connection (see `offsite_wire::client_id`), a clean session, messages up to 1 MiB.
+pub(crate) fn internal_options(cfg: &MqttSourceConfig, base: &str) -> MqttOptions {
+    let mut opts = MqttOptions::new(client_id::for_connection(base), cfg.host.clone(), cfg.port);
+    opts.set_credentials(cfg.username.clone(), cfg.password.clone());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(true);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    opts
+}
+
 /// Connections that publish acknowledgements. One carries about `PUBLISH_WINDOW` per pass of
 /// rumqttd's router over its connections (about 15,000 a second with 10,000 devices connected
 /// here); two leave room above the soak's calibration peak (about 14,000 batches a second).
@@ -216,11 +222,7 @@ const ACK_CONNECTIONS: usize = 2;
 /// nothing else comes in on it, so its buffer in the broker never overflows.
 fn ack_connection(cfg: &MqttSourceConfig, i: usize) -> AsyncClient {
     let base = format!("{}-acks{i}", cfg.client_id);
-    let mut opts = MqttOptions::new(client_id::for_connection(&base), cfg.host.clone(), cfg.port);
-    opts.set_credentials(cfg.username.clone(), cfg.password.clone());
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_clean_session(true);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let mut opts = internal_options(cfg, &base);
     opts.set_inflight(offsite_wire::publish_window::PUBLISH_WINDOW);
     let (client, mut events) = AsyncClient::new(opts, 10_000);
     tokio::spawn(async move {
