@@ -1,7 +1,7 @@
 //! The broker's setting of the C allocator (glibc only; elsewhere nothing is changed).
 //!
 //! rumqttd gives every subscription filter a ring of segments, and each segment reserves room for
-//! 1,024 messages (about 256 KiB) however few it will hold: a device's ack and command filters hold
+//! 1,024 messages (232 KiB: 1,024 x 232 bytes) however few it will hold: a device's ack and command filters hold
 //! a few dozen small messages, so most of each block is never written. glibc serves a block that
 //! big with a mapping of its own, but as soon as one such block is freed it raises that threshold
 //! (up to 32 MiB) and serves later ones from its heap instead. There a freed segment's written pages

@@ -213,9 +213,10 @@ pub(crate) fn internal_options(cfg: &MqttSourceConfig, base: &str) -> MqttOption
     opts
 }
 
-/// Connections that publish acknowledgements. One carries about `PUBLISH_WINDOW` per pass of
-/// rumqttd's router over its connections (about 15,000 a second with 10,000 devices connected
-/// here); two leave room above the soak's calibration peak (about 14,000 batches a second).
+/// Connections that publish acknowledgements. Each carries at most `PUBLISH_WINDOW` per pass of
+/// rumqttd's router over its connections; two carried the 30-minute soak's calibration (141,312
+/// samples/s, about 14,000 acknowledgements a second, RELIABILITY.md "Soak"), where one connection
+/// with 64 in flight fell behind at 5,000.
 const ACK_CONNECTIONS: usize = 2;
 
 /// A connection that only publishes, with `offsite_wire::publish_window::PUBLISH_WINDOW` in flight:
