@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 use tracing::warn;
 
 /// Why a connection was refused; the label of `offsite_broker_auth_failures_total`.
@@ -54,6 +54,8 @@ struct Metrics {
     auth_failures: IntCounterVec,
     auth_success: IntCounter,
     connections: IntGauge,
+    heap_trim: Histogram,
+    heap_trim_released: IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -74,11 +76,26 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Remote MQTT connections open in the broker (router count, in-process links excluded)",
     )
     .expect("static metric definition is valid");
+    let heap_trim = Histogram::with_opts(
+        HistogramOpts::new(
+            "offsite_broker_heap_trim_seconds",
+            "Time each periodic trim of the heap took (malloc_trim; see [broker] heap_trim_interval_ms)",
+        )
+        .buckets(vec![0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]),
+    )
+    .expect("static metric definition is valid");
+    let heap_trim_released = IntCounter::new(
+        "offsite_broker_heap_trims_released_total",
+        "Periodic heap trims that handed pages back to the system",
+    )
+    .expect("static metric definition is valid");
     let registry = prometheus::default_registry();
     for m in [
         Box::new(auth_failures.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(auth_success.clone()),
         Box::new(connections.clone()),
+        Box::new(heap_trim.clone()),
+        Box::new(heap_trim_released.clone()),
     ] {
         // Only a name clash with another collector can fail; the metric still counts, it is just
         // not exported, which is not worth refusing to start over.
@@ -86,7 +103,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             warn!(error = %e, "registering a broker metric");
         }
     }
-    Metrics { auth_failures, auth_success, connections }
+    Metrics { auth_failures, auth_success, connections, heap_trim, heap_trim_released }
 });
 
 pub(crate) fn auth_failed(reason: AuthFailure) {
@@ -99,6 +116,13 @@ pub(crate) fn auth_succeeded() {
 
 pub(crate) fn set_connections(n: i64) {
     METRICS.connections.set(n);
+}
+
+pub(crate) fn heap_trimmed(took: std::time::Duration, released: bool) {
+    METRICS.heap_trim.observe(took.as_secs_f64());
+    if released {
+        METRICS.heap_trim_released.inc();
+    }
 }
 
 /// Makes sure the metrics exist in the default registry (they are otherwise created lazily, on

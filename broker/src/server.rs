@@ -84,6 +84,7 @@ pub struct BrokerBuilder {
     tick: (LinkTx, LinkRx),
     /// In-process links the router counts as connections (the tick link included).
     local_links: usize,
+    heap_trim_interval: Option<Duration>,
 }
 
 impl BrokerBuilder {
@@ -162,6 +163,7 @@ impl BrokerBuilder {
             meters,
             tick,
             local_links: 1,
+            heap_trim_interval: (cfg.heap_trim_interval_ms > 0).then(|| Duration::from_millis(cfg.heap_trim_interval_ms)),
         })
     }
 
@@ -210,6 +212,9 @@ impl BrokerBuilder {
         }
         let connections = Arc::new(AtomicI64::new(0));
         spawn_meter_thread(self.meters, self.tick, self.local_links, connections.clone())?;
+        if let Some(interval) = self.heap_trim_interval {
+            crate::allocator::spawn_heap_trimmer(interval)?;
+        }
 
         let mut broker = self.broker;
         let thread = std::thread::Builder::new()

@@ -3,23 +3,14 @@
 //! which only the first page is written (a device filter's new segment). Alone in its own test
 //! binary so that no other test allocates in this process meanwhile.
 
+mod memory;
+
 use std::hint::black_box;
+
+use memory::{rss_bytes, MIB};
 
 const BLOCK: usize = 256 * 1024;
 const BLOCKS: usize = 400; // 100 MiB
-const MIB: usize = 1024 * 1024;
-
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("reading /proc/self/statm");
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .expect("statm has a resident field")
-        .parse()
-        .unwrap();
-    // Pages of 4 KiB: the size on every machine this platform supports (x86-64, aarch64 Linux).
-    pages * 4096
-}
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]

@@ -1,7 +1,7 @@
 //! `offsite bench soak`: 10,000 devices, each its own MQTT/TLS connection, sending at half the
 //! measured maximum ingest rate for N minutes, with a reconnect storm in the middle (every device
-//! drops its connection at once and reconnects at once). Proves that nothing is lost and nothing
-//! is stored twice, and watches each tier's memory.
+//! drops its connection at once and reconnects at once; `--storms K` spreads K of them evenly).
+//! Proves that nothing is lost and nothing is stored twice, and watches each tier's memory.
 //!
 //! Every part runs in a process of its own: the broker (`offsite broker`), ingest with analytics
 //! beside it (`offsite ingest`), an idle portal (`offsite portal`), the embedded PostgreSQL, and
@@ -45,6 +45,10 @@ pub struct Args {
     /// Minutes at the steady rate (the reconnect storm is in the middle); fractions allowed.
     #[arg(long, default_value_t = 3.0)]
     minutes: f64,
+    /// Reconnect storms, evenly spaced over the steady phase (with 3, at a quarter, half and three
+    /// quarters of it). Memory is recorded just before each, to show whether it levels off.
+    #[arg(long, default_value_t = 1)]
+    storms: u32,
     /// Devices, each its own MQTT/TLS connection.
     #[arg(long, default_value_t = 10_000)]
     devices: usize,
@@ -99,6 +103,8 @@ pub struct LoadArgs {
     pub calibrate_seconds: u64,
     #[arg(long)]
     pub rate: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    pub storms: u32,
 }
 
 pub async fn run(base: Config, a: Args) -> Result<()> {
@@ -107,6 +113,9 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
     }
     if a.rate.is_some_and(|r| !(r > 0.0)) {
         bail!("--rate must be positive");
+    }
+    if !(1..=100).contains(&a.storms) {
+        bail!("--storms must be 1..=100");
     }
     let dir = scratch_dir("soak")?;
     let mut cfg = base;
@@ -493,6 +502,8 @@ async fn drive_generator(
             &warmup.to_string(),
             "--calibrate-seconds",
             &a.calibrate_seconds.to_string(),
+            "--storms",
+            &a.storms.to_string(),
         ]);
     if let Some(r) = a.rate {
         cmd.args(["--rate", &r.to_string()]);
@@ -509,6 +520,7 @@ async fn drive_generator(
     let postmaster = cfg.data_dir.join("postgres").join("postmaster.pid");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let (mut warm, mut end, mut peak) = (None, None, serde_json::Map::new());
+    let mut before_storms = Vec::new();
     let mut report: Option<serde_json::Value> = None;
     while let Some(line) = lines.next_line().await? {
         let v: serde_json::Value =
@@ -529,6 +541,11 @@ async fn drive_generator(
                 eprintln!("  memory MiB: {}", serde_json::Value::Object(m));
             }
             Some("warm") => warm = Some(memory(tiers, &postmaster, gen_pid)),
+            Some("storm_begin") => {
+                let m = memory(tiers, &postmaster, gen_pid);
+                eprintln!("  memory MiB before storm {}: {}", v["storm"], serde_json::Value::Object(m.clone()));
+                before_storms.push(serde_json::Value::Object(m));
+            }
             Some("steady_end") => end = Some(memory(tiers, &postmaster, gen_pid)),
             Some(_) => {}
             None => report = Some(v),
@@ -557,6 +574,7 @@ async fn drive_generator(
     r["rss_mib_warm"] = json!(warm);
     r["rss_mib_end"] = json!(end);
     r["rss_mib_peak"] = json!(peak);
+    r["rss_mib_before_storms"] = json!(before_storms);
     r["rss_growth_pct"] = json!(g);
     r["minutes"] = json!(a.minutes);
     r["warmup_s"] = json!(round(warmup, 1));
@@ -826,10 +844,16 @@ async fn generate(
     });
     let steady = Duration::from_secs_f64(l.seconds);
     let warm_at = steady_from + Duration::from_secs_f64(l.warmup_seconds);
-    let storm_at = steady_from + steady / 2;
+    let storms = l.storms.max(1) as usize;
+    let storm_at: Vec<Instant> = (1..=storms)
+        .map(|k| steady_from + steady.mul_f64(k as f64 / (storms + 1) as f64))
+        .collect();
     let end_at = steady_from + steady;
-    let (mut warm_sent, mut stormed) = (false, false);
-    let mut storm_s = None;
+    let mut warm_sent = false;
+    // Storms begun so far; storm k (1-based) is over when every device has reconnected after it.
+    let mut stormed = 0usize;
+    let mut storm_s: Vec<Option<f64>> = vec![None; storms];
+    let reconnected = |k: usize| count(&|s| s.reconnected_after.load(Ordering::Relaxed) == k as u64);
     let steady_acked_from = acked();
     let mut next_progress = Instant::now() + Duration::from_secs(10);
     let mut last = (Instant::now(), acked());
@@ -840,24 +864,25 @@ async fn generate(
             warm_sent = true;
             emit(json!({"phase": "warm"}));
         }
-        if !stormed && now >= storm_at {
-            stormed = true;
-            eprintln!("bench soak-load: reconnect storm: every device drops its connection now");
-            ctl_tx.send_modify(|c| c.storm = 1);
+        if stormed < storms && now >= storm_at[stormed] {
+            stormed += 1;
+            // First, so that the parent reads memory before the devices drop.
+            emit(json!({"phase": "storm_begin", "storm": stormed}));
+            eprintln!(
+                "bench soak-load: reconnect storm {stormed} of {storms}: every device drops its connection now"
+            );
+            ctl_tx.send_modify(|c| c.storm = stormed as u32);
         }
-        if stormed
-            && storm_s.is_none()
-            && count(&|s| s.reconnected_after.load(Ordering::Relaxed) == 1) == n
-        {
+        if stormed > 0 && storm_s[stormed - 1].is_none() && reconnected(stormed) == n {
             let last_at = states
                 .iter()
                 .filter_map(|(_, s)| *s.reconnected_at.lock().unwrap())
                 .max()
                 .unwrap_or(now);
-            let secs = (last_at - storm_at).as_secs_f64();
-            storm_s = Some(secs);
-            eprintln!("bench soak-load: all {n} devices reconnected {secs:.1} s after the storm");
-            emit(json!({"phase": "storm", "reconnects": n, "storm_s": secs}));
+            let secs = (last_at - storm_at[stormed - 1]).as_secs_f64();
+            storm_s[stormed - 1] = Some(secs);
+            eprintln!("bench soak-load: all {n} devices reconnected {secs:.1} s after storm {stormed}");
+            emit(json!({"phase": "storm", "storm": stormed, "reconnects": n, "storm_s": secs}));
         }
         if now >= next_progress {
             next_progress += Duration::from_secs(10);
@@ -870,7 +895,7 @@ async fn generate(
                 (a - last.1) as f64 / last.0.elapsed().as_secs_f64(),
                 rate,
                 pending,
-                count(&|s| s.reconnected_after.load(Ordering::Relaxed) == 1),
+                if stormed == 0 { 0 } else { reconnected(stormed) },
             );
             last = (Instant::now(), a);
             emit(json!({"phase": "progress"}));
@@ -889,14 +914,16 @@ async fn generate(
             _ => errors += 1,
         }
     }
-    let reconnects = count(&|s| s.reconnected_after.load(Ordering::Relaxed) == 1);
-    if storm_s.is_none() && stormed {
+    // Every device must have come back after the last storm (one still away from an earlier
+    // storm would have been told of the later one, and counts there).
+    let reconnects = reconnected(stormed);
+    if stormed > 0 && storm_s[stormed - 1].is_none() {
         // The last devices came back only during the drain.
-        storm_s = states
+        storm_s[stormed - 1] = states
             .iter()
             .filter_map(|(_, s)| *s.reconnected_at.lock().unwrap())
             .max()
-            .map(|last| (last - storm_at).as_secs_f64());
+            .map(|last| (last - storm_at[stormed - 1]).as_secs_f64());
     }
     let batches: u64 = states
         .iter()
@@ -914,7 +941,10 @@ async fn generate(
     let report = json!({
         "connections": n,
         "reconnects": reconnects,
-        "storm_s": storm_s.map(|s| round(s, 1)),
+        "storms": stormed,
+        // The slowest recovery; each storm's in `storms_s` (null: the next storm came first).
+        "storm_s": storm_s.iter().flatten().copied().reduce(f64::max).map(|s| round(s, 1)),
+        "storms_s": storm_s.iter().map(|s| s.map(|s| round(s, 1))).collect::<Vec<_>>(),
         "samples_sent": batches * l.metrics as u64,
         "samples_acked": acked(),
         "batches_unacked_at_end": unacked_at_end,
