@@ -42,7 +42,7 @@ const VALUE_MODULUS: i64 = 1_000_000;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Minutes at the steady rate (the reconnect storm is in the middle); fractions allowed.
+    /// Minutes at the steady rate (the reconnect storms fall inside it); fractions allowed.
     #[arg(long, default_value_t = 3.0)]
     minutes: f64,
     /// Reconnect storms, evenly spaced over the steady phase (with 3, at a quarter, half and three
@@ -853,7 +853,14 @@ async fn generate(
     // Storms begun so far; storm k (1-based) is over when every device has reconnected after it.
     let mut stormed = 0usize;
     let mut storm_s: Vec<Option<f64>> = vec![None; storms];
-    let reconnected = |k: usize| count(&|s| s.reconnected_after.load(Ordering::Relaxed) == k as u64);
+    // Devices back after storm k; none before the first storm.
+    let reconnected = |k: usize| {
+        if k == 0 {
+            0
+        } else {
+            count(&|s| s.reconnected_after.load(Ordering::Relaxed) == k as u64)
+        }
+    };
     let steady_acked_from = acked();
     let mut next_progress = Instant::now() + Duration::from_secs(10);
     let mut last = (Instant::now(), acked());
@@ -895,7 +902,7 @@ async fn generate(
                 (a - last.1) as f64 / last.0.elapsed().as_secs_f64(),
                 rate,
                 pending,
-                if stormed == 0 { 0 } else { reconnected(stormed) },
+                reconnected(stormed),
             );
             last = (Instant::now(), a);
             emit(json!({"phase": "progress"}));
