@@ -1,9 +1,11 @@
 //! Harness for end-to-end tests: runs the real `offsite` binary as child processes (so they can
 //! be killed for real) against a fresh database, with real MQTT clients.
 
+use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -41,16 +43,31 @@ pub struct Site {
     pub https_port: u16,
     /// The HJ 212 gateway's port.
     pub hj212_port: u16,
+    /// Where the processes' output goes, one file each (`log_tails`); apart from the data directory.
+    logs: tempfile::TempDir,
+    spawned: AtomicUsize,
 }
 
 impl Site {
     pub async fn new() -> Result<Self> {
         let db = TestDb::new().await?;
         let dir = tempfile::Builder::new().prefix("offsite-e2e-").tempdir_in("/tmp")?;
-        Ok(Self { db, dir, tls_port: free_port(), plain_port: free_port(), http_port: free_port(), https_port: free_port(), hj212_port: free_port() })
+        let logs = tempfile::Builder::new().prefix("offsite-e2e-logs-").tempdir_in("/tmp")?;
+        Ok(Self {
+            db,
+            dir,
+            tls_port: free_port(),
+            plain_port: free_port(),
+            http_port: free_port(),
+            https_port: free_port(),
+            hj212_port: free_port(),
+            logs,
+            spawned: AtomicUsize::new(0),
+        })
     }
 
-    /// `offsite <args>` configured for this site; not yet started.
+    /// `offsite <args>` configured for this site; not yet started. Its output goes to a file of
+    /// its own (`log_tails`), or to the test's with `OFFSITE_TEST_VERBOSE` set.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(offsite_bin());
         c.args(["--data-dir"]).arg(self.dir.path()).arg("--database-url").arg(self.db.url()).args(args);
@@ -64,9 +81,41 @@ impl Site {
             .env("RUST_LOG", "info,rumqttd=warn,sqlx=warn")
             .stdin(Stdio::null());
         if std::env::var_os("OFFSITE_TEST_VERBOSE").is_none() {
-            c.stdout(Stdio::null()).stderr(Stdio::null());
+            match self.log_file(args) {
+                Ok((out, err)) => c.stdout(out).stderr(err),
+                Err(_) => c.stdout(Stdio::null()).stderr(Stdio::null()),
+            };
         }
         c
+    }
+
+    fn log_file(&self, args: &[&str]) -> std::io::Result<(File, File)> {
+        let n = self.spawned.fetch_add(1, Ordering::Relaxed);
+        let name = args.first().copied().unwrap_or("offsite");
+        let out = File::create(self.logs.path().join(format!("{n:02}-{name}.log")))?;
+        Ok((out.try_clone()?, out))
+    }
+
+    /// The last `lines` lines of each process's output, in the order they were started: for the
+    /// message of a test that gives up waiting (the files go with the site).
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(self.logs.path()) {
+            Ok(d) => d.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => return format!("(no logs: {e})"),
+        };
+        files.sort();
+        let mut text = String::new();
+        for f in files {
+            let body = std::fs::read_to_string(&f).unwrap_or_default();
+            let all: Vec<&str> = body.lines().collect();
+            let name = f.file_name().unwrap_or_default().to_string_lossy();
+            text.push_str(&format!("--- {name} (last {} of {} lines)\n", lines.min(all.len()), all.len()));
+            for l in &all[all.len().saturating_sub(lines)..] {
+                text.push_str(l);
+                text.push('\n');
+            }
+        }
+        text
     }
 
     /// Runs `offsite <args>` to completion, capturing its output.

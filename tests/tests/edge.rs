@@ -144,7 +144,9 @@ impl SplitReplay {
         wait_port(site.tls_port, Duration::from_secs(60)).await?;
         let agent_proc = agent.spawn(&site)?;
         let id = d.device_id.to_string();
-        wait_rows(&site, &id, "pm10", 40, Duration::from_secs(60)).await?;
+        wait_rows(&site, &id, "pm10", 40, Duration::from_secs(60))
+            .await
+            .with_context(|| format!("the first rows never arrived; the tiers' output:\n{}", site.log_tails(40)))?;
         Ok(Self { site, id, expected, agent, agent_proc, broker, ingest })
     }
 
@@ -154,7 +156,9 @@ impl SplitReplay {
 
     /// Waits for every row, then checks each is stored exactly once with its own timestamp.
     async fn assert_complete(&self) -> Result<()> {
-        wait_rows(&self.site, &self.id, "pm10", self.expected.len(), Duration::from_secs(120)).await?;
+        wait_rows(&self.site, &self.id, "pm10", self.expected.len(), Duration::from_secs(120))
+            .await
+            .with_context(|| format!("the tiers' output:\n{}", self.site.log_tails(40)))?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(series(&self.site, &self.id, "pm10").await?, self.expected, "every row exactly once");
         Ok(())

@@ -145,6 +145,8 @@ pub async fn run(base: Config, a: Args) -> Result<()> {
 /// The tier processes of one soak; killed when dropped.
 struct Tiers {
     children: Vec<(&'static str, tokio::process::Child)>,
+    /// Where each tier's `<tier>.log` is.
+    logs: PathBuf,
 }
 
 impl Tiers {
@@ -155,8 +157,8 @@ impl Tiers {
             .and_then(|(_, c)| c.id())
     }
 
-    /// SIGTERM, then SIGKILL after 15 s.
-    async fn stop(mut self) {
+    /// SIGTERM, then SIGKILL after 15 s; returns the tiers that had to be killed.
+    async fn stop(mut self) -> Vec<&'static str> {
         for (_, c) in &self.children {
             if let Some(pid) = c.id() {
                 let _ = tokio::process::Command::new("kill")
@@ -165,15 +167,22 @@ impl Tiers {
                     .await;
             }
         }
+        let mut killed = Vec::new();
         for (tier, c) in &mut self.children {
             if tokio::time::timeout(Duration::from_secs(15), c.wait())
                 .await
                 .is_err()
             {
-                eprintln!("bench soak: {tier} did not stop on SIGTERM; killing it");
+                // What it was doing is the only clue: the scratch directory goes at the end.
+                eprintln!(
+                    "bench soak: {tier} did not stop within 15 s of SIGTERM; killing it. Its log ends:\n{}",
+                    tail(&self.logs.join(format!("{tier}.log")))
+                );
                 let _ = c.kill().await;
+                killed.push(*tier);
             }
         }
+        killed
     }
 }
 
@@ -218,6 +227,7 @@ async fn soak(cfg: &Config, store: &Store, a: &Args) -> Result<serde_json::Value
     ];
     let mut tiers = Tiers {
         children: Vec::new(),
+        logs: dir.to_path_buf(),
     };
     let started = async {
         for tier in ["broker", "ingest", "portal"] {
@@ -250,7 +260,7 @@ async fn soak(cfg: &Config, store: &Store, a: &Args) -> Result<serde_json::Value
     }
     eprintln!("bench soak: broker, ingest and portal running as processes of their own");
     let r = drive_generator(cfg, store, a, &tiers, &creds_path, tls_port, &metric_ids).await;
-    tiers.stop().await;
+    let killed = tiers.stop().await;
     // A panic in a tier is a failure even when the figures look right (a broker listener that
     // panicked accepts no device again).
     let mut r = r?;
@@ -269,6 +279,13 @@ async fn soak(cfg: &Config, store: &Store, a: &Args) -> Result<serde_json::Value
         panics += n;
     }
     r["tier_panics"] = json!(panics);
+    r["tiers_killed"] = json!(killed);
+    // What analytics ran beside ingest: the ONNX anomaly detector more than triples ingest's
+    // memory (RELIABILITY.md "What the anomaly detector costs") and is off when its model or ONNX
+    // Runtime is not found beside the binary, so ingest's figures compare only with this alike.
+    let models = store.model_loads(100).await?;
+    let current: Vec<&str> = models.iter().filter(|m| m.current).map(|m| m.detector.as_str()).collect();
+    r["detector_models"] = json!(current);
     Ok(r)
 }
 
